@@ -1,0 +1,124 @@
+"""What a user submits: one ``JobSpec`` per job, macros already expanded.
+
+The submit-language parser (:mod:`pilotage.queue.submit`) produces these on the submit
+host; the API receives them as the body of a cluster commit and validates them again,
+because nothing from outside is trusted.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+#: An attribute name as ClassAds accept it (``+Attr`` in a submit file).
+ATTR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: An environment variable name.
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+WIRE_VERSION = 1
+
+
+def check_relative_path(value: str, what: str) -> str:
+    """Refuse a sandbox path that is absolute, empty, or climbs out with ``..``."""
+    if not value or "\x00" in value:
+        raise ValueError(f"{what} must be a non-empty path without NUL bytes")
+    if value.startswith("/"):
+        raise ValueError(f"{what} {value!r} must be relative to the job's directory")
+    if ".." in posixpath.normpath(value).split("/"):
+        raise ValueError(f"{what} {value!r} must not climb out of the job's directory")
+    return value
+
+
+class JobSpec(BaseModel):
+    """One job of a cluster as the submitter described it.
+
+    Sandbox paths (``executable`` when transferred, ``input``, ``output``, ``error``,
+    ``transfer_output_files``) are relative to the job's scratch directory on the
+    worker node. ``iwd`` is the absolute submit directory on the submit host, where
+    outputs come back to; the server stores it and never uses it as a path itself.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    executable: str
+    transfer_executable: bool = True
+    arguments: list[str] = Field(default_factory=list)
+    environment: dict[str, str] = Field(default_factory=dict)
+    input: str | None = None
+    output: str | None = None
+    error: str | None = None
+    log: str | None = None
+    transfer_input_files: list[str] = Field(default_factory=list)
+    transfer_output_files: list[str] | None = None
+    request_cpus: int = Field(default=1, ge=1, le=1024)
+    request_memory_mb: int = Field(default=128, ge=1, le=16 * 1024 * 1024)
+    request_disk_mb: int = Field(default=100, ge=0, le=1024 * 1024 * 1024)
+    request_gpus: int = Field(default=0, ge=0, le=64)
+    requirements: str | None = None
+    rank: str | None = None
+    priority: int = Field(default=0, ge=-1_000_000, le=1_000_000)
+    attrs: dict[str, str] = Field(default_factory=dict)
+    iwd: str = "/"
+    #: Digest of the input sandbox uploaded for this job (``None``: no input sandbox).
+    input_sandbox: str | None = None
+
+    @field_validator("executable")
+    @classmethod
+    def _executable(cls, v: str) -> str:
+        if not v or "\x00" in v:
+            raise ValueError("executable must be a non-empty path")
+        return v
+
+    @field_validator("input", "output", "error")
+    @classmethod
+    def _sandbox_path(cls, v: str | None) -> str | None:
+        return None if v is None else check_relative_path(v, "sandbox path")
+
+    @field_validator("transfer_output_files")
+    @classmethod
+    def _outputs(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            for item in v:
+                check_relative_path(item, "transfer_output_files entry")
+        return v
+
+    @field_validator("environment")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, value in v.items():
+            if not ENV_NAME.match(key):
+                raise ValueError(f"environment variable name {key!r} is not valid")
+            if "\x00" in value:
+                raise ValueError(f"environment variable {key} contains a NUL byte")
+        return v
+
+    @field_validator("attrs")
+    @classmethod
+    def _attrs(cls, v: dict[str, str]) -> dict[str, str]:
+        for key in v:
+            if not ATTR_NAME.match(key):
+                raise ValueError(f"attribute name {key!r} is not a valid ClassAd name")
+        return v
+
+    @field_validator("input_sandbox")
+    @classmethod
+    def _digest(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[0-9a-f]{64}", v):
+            raise ValueError("input_sandbox must be a SHA-256 hex digest")
+        return v
+
+    @property
+    def sandbox_executable(self) -> str:
+        """The executable as the worker node sees it: its base name when transferred."""
+        return posixpath.basename(self.executable) if self.transfer_executable else self.executable
+
+
+class ClusterSubmission(BaseModel):
+    """The body of ``POST /api/v1/clusters/{id}/jobs``: every job of one cluster at once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    v: int = WIRE_VERSION
+    jobs: list[JobSpec] = Field(min_length=1, max_length=100_000)
