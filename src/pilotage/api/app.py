@@ -1,0 +1,64 @@
+"""The HTTP application: routers, and errors turned into one-sentence JSON answers."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from pilotage import __version__
+from pilotage.api import admin, pilots, users
+from pilotage.api.context import ServerContext
+from pilotage.errors import PilotageError, Transient
+
+log = logging.getLogger("pilotage.api")
+
+
+def _error(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": kind, "message": message}, status_code=status, headers=headers)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    """One sentence naming the first bad field of a request body or query."""
+    errors = exc.errors()
+    if not errors:
+        return "the request is not valid"
+    first = errors[0]
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    return f"{where}: {first.get('msg', 'invalid')}{more}"
+
+
+def create_app(ctx: ServerContext) -> FastAPI:
+    """The server's FastAPI application over ``ctx``."""
+    app = FastAPI(title="pilotage", version=__version__, docs_url=None, redoc_url=None)
+    app.state.ctx = ctx
+    app.include_router(users.router)
+    app.include_router(pilots.router)
+    app.include_router(admin.router)
+
+    @app.exception_handler(PilotageError)
+    async def on_pilotage_error(_request: Request, exc: PilotageError) -> JSONResponse:
+        headers = None
+        if isinstance(exc, Transient):
+            headers = {"Retry-After": str(max(1, int(exc.retry_after_s)))}
+        if exc.http_status >= 500:
+            log.error("%s: %s", type(exc).__name__, exc.message)
+        return _error(exc.http_status, type(exc).__name__, exc.message, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(422, "BadInput", _validation_message(exc))
+
+    @app.exception_handler(Exception)
+    async def on_bug(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return _error(500, "InternalError", "internal server error; see the server's log")
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    return app

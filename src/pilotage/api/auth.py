@@ -1,0 +1,113 @@
+"""Authentication at the edge: who is calling, and with which role.
+
+Two ways in, and nothing else:
+
+* the Unix socket in the state directory: the kernel tells us the caller's uid
+  (``SO_PEERCRED``), as in the documents' "local FS authentication". Only the socket's
+  own protocol class (:class:`PeerCredentialProtocol`) sets that, so it cannot be forged
+  over TCP or by a header;
+* a bearer token (JWT signed by the pool's issuer) over TLS, or over the socket.
+
+The local uid maps to the user of that name; root, the server's own user and the
+configured admins get the admin role.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import socket
+import struct
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import HTTPConnection
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from pilotage.credentials.tokens import Role, TokenIssuer
+from pilotage.errors import Denied, Unauthenticated
+
+PEER_KEY = "pilotage.peer"
+
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller."""
+
+    name: str
+    role: Role
+    via: str  # "socket" or "token"
+
+    @property
+    def admin(self) -> bool:
+        return self.role is Role.ADMIN
+
+
+def _peer_credentials(transport: Any) -> tuple[int, int, int] | None:
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.family != socket.AF_UNIX:
+        return None
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return pid, uid, gid
+
+
+class PeerCredentialProtocol(HttpToolsProtocol):
+    """HTTP over the Unix socket, with the kernel's word on who connected in the scope."""
+
+    def connection_made(self, transport: Any) -> None:
+        peer = _peer_credentials(transport)
+        inner: ASGIApp = self.app
+
+        async def with_peer(scope: Scope, receive: Any, send: Any) -> None:
+            scope = dict(scope)
+            scope["extensions"] = {**(scope.get("extensions") or {}), PEER_KEY: peer}
+            await inner(scope, receive, send)
+
+        self.app = with_peer
+        super().connection_made(transport)
+
+
+class Authenticator:
+    """Turns a request into a :class:`Principal`, or refuses it."""
+
+    def __init__(self, issuer: TokenIssuer, admins: tuple[str, ...]) -> None:
+        self.issuer = issuer
+        self.admins = frozenset(admins)
+        self.server_uid = os.getuid()
+
+    def principal(self, conn: HTTPConnection) -> Principal:
+        header = conn.headers.get("authorization")
+        if header is not None:
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthenticated("the Authorization header must be 'Bearer <token>'")
+            claims = self.issuer.verify(token.strip())
+            return Principal(claims.subject, claims.role, "token")
+        peer = (conn.scope.get("extensions") or {}).get(PEER_KEY)
+        if peer is not None:
+            return self._local(peer[1])
+        raise Unauthenticated(
+            "no credential: connect through the pool's Unix socket or send a bearer token "
+            "(see 'pilotage token issue')"
+        )
+
+    def _local(self, uid: int) -> Principal:
+        try:
+            name = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            raise Unauthenticated(f"local uid {uid} has no user name on this host") from None
+        admin = uid in (0, self.server_uid) or name in self.admins
+        return Principal(name, Role.ADMIN if admin else Role.USER, "socket")
+
+
+def require(principal: Principal, *roles: Role) -> Principal:
+    """Refuse a caller whose role is not one of ``roles``."""
+    if principal.role not in roles:
+        wanted = " or ".join(r.value for r in roles)
+        raise Denied(f"{principal.name} has the {principal.role.value} role; this needs {wanted}")
+    return principal

@@ -1,0 +1,160 @@
+"""Running the server: HTTPS on TCP for remote callers, HTTP on the Unix socket for local
+users, and the reaper, in one process and one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import stat
+import threading
+import time
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from pilotage.api.app import create_app
+from pilotage.api.auth import PeerCredentialProtocol
+from pilotage.api.context import ServerContext
+from pilotage.config import Settings
+from pilotage.errors import OperatorError
+from pilotage.queue.reaper import reap_once
+from pilotage.statedir import StateDir
+from pilotage.store.engine import Store
+
+log = logging.getLogger("pilotage.server")
+
+
+class _QuietServer(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to us (two servers share one loop)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+@dataclass(frozen=True)
+class Listeners:
+    """Where the server listens; what clients read from the state directory."""
+
+    url: str
+    socket_path: Path | None
+
+
+def _bind_tcp(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OperatorError(
+            f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port"
+        ) from None
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _bind_unix(path: Path) -> socket.socket:
+    if path.exists() or path.is_symlink():
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            raise OperatorError(f"{path} exists and is not a socket; remove it")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # stale: its server is gone
+        else:
+            raise OperatorError(f"another server already listens on {path}")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    # Anyone on this host may connect: the kernel tells us who they are.
+    os.chmod(path, 0o666)
+    sock.listen(1024)
+    return sock
+
+
+def _public_url(host: str, port: int) -> str:
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104  (naming the wildcard, not binding it)
+        host = socket.getfqdn()
+    if ":" in host:
+        host = f"[{host}]"
+    return f"https://{host}:{port}"
+
+
+def _reaper(ctx: ServerContext, stop: threading.Event) -> None:
+    while not stop.wait(ctx.settings.server.reap_interval_s):
+        try:
+            reap_once(ctx.store, ctx.settings.server, ctx.clock())
+        except Exception:  # noqa: BLE001  (keep sweeping; the next pass retries)
+            log.exception("reaper pass failed")
+
+
+def run(
+    state: StateDir,
+    settings: Settings,
+    *,
+    migrate: bool = True,
+    socket_path: Path | None = None,
+    url_file: Path | None = None,
+    log_level: str = "warning",
+) -> None:
+    """Serve until SIGINT or SIGTERM."""
+    if not state.is_initialised():
+        raise OperatorError(f"{state.root} is not a pool state directory; run 'pilotage init'")
+    store = Store(settings.server.db or state.sqlite_url())
+    if migrate:
+        store.migrate()
+    store.check_current()
+    ctx = ServerContext.build(state, settings, store)
+    app = create_app(ctx)
+    tcp = _bind_tcp(settings.server.host, settings.server.port)
+    port = tcp.getsockname()[1]
+    unix_path = socket_path if socket_path is not None else state.socket
+    unix = _bind_unix(unix_path)
+    common = {"log_level": log_level, "access_log": False, "lifespan": "off", "loop": "auto"}
+    tls = uvicorn.Config(
+        app,
+        ssl_certfile=str(state.server_cert),
+        ssl_keyfile=str(state.server_key),
+        http="httptools",
+        **common,  # type: ignore[arg-type]
+    )
+    local = uvicorn.Config(app, http=PeerCredentialProtocol, **common)  # type: ignore[arg-type]
+    servers = [_QuietServer(tls), _QuietServer(local)]
+    url = _public_url(settings.server.host, port)
+    (url_file or state.url_file).write_text(url + "\n", encoding="utf-8")
+    stop = threading.Event()
+    reaper = threading.Thread(target=_reaper, args=(ctx, stop), name="reaper", daemon=True)
+    reaper.start()
+    log.warning("pilotage server listening on %s and %s (database %s)", url, unix_path, store.url)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+
+        def stop_serving() -> None:
+            for server in servers:
+                server.should_exit = True
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop_serving)
+        await asyncio.gather(servers[0].serve([tcp]), servers[1].serve([unix]))
+
+    try:
+        asyncio.run(main())
+    finally:
+        stop.set()
+        reaper.join(timeout=5)
+        with contextlib.suppress(FileNotFoundError):
+            unix_path.unlink()
+        store.dispose()
+        log.warning("pilotage server stopped at %s", time.strftime("%H:%M:%S"))

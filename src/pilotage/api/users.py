@@ -1,0 +1,162 @@
+"""The user API: submit, list, act on jobs, fetch outputs, see the pool."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from pilotage.api.auth import Principal, require
+from pilotage.api.context import ServerContext, actor_of
+from pilotage.collector import pilots as pilot_registry
+from pilotage.credentials.tokens import Role
+from pilotage.errors import BadInput, NotFound
+from pilotage.queue import jobs as queue
+from pilotage.queue import spool
+from pilotage.queue.spec import ClusterSubmission
+from pilotage.queue.states import JobState
+
+router = APIRouter(prefix="/api/v1")
+
+
+def context(request: Request) -> ServerContext:
+    ctx: ServerContext = request.app.state.ctx
+    return ctx
+
+
+def user(request: Request) -> Principal:
+    """The caller, who must be a user or an admin."""
+    return require(context(request).authenticator.principal(request), Role.USER, Role.ADMIN)
+
+
+Ctx = Annotated[ServerContext, Depends(context)]
+User = Annotated[Principal, Depends(user)]
+
+ACTIVE = (JobState.IDLE, JobState.RUNNING, JobState.HELD)
+FINISHED = (JobState.COMPLETED, JobState.REMOVED)
+
+
+@router.get("/whoami")
+def whoami(who: User) -> dict[str, str]:
+    return {"name": who.name, "role": who.role.value, "via": who.via}
+
+
+@router.post("/sandboxes", status_code=201)
+async def upload_sandbox(request: Request, ctx: Ctx, who: User) -> dict[str, Any]:
+    """Take an input sandbox (uncompressed tar); answer its digest for the cluster commit."""
+    digest, size = await ctx.receive_tar(request)
+    with ctx.store.write() as conn:
+        spool.remember(conn, digest, size, who.name, ctx.clock())
+    return {"digest": digest, "size_bytes": size}
+
+
+@router.post("/clusters", status_code=201)
+def new_cluster(ctx: Ctx, who: User) -> dict[str, int]:
+    with ctx.store.write() as conn:
+        return {"cluster_id": queue.open_cluster(conn, actor_of(who), ctx.clock())}
+
+
+@router.post("/clusters/{cluster_id}/jobs", status_code=201)
+def commit_cluster(
+    cluster_id: int, body: ClusterSubmission, ctx: Ctx, who: User
+) -> dict[str, int]:
+    with ctx.store.write() as conn:
+        count = queue.commit_cluster(conn, cluster_id, actor_of(who), body.jobs, ctx.clock())
+    return {"cluster_id": cluster_id, "jobs": count}
+
+
+def _refs(ids: list[str]) -> list[queue.JobRef]:
+    return [queue.parse_job_ref(i) for i in ids]
+
+
+def _states(names: list[str]) -> list[JobState]:
+    try:
+        return [JobState(n.upper()) for n in names]
+    except ValueError:
+        known = ", ".join(s.value for s in JobState)
+        raise BadInput(f"unknown job state in {names}; known states: {known}") from None
+
+
+@router.get("/jobs")
+def list_jobs(
+    ctx: Ctx,
+    who: User,
+    id: Annotated[list[str], Query()] = [],  # noqa: B006  (FastAPI reads the default)
+    state: Annotated[list[str], Query()] = [],  # noqa: B006
+    owner: str | None = None,
+    finished: bool | None = None,
+) -> list[dict[str, Any]]:
+    """Jobs visible to the caller; ``finished`` picks history (true) or the queue (false)."""
+    states = _states(state)
+    if not states and finished is not None:
+        states = list(FINISHED if finished else ACTIVE)
+    with ctx.store.read() as conn:
+        rows = queue.select_jobs(conn, actor_of(who), refs=_refs(id), states=states, owner=owner)
+    return [queue.job_view(r) for r in rows]
+
+
+@router.get("/jobs/{job_id}/events")
+def job_events(job_id: str, ctx: Ctx, who: User) -> list[dict[str, Any]]:
+    with ctx.store.read() as conn:
+        rows = queue.job_events_of(conn, actor_of(who), queue.parse_job_ref(job_id))
+    return [
+        {
+            "at": r.at,
+            "from": r.from_state,
+            "to": r.to_state,
+            "trigger": r.trigger,
+            "actor": r.actor,
+            "reason": r.reason,
+            "pilot": r.pilot_id,
+        }
+        for r in rows
+    ]
+
+
+@router.get("/jobs/{job_id}/output")
+def job_output(job_id: str, ctx: Ctx, who: User) -> StreamingResponse:
+    """The job's output sandbox as an uncompressed tar."""
+    ref = queue.parse_job_ref(job_id)
+    if ref.proc is None:
+        raise BadInput(f"name one job as CLUSTER.PROC, not the cluster {ref}")
+    with ctx.store.read() as conn:
+        (row,) = queue.require_jobs(conn, actor_of(who), [ref])
+    if row.output_sandbox is None:
+        raise NotFound(f"job {ref} has no output sandbox (it is {row.state})")
+    handle = ctx.spool.open(row.output_sandbox)
+
+    def chunks() -> Iterator[bytes]:
+        with handle:
+            while block := handle.read(256 * 1024):
+                yield block
+
+    return StreamingResponse(chunks(), media_type="application/x-tar")
+
+
+class ActionBody(BaseModel):
+    """Hold, release or remove jobs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: str
+    ids: list[str] = Field(min_length=1, max_length=100_000)
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+@router.post("/jobs/actions")
+def act(body: ActionBody, ctx: Ctx, who: User) -> list[dict[str, Any]]:
+    with ctx.store.write() as conn:
+        results = queue.act(
+            conn, actor_of(who), body.action, _refs(body.ids), reason=body.reason, now=ctx.clock()
+        )
+    return [r.__dict__ for r in results]
+
+
+@router.get("/slots")
+def slots(ctx: Ctx, who: User) -> list[dict[str, Any]]:
+    """Every active pilot's slot with its free resources (``pilotage status``)."""
+    with ctx.store.read() as conn:
+        return pilot_registry.pool_status(conn)

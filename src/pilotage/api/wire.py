@@ -1,0 +1,174 @@
+"""Typed messages of the pilot protocol (docs/pilot-protocol.md) and the user API.
+
+Every body is validated here at the edge; the rest of the server never sees raw JSON.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from pilotage.queue.spec import ATTR_NAME, WIRE_VERSION
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:+-]{0,127}$")
+
+
+class Strict(BaseModel):
+    """Unknown fields are refused, so a typo is an error, not a silent default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    v: int = WIRE_VERSION
+
+    @field_validator("v")
+    @classmethod
+    def _version(cls, v: int) -> int:
+        if v != WIRE_VERSION:
+            raise ValueError(f"protocol version {v} is not supported; this server speaks 1")
+        return v
+
+
+class Resources(BaseModel):
+    """An amount of cpus, memory, disk and gpus."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cpus: int = Field(ge=0, le=4096)
+    memory_mb: int = Field(ge=0, le=64 * 1024 * 1024)
+    disk_mb: int = Field(ge=0, le=1024 * 1024 * 1024)
+    gpus: int = Field(default=0, ge=0, le=256)
+
+
+class PilotRegistration(Strict):
+    """A pilot joining the pool with its whole resources (one partitionable slot)."""
+
+    name: str
+    site: str = "local"
+    host: str
+    cpus: int = Field(ge=1, le=4096)
+    memory_mb: int = Field(ge=1, le=64 * 1024 * 1024)
+    disk_mb: int = Field(ge=0, le=1024 * 1024 * 1024)
+    gpus: int = Field(default=0, ge=0, le=256)
+    lifetime_s: float = Field(gt=0, le=30 * 86400)
+    attrs: dict[str, str] = Field(default_factory=dict)
+    start: str = "true"
+
+    @field_validator("name", "site")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME.match(v):
+            raise ValueError(f"{v!r} must be 1-128 letters, digits or ._@:+-")
+        return v
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        if not v or len(v) > 255 or any(c.isspace() for c in v):
+            raise ValueError("host must be a host name without spaces")
+        return v
+
+    @field_validator("attrs")
+    @classmethod
+    def _attrs(cls, v: dict[str, str]) -> dict[str, str]:
+        if len(v) > 200:
+            raise ValueError("at most 200 attributes")
+        for key in v:
+            if not ATTR_NAME.match(key):
+                raise ValueError(f"attribute name {key!r} is not a valid ClassAd name")
+        return v
+
+
+class Registered(Strict):
+    """The server's answer to a registration."""
+
+    pilot_id: str
+    lease_s: float
+    heartbeat_s: float
+    idle_timeout_s: float
+    max_sandbox_bytes: int
+
+
+class WorkRequest(Strict):
+    """A pilot asking for a job that fits in its free resources."""
+
+    free: Resources
+    time_left_s: float = Field(ge=0)
+
+
+class Claim(BaseModel):
+    """A job given to a slot, with everything the agent needs to run it."""
+
+    claim_id: str
+    job_id: str
+    lease_s: float
+    lease_expires_at: float
+    owner: str
+    executable: str
+    arguments: list[str]
+    environment: dict[str, str]
+    input: str | None
+    output: str | None
+    error: str | None
+    transfer_output_files: list[str] | None
+    request_cpus: int
+    request_memory_mb: int
+    request_disk_mb: int
+    request_gpus: int
+    has_input_sandbox: bool
+
+
+class WorkAnswer(Strict):
+    """A claim, or none and when to ask again."""
+
+    claim: Claim | None = None
+    retry_after_s: float = 5.0
+    retire: bool = False
+
+
+class Heartbeat(Strict):
+    """The claims a pilot still runs; their leases are renewed in one call."""
+
+    claims: list[str] = Field(default_factory=list, max_length=4096)
+
+
+class Revoked(BaseModel):
+    """A claim the pilot must stop at once."""
+
+    claim_id: str
+    reason: str
+
+
+class HeartbeatAnswer(Strict):
+    """New lease ends, claims to stop, and whether to retire."""
+
+    renewed: dict[str, float]
+    revoked: list[Revoked]
+    retire: bool = False
+
+
+class Failure(BaseModel):
+    """The agent could not run the job at all."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=2000)
+    code: int = Field(ge=1, le=99)
+
+
+class Result(Strict):
+    """How a job ended, and optionally a request for the next one."""
+
+    exit_code: int | None = Field(default=None, ge=0, le=255)
+    signal: int | None = Field(default=None, ge=1, le=128)
+    wall_s: float = Field(default=0.0, ge=0)
+    cpu_s: float = Field(default=0.0, ge=0)
+    max_rss_kb: int = Field(default=0, ge=0)
+    failure: Failure | None = None
+    next: WorkRequest | None = None
+
+
+class PilotExit(Strict):
+    """A pilot leaving the pool."""
+
+    reason: str = Field(default="exit", max_length=2000)

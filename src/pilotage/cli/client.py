@@ -1,0 +1,145 @@
+"""The users' client: finds the server and turns its answers into results or exceptions.
+
+A server is found, in order, from ``--server URL`` (with a bearer token from ``--token
+FILE`` or ``PILOTAGE_TOKEN``), else from the state directory: its Unix socket, where the
+kernel vouches for who we are.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+
+from pilotage.errors import BY_HTTP_STATUS, InternalError, PilotageError, Unreachable, UserError
+from pilotage.statedir import StateDir
+
+TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """How to reach one server."""
+
+    url: str  # https://host:port, or http://local for the Unix socket
+    socket: Path | None = None
+    token: str | None = None
+    ca: Path | None = None
+
+    @property
+    def where(self) -> str:
+        return f"the Unix socket {self.socket}" if self.socket else self.url
+
+
+def locate(
+    state: StateDir, server: str | None, token_file: Path | None, ca: Path | None
+) -> Endpoint:
+    """Decide how to reach the server from flags, environment and the state directory."""
+    token = None
+    if token_file is not None:
+        try:
+            token = token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise UserError(f"cannot read the token file {token_file}: {exc.strerror}") from None
+    elif os.environ.get("PILOTAGE_TOKEN"):
+        token = os.environ["PILOTAGE_TOKEN"].strip()
+    if server is not None:
+        if not server.startswith("https://"):
+            raise UserError(f"--server {server} must be an https:// URL")
+        return Endpoint(url=server.rstrip("/"), token=token, ca=ca or _ca_of(state))
+    if state.socket.exists():
+        return Endpoint(url="http://local", socket=state.socket, token=token)
+    if state.url_file.exists() and token is not None:
+        url = state.url_file.read_text(encoding="utf-8").strip()
+        return Endpoint(url=url, token=token, ca=ca or _ca_of(state))
+    raise Unreachable(
+        f"no server socket in {state.root}: start one with 'pilotage server', "
+        "or name one with --server URL --token FILE"
+    )
+
+
+def _ca_of(state: StateDir) -> Path | None:
+    return state.ca_cert if state.ca_cert.exists() else None
+
+
+class Client:
+    """JSON calls to one server."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        headers = {"User-Agent": "pilotage-cli"}
+        if endpoint.token:
+            headers["Authorization"] = f"Bearer {endpoint.token}"
+        if endpoint.socket is not None:
+            transport = httpx.HTTPTransport(uds=str(endpoint.socket))
+            self._http = httpx.Client(
+                base_url=endpoint.url, transport=transport, headers=headers, timeout=TIMEOUT
+            )
+        else:
+            verify: Any = str(endpoint.ca) if endpoint.ca else True
+            self._http = httpx.Client(
+                base_url=endpoint.url, verify=verify, headers=headers, timeout=TIMEOUT
+            )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Send one request; return the decoded JSON answer (``None`` for 204)."""
+        with self._errors():
+            response = self._http.request(method, path, **kwargs)
+        self._raise_for(response)
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    @contextmanager
+    def stream(self, path: str) -> Iterator[httpx.Response]:
+        """A streamed GET (for sandboxes)."""
+        with self._errors(), self._http.stream("GET", path) as response:
+            if response.status_code >= 400:
+                response.read()
+                self._raise_for(response)
+            yield response
+
+    def upload(self, path: str, body: IO[bytes]) -> Any:
+        """POST a tar body."""
+        return self.call(
+            "POST", path, content=body, headers={"Content-Type": "application/x-tar"}
+        )
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except httpx.ConnectError as exc:
+            raise Unreachable(f"cannot reach the server at {self.endpoint.where}: {exc}") from None
+        except httpx.TimeoutException:
+            raise Unreachable(
+                f"the server at {self.endpoint.where} did not answer in time"
+            ) from None
+        except httpx.TransportError as exc:
+            raise Unreachable(f"lost the connection to {self.endpoint.where}: {exc}") from None
+
+    @staticmethod
+    def _raise_for(response: httpx.Response) -> None:
+        if response.status_code < 400:
+            return
+        try:
+            body = response.json()
+            message = str(body.get("message") or body)
+        except ValueError:
+            message = response.text[:200] or response.reason_phrase
+        cls: type[PilotageError] = BY_HTTP_STATUS.get(response.status_code, InternalError)
+        raise cls(message)

@@ -1,0 +1,152 @@
+"""The collector's view of pilots: registration, their slot ads, liveness, departure."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+import sqlalchemy as sa
+
+from pilotage.api.wire import PilotRegistration, Resources
+from pilotage.errors import Conflict, Denied, NotFound
+from pilotage.queue.jobad import parse_expr, slot_ad
+from pilotage.store.tables import claims, pilots
+
+
+def register(conn: sa.Connection, subject: str, reg: PilotRegistration, now: float) -> str:
+    """Record a new pilot for the token subject ``subject``; returns its id."""
+    for name, value in reg.attrs.items():
+        parse_expr(value, f"pilot attribute {name}")
+    parse_expr(reg.start, "the pilot's start expression")
+    pilot_id = "p-" + secrets.token_hex(12)
+    ad = {"attrs": reg.attrs, "start": reg.start}
+    conn.execute(
+        sa.insert(pilots).values(
+            id=pilot_id,
+            subject=subject,
+            name=reg.name,
+            site=reg.site,
+            host=reg.host,
+            cpus=reg.cpus,
+            memory_mb=reg.memory_mb,
+            disk_mb=reg.disk_mb,
+            gpus=reg.gpus,
+            ad=json.dumps(ad),
+            started_at=now,
+            last_seen_at=now,
+            expires_at=now + reg.lifetime_s,
+            state="active",
+            retire=False,
+        )
+    )
+    return pilot_id
+
+
+def owned(conn: sa.Connection, pilot_id: str, subject: str) -> sa.Row[Any]:
+    """The pilot row, if it exists and belongs to ``subject``; else NotFound or Denied."""
+    row = conn.execute(sa.select(pilots).where(pilots.c.id == pilot_id)).first()
+    if row is None:
+        raise NotFound(f"pilot {pilot_id} is not registered")
+    if row.subject != subject:
+        raise Denied(f"pilot {pilot_id} was registered by another identity")
+    return row
+
+
+def require_active(row: sa.Row[Any]) -> None:
+    """Refuse work for a pilot that has left or was declared lost."""
+    if row.state != "active":
+        raise Conflict(f"pilot {row.id} is {row.state}; start a new pilot")
+
+
+def free_resources(conn: sa.Connection, row: sa.Row[Any]) -> Resources:
+    """The pilot's resources not carved out by its live claims (the server's own count)."""
+    used = conn.execute(
+        sa.select(
+            sa.func.coalesce(sa.func.sum(claims.c.request_cpus), 0),
+            sa.func.coalesce(sa.func.sum(claims.c.request_memory_mb), 0),
+            sa.func.coalesce(sa.func.sum(claims.c.request_disk_mb), 0),
+            sa.func.coalesce(sa.func.sum(claims.c.request_gpus), 0),
+        ).where(claims.c.pilot_id == row.id, claims.c.state == "active")
+    ).one()
+    return Resources(
+        cpus=max(0, row.cpus - int(used[0])),
+        memory_mb=max(0, row.memory_mb - int(used[1])),
+        disk_mb=max(0, row.disk_mb - int(used[2])),
+        gpus=max(0, row.gpus - int(used[3])),
+    )
+
+
+def offer_ad(row: sa.Row[Any], free: Resources, time_left_s: float) -> Any:
+    """The slot ad a pilot offers now: its attributes with its free resources."""
+    stored = json.loads(row.ad)
+    attrs: dict[str, Any] = {name: parse_expr(v, name) for name, v in stored["attrs"].items()}
+    attrs.update(
+        {
+            "Name": row.name,
+            "PilotId": row.id,
+            "Site": row.site,
+            "Machine": row.host,
+            "Cpus": free.cpus,
+            "Memory": free.memory_mb,
+            "Disk": free.disk_mb,
+            "GPUs": free.gpus,
+            "TotalCpus": row.cpus,
+            "TotalMemory": row.memory_mb,
+            "TotalDisk": row.disk_mb,
+            "TotalGPUs": row.gpus,
+            "TimeToLive": int(time_left_s),
+        }
+    )
+    return slot_ad(attrs, stored["start"])
+
+
+def touch(conn: sa.Connection, pilot_id: str, now: float) -> None:
+    """Note that the pilot was heard from."""
+    conn.execute(sa.update(pilots).where(pilots.c.id == pilot_id).values(last_seen_at=now))
+
+
+def leave(conn: sa.Connection, pilot_id: str, state: str, reason: str, now: float) -> None:
+    """Mark the pilot exited (it said so) or lost (it went silent)."""
+    conn.execute(
+        sa.update(pilots)
+        .where(pilots.c.id == pilot_id, pilots.c.state == "active")
+        .values(state=state, exit_reason=reason, last_seen_at=now)
+    )
+
+
+def pool_status(conn: sa.Connection) -> list[dict[str, Any]]:
+    """Every active pilot with its total and free resources (``pilotage status``)."""
+    rows = conn.execute(
+        sa.select(pilots).where(pilots.c.state == "active").order_by(pilots.c.started_at)
+    ).all()
+    running: dict[str, int] = dict(
+        conn.execute(
+            sa.select(claims.c.pilot_id, sa.func.count())
+            .where(claims.c.state == "active")
+            .group_by(claims.c.pilot_id)
+        ).all()
+    )
+    out = []
+    for row in rows:
+        free = free_resources(conn, row)
+        out.append(
+            {
+                "pilot": row.id,
+                "name": row.name,
+                "site": row.site,
+                "host": row.host,
+                "cpus": row.cpus,
+                "memory_mb": row.memory_mb,
+                "disk_mb": row.disk_mb,
+                "gpus": row.gpus,
+                "free": free.model_dump(),
+                "jobs": int(running.get(row.id, 0)),
+                "state": "Claimed" if running.get(row.id) else "Unclaimed",
+                "started_at": row.started_at,
+                "last_seen_at": row.last_seen_at,
+                "expires_at": row.expires_at,
+                "retire": row.retire,
+            }
+        )
+    return out

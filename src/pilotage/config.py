@@ -1,0 +1,161 @@
+"""Typed settings, loaded once at the entry point and passed down.
+
+Precedence, lowest first: defaults < ``pilotage.toml`` in the state directory <
+environment (``PILOTAGE_<SECTION>_<KEY>``, e.g. ``PILOTAGE_SERVER_PORT``) < command-line
+flags. ``pilotage config`` prints the effective values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from pilotage.errors import OperatorError
+
+ENV_PREFIX = "PILOTAGE_"
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """What identifies the pool."""
+
+    name: str = "pilotage"
+    #: Token audience and issuer; defaults to ``pilotage:<name>``.
+    issuer: str = ""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """The central server."""
+
+    host: str = "127.0.0.1"
+    port: int = 9618
+    #: Database URL; empty means SQLite in the state directory.
+    db: str = ""
+    lease_s: float = 300.0
+    heartbeat_s: float = 60.0
+    idle_timeout_s: float = 1200.0
+    max_sandbox_mb: int = 256
+    max_sandbox_members: int = 10000
+    #: A job started and lost this many times is held.
+    max_attempts: int = 5
+    #: How often the server looks for expired leases and lost pilots.
+    reap_interval_s: float = 2.0
+    #: Seconds an empty pilot is told to wait before asking again.
+    retry_after_s: float = 5.0
+    #: Unix users (besides the server's own user and root) with the admin role.
+    admins: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every section of ``pilotage.toml``."""
+
+    pool: PoolSettings = field(default_factory=PoolSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
+
+    @property
+    def issuer(self) -> str:
+        """The token issuer (and audience) of this pool."""
+        return self.pool.issuer or f"pilotage:{self.pool.name}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The effective settings, as ``pilotage config`` prints them."""
+        return dataclasses.asdict(self)
+
+
+def _coerce(section: str, key: str, value: Any, default: Any) -> Any:
+    """Turn a TOML or environment value into the type of ``default``, or refuse it."""
+    where = f"[{section}] {key}"
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            if isinstance(value, bool):
+                return value
+            raise ValueError(value)
+        if isinstance(default, int) and not isinstance(default, bool):
+            if isinstance(value, bool) or isinstance(value, float):
+                raise ValueError(value)
+            return int(value)
+        if isinstance(default, float):
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        if isinstance(default, tuple):
+            if isinstance(value, str):
+                return tuple(v.strip() for v in value.split(",") if v.strip())
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                return tuple(value)
+            raise ValueError(value)
+        if isinstance(default, str):
+            if not isinstance(value, str):
+                raise ValueError(value)
+            return value
+    except ValueError:
+        raise OperatorError(
+            f"configuration {where} = {value!r} is not a valid {type(default).__name__}; "
+            "fix pilotage.toml or the environment variable"
+        ) from None
+    raise OperatorError(f"configuration {where} has an unsupported type")  # pragma: no cover
+
+
+def _section(cls: type[Any], section: str, table: dict[str, Any], env: dict[str, str]) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    for key in table:
+        if key not in known:
+            raise OperatorError(
+                f"configuration [{section}] has an unknown key '{key}'; "
+                f"known keys are: {', '.join(sorted(known))}"
+            )
+    values: dict[str, Any] = {}
+    defaults = cls()
+    for name in known:
+        default = getattr(defaults, name)
+        if name in table:
+            values[name] = _coerce(section, name, table[name], default)
+        env_name = f"{ENV_PREFIX}{section.upper()}_{name.upper()}"
+        if env_name in env:
+            values[name] = _coerce(section, name, env[env_name], default)
+    return cls(**values)
+
+
+def load_settings(path: Path | None, env: dict[str, str] | None = None) -> Settings:
+    """Read ``pilotage.toml`` (if given and present) and the environment."""
+    env = dict(os.environ) if env is None else env
+    data: dict[str, Any] = {}
+    if path is not None and path.exists():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise OperatorError(f"configuration file {path} is not valid TOML: {exc}") from None
+    sections = {"pool": PoolSettings, "server": ServerSettings}
+    for name, table in data.items():
+        if name not in sections:
+            raise OperatorError(
+                f"configuration file {path} has an unknown section [{name}]; "
+                f"known sections are: {', '.join(sorted(sections))}"
+            )
+        if not isinstance(table, dict):
+            raise OperatorError(f"configuration file {path}: '{name}' must be a [section]")
+    return Settings(
+        pool=_section(PoolSettings, "pool", data.get("pool", {}), env),
+        server=_section(ServerSettings, "server", data.get("server", {}), env),
+    )
+
+
+def with_overrides(settings: Settings, section: str, **overrides: Any) -> Settings:
+    """Apply command-line flags (``None`` means "not given") on top of ``settings``."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if not given:
+        return settings
+    current = getattr(settings, section)
+    return dataclasses.replace(settings, **{section: dataclasses.replace(current, **given)})

@@ -1,0 +1,110 @@
+"""Building a job's ClassAd from its spec, and checking user expressions.
+
+The server builds the ad itself from the validated :class:`JobSpec`; a user can add
+attributes (``+Attr``) but never set the ones the pool relies on (owner, ids, requests).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import classad2
+import htcondor2  # noqa: F401  (registers list functions such as stringListMember)
+
+from pilotage.errors import BadInput
+from pilotage.queue.spec import JobSpec
+
+#: Attributes the server sets; a ``+Attr`` may not override them.
+RESERVED = frozenset(
+    {
+        "clusterid",
+        "procid",
+        "owner",
+        "requestcpus",
+        "requestmemory",
+        "requestdisk",
+        "requestgpus",
+        "requirements",
+        "rank",
+        "jobprio",
+        "qdate",
+        "globaljobid",
+    }
+)
+
+#: The resource clauses every job's Requirements carries, as HTCondor adds them.
+RESOURCE_CLAUSES = (
+    "TARGET.Cpus >= MY.RequestCpus && TARGET.Memory >= MY.RequestMemory"
+    " && TARGET.Disk >= MY.RequestDisk && TARGET.GPUs >= MY.RequestGpus"
+)
+
+
+def parse_expr(text: str, what: str) -> Any:
+    """Parse a ClassAd expression or raise :class:`BadInput` naming ``what``."""
+    try:
+        return classad2.ExprTree(text)
+    except Exception:  # noqa: BLE001  (classad2 raises its own untyped exception)
+        raise BadInput(f"{what} '{text}' is not a valid ClassAd expression") from None
+
+
+def check_spec_expressions(spec: JobSpec) -> None:
+    """Refuse a spec whose Requirements, Rank or +Attrs do not parse, or that sets a reserved
+    attribute."""
+    if spec.requirements is not None:
+        parse_expr(spec.requirements, "requirements")
+    if spec.rank is not None:
+        parse_expr(spec.rank, "rank")
+    for name, value in spec.attrs.items():
+        if name.lower() in RESERVED:
+            raise BadInput(f"attribute +{name} is set by the pool and cannot be given")
+        parse_expr(value, f"attribute +{name}")
+
+
+def requirements_of(spec: JobSpec) -> str:
+    """The job's full Requirements: the user's expression and the resource clauses."""
+    if spec.requirements is None:
+        return RESOURCE_CLAUSES
+    return f"({spec.requirements}) && {RESOURCE_CLAUSES}"
+
+
+def build_job_ad(spec: JobSpec, *, cluster_id: int, proc_id: int, owner: str, qdate: float) -> str:
+    """The job's ClassAd, printed (the store keeps it as text)."""
+    ad = classad2.ClassAd()
+    for name, value in spec.attrs.items():
+        ad[name] = classad2.ExprTree(value)
+    ad["ClusterId"] = cluster_id
+    ad["ProcId"] = proc_id
+    ad["GlobalJobId"] = f"{cluster_id}.{proc_id}"
+    ad["Owner"] = owner
+    ad["RequestCpus"] = spec.request_cpus
+    ad["RequestMemory"] = spec.request_memory_mb
+    ad["RequestDisk"] = spec.request_disk_mb
+    ad["RequestGpus"] = spec.request_gpus
+    ad["JobPrio"] = spec.priority
+    ad["QDate"] = int(qdate)
+    ad["Cmd"] = spec.executable
+    ad["Arguments"] = json.dumps(spec.arguments)
+    ad["Requirements"] = classad2.ExprTree(requirements_of(spec))
+    if spec.rank is not None:
+        ad["Rank"] = classad2.ExprTree(spec.rank)
+    return str(ad)
+
+
+def load_ad(text: str) -> Any:
+    """Parse a stored ad."""
+    return classad2.ClassAd(text)
+
+
+def slot_ad(attrs: dict[str, Any], start: str) -> Any:
+    """A slot's ad from its attributes (Python values or expression strings) and START."""
+    ad = classad2.ClassAd()
+    for name, value in attrs.items():
+        ad[name] = value
+    ad["Requirements"] = parse_expr(start, "the slot's start expression")
+    return ad
+
+
+def symmetric_match(job: Any, slot: Any) -> bool:
+    """Both sides' Requirements hold: the job's over the slot and the slot's over the job."""
+    return bool(job.symmetricMatch(slot))

@@ -1,0 +1,138 @@
+"""The state directory of a pool: its keys, certificates, configuration, database, spool.
+
+Layout::
+
+    pilotage.toml           configuration (see pilotage.config)
+    ca/ca.crt  ca/ca.key    the pool CA (key 0600)
+    server/server.crt .key  the server's TLS certificate (localhost, 127.0.0.1, hostname)
+    tokens/signing.pem      the token signing key (0600); older keys kept as signing-*.pem
+    pilotage.db             the SQLite database (unless [server] db names another)
+    spool/                  sandboxes, content-addressed
+    server.sock             the server's Unix socket (local users, peer credentials)
+    server.url              the server's HTTPS URL, written when it listens
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from pilotage.config import Settings, load_settings
+from pilotage.credentials import pki
+
+DEFAULT_CONFIG = """\
+# pilotage pool configuration. Every key can also be set by environment variable
+# PILOTAGE_<SECTION>_<KEY> (e.g. PILOTAGE_SERVER_PORT=9619) or by a command-line flag.
+
+[pool]
+name = "{name}"
+
+[server]
+host = "127.0.0.1"
+port = 9618
+# db = "postgresql://pilotage@dbhost/pilotage"   # default: SQLite in this directory
+lease_s = 300.0           # a claim not renewed for this long returns its job to IDLE
+heartbeat_s = 60.0        # how often agents renew their leases
+idle_timeout_s = 1200.0   # an agent with nothing to run exits after this long
+max_sandbox_mb = 256      # largest input or output sandbox accepted
+max_attempts = 5          # a job started and lost this many times is held
+# admins = ["alice"]      # Unix users with the admin role (besides root and the pool's owner)
+"""
+
+
+def default_state_dir() -> Path:
+    """``$PILOTAGE_STATE_DIR`` or ``~/.local/share/pilotage``."""
+    env = os.environ.get("PILOTAGE_STATE_DIR")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".local" / "share" / "pilotage"
+
+
+@dataclass(frozen=True)
+class StateDir:
+    """Paths inside one pool's state directory."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "pilotage.toml"
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.root / "ca" / "ca.crt"
+
+    @property
+    def ca_key(self) -> Path:
+        return self.root / "ca" / "ca.key"
+
+    @property
+    def server_cert(self) -> Path:
+        return self.root / "server" / "server.crt"
+
+    @property
+    def server_key(self) -> Path:
+        return self.root / "server" / "server.key"
+
+    @property
+    def signing_key(self) -> Path:
+        return self.root / "tokens" / "signing.pem"
+
+    @property
+    def spool(self) -> Path:
+        return self.root / "spool"
+
+    @property
+    def socket(self) -> Path:
+        return self.root / "server.sock"
+
+    @property
+    def url_file(self) -> Path:
+        return self.root / "server.url"
+
+    def sqlite_url(self) -> str:
+        return f"sqlite:///{self.root / 'pilotage.db'}"
+
+    def signing_keys(self) -> list[bytes]:
+        """The current signing key first, then older ones still accepted (rotation)."""
+        keys = [self.signing_key.read_bytes()]
+        keys += [p.read_bytes() for p in sorted(self.signing_key.parent.glob("signing-*.pem"))]
+        return keys
+
+    def settings(self) -> Settings:
+        """The effective settings from this directory's file and the environment."""
+        return load_settings(self.config)
+
+    def is_initialised(self) -> bool:
+        return self.config.exists() and self.ca_cert.exists() and self.signing_key.exists()
+
+    def init(self, *, pool_name: str = "pilotage") -> list[str]:
+        """Create whatever is missing; never overwrite a key. Returns what was created."""
+        created: list[str] = []
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o755)
+        for sub, mode in (("ca", 0o700), ("server", 0o700), ("tokens", 0o700), ("spool", 0o700)):
+            (self.root / sub).mkdir(exist_ok=True, mode=mode)
+        if not self.ca_cert.exists():
+            cert, key = pki.create_pool_ca(f"pilotage pool CA {pool_name}")
+            pki.write_private(self.ca_key, key)
+            self.ca_cert.write_bytes(cert)
+            created.append(str(self.ca_cert))
+        if not self.server_cert.exists():
+            cert, key = pki.issue_server_cert(
+                self.ca_cert.read_bytes(),
+                self.ca_key.read_bytes(),
+                hostnames=sorted({"localhost", socket.gethostname(), socket.getfqdn()}),
+                ip_addresses=["127.0.0.1", "::1"],
+            )
+            pki.write_private(self.server_key, key)
+            self.server_cert.write_bytes(cert)
+            created.append(str(self.server_cert))
+        if not self.signing_key.exists():
+            pki.write_private(self.signing_key, pki.create_token_signing_key())
+            created.append(str(self.signing_key))
+        if not self.config.exists():
+            self.config.write_text(DEFAULT_CONFIG.format(name=pool_name), encoding="utf-8")
+            created.append(str(self.config))
+        return created

@@ -1,0 +1,127 @@
+"""The tables of the pool's database (SQLAlchemy Core), shared by SQLite and PostgreSQL.
+
+The schema itself is created and changed only by the migrations in
+``store/migrations``; a test checks that these definitions and the migrated database
+agree. Times are Unix epoch seconds (float) so both backends treat them alike.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+#: 64-bit keys on PostgreSQL; SQLite's autoincrement needs the plain INTEGER type.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+clusters = sa.Table(
+    "clusters",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("owner", sa.String(256), nullable=False),
+    # open: allocated, jobs not yet committed; committed: its jobs exist.
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("num_jobs", sa.Integer, nullable=False, server_default="0"),
+)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("cluster_id", BigId, sa.ForeignKey("clusters.id"), nullable=False),
+    sa.Column("proc_id", sa.Integer, nullable=False),
+    sa.Column("owner", sa.String(256), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("spec", sa.Text, nullable=False),  # JobSpec as JSON
+    sa.Column("ad", sa.Text, nullable=False),  # the job's ClassAd, printed
+    sa.Column("request_cpus", sa.Integer, nullable=False),
+    sa.Column("request_memory_mb", sa.Integer, nullable=False),
+    sa.Column("request_disk_mb", sa.Integer, nullable=False),
+    sa.Column("request_gpus", sa.Integer, nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("qdate", sa.Float, nullable=False),
+    sa.Column("entered_state_at", sa.Float, nullable=False),
+    # Invariant: claim_id is set exactly when state is RUNNING.
+    sa.Column("claim_id", sa.String(64), nullable=True),
+    sa.Column("pilot_id", sa.String(64), nullable=True),
+    sa.Column("site", sa.String(128), nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("exit_code", sa.Integer, nullable=True),
+    sa.Column("exit_signal", sa.Integer, nullable=True),
+    sa.Column("hold_reason", sa.Text, nullable=True),
+    sa.Column("hold_code", sa.Integer, nullable=True),
+    sa.Column("wall_s", sa.Float, nullable=True),
+    sa.Column("cpu_s", sa.Float, nullable=True),
+    sa.Column("max_rss_kb", sa.BigInteger, nullable=True),
+    sa.Column("output_sandbox", sa.String(64), nullable=True),
+    sa.Column("completed_at", sa.Float, nullable=True),
+    sa.UniqueConstraint("cluster_id", "proc_id", name="uq_jobs_cluster_proc"),
+    sa.Index("ix_jobs_state_prio", "state", "priority", "id"),
+    sa.Index("ix_jobs_owner_state", "owner", "state"),
+)
+
+job_events = sa.Table(
+    "job_events",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("job_id", BigId, sa.ForeignKey("jobs.id"), nullable=False, index=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("from_state", sa.String(16), nullable=True),  # NULL for the submit event
+    sa.Column("to_state", sa.String(16), nullable=False),
+    sa.Column("trigger", sa.String(32), nullable=False),
+    sa.Column("actor", sa.String(256), nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("claim_id", sa.String(64), nullable=True),
+    sa.Column("pilot_id", sa.String(64), nullable=True),
+)
+
+sandboxes = sa.Table(
+    "sandboxes",
+    metadata,
+    sa.Column("digest", sa.String(64), primary_key=True),  # SHA-256 of the tar stream
+    sa.Column("size_bytes", sa.BigInteger, nullable=False),
+    sa.Column("owner", sa.String(256), primary_key=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+pilots = sa.Table(
+    "pilots",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("subject", sa.String(256), nullable=False),  # the pilot token's subject
+    sa.Column("name", sa.String(256), nullable=False),
+    sa.Column("site", sa.String(128), nullable=False),
+    sa.Column("host", sa.String(256), nullable=False),
+    sa.Column("cpus", sa.Integer, nullable=False),
+    sa.Column("memory_mb", sa.Integer, nullable=False),
+    sa.Column("disk_mb", sa.Integer, nullable=False),
+    sa.Column("gpus", sa.Integer, nullable=False),
+    sa.Column("ad", sa.Text, nullable=False),  # the slot ad as registered (whole resources)
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("last_seen_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # active, exited, lost
+    sa.Column("retire", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("exit_reason", sa.Text, nullable=True),
+    sa.Index("ix_pilots_state", "state"),
+)
+
+claims = sa.Table(
+    "claims",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("job_id", BigId, sa.ForeignKey("jobs.id"), nullable=False, index=True),
+    sa.Column("pilot_id", sa.String(64), sa.ForeignKey("pilots.id"), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("lease_expires_at", sa.Float, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # active, ended
+    sa.Column("ended_at", sa.Float, nullable=True),
+    sa.Column("end_reason", sa.String(64), nullable=True),
+    sa.Column("request_cpus", sa.Integer, nullable=False),
+    sa.Column("request_memory_mb", sa.Integer, nullable=False),
+    sa.Column("request_disk_mb", sa.Integer, nullable=False),
+    sa.Column("request_gpus", sa.Integer, nullable=False),
+    sa.Index("ix_claims_state_lease", "state", "lease_expires_at"),
+    sa.Index("ix_claims_pilot_state", "pilot_id", "state"),
+)
