@@ -280,5 +280,6 @@ def job_view(row: sa.Row[Any]) -> dict[str, Any]:
         "executable": spec["executable"],
         "arguments": spec["arguments"],
         "iwd": spec["iwd"],
+        "log": spec.get("log"),
         "has_output": row.output_sandbox is not None,
     }

@@ -1,0 +1,196 @@
+"""User verbs: submit, q, history, rm, hold, release, wait, fetch."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pilotage.cli.client import Client
+from pilotage.cli.submitting import fetch_outputs, submit, write_user_log
+from pilotage.errors import BadInput, Transient
+
+Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+Ids = Annotated[list[str], typer.Argument(help="Job ids: CLUSTER or CLUSTER.PROC.")]
+OptIds = Annotated[list[str] | None, typer.Argument(help="Job ids: CLUSTER or CLUSTER.PROC.")]
+
+Reason = Annotated[str | None, typer.Option(help="Why (kept in the job's history).")]
+
+FINAL = ("COMPLETED", "REMOVED", "HELD")
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+def _ago(ts: float | None) -> str:
+    if ts is None:
+        return ""
+    return time.strftime("%m/%d %H:%M", time.localtime(ts))
+
+
+def jobs_table(jobs: list[dict[str, Any]], title: str) -> Table:
+    """The readable view of ``q`` and ``history``."""
+    table = Table(title=title, title_justify="left")
+    for col in ("ID", "OWNER", "SUBMITTED", "STATE", "EXIT", "SITE", "WALL", "COMMAND / REASON"):
+        table.add_column(col, no_wrap=col != "COMMAND / REASON")
+    for job in jobs:
+        command = " ".join([Path(job["executable"]).name, *job["arguments"]])
+        what = job["hold_reason"] if job["state"] == "HELD" else command
+        exit_text = "" if job["exit_code"] is None else str(job["exit_code"])
+        if job.get("exit_signal"):
+            exit_text = f"sig {job['exit_signal']}"
+        wall = "" if job["wall_s"] is None else f"{job['wall_s']:.1f}s"
+        table.add_row(
+            job["id"], job["owner"], _ago(job["qdate"]), job["state"], exit_text,
+            job["site"] or "", wall, what or "",
+        )
+    return table
+
+
+def _summary(jobs: list[dict[str, Any]]) -> str:
+    counts: dict[str, int] = {}
+    for job in jobs:
+        counts[job["state"]] = counts.get(job["state"], 0) + 1
+    parts = [f"{n} {state.lower()}" for state, n in sorted(counts.items())]
+    return f"{len(jobs)} jobs: " + (", ".join(parts) if parts else "none")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the user verbs to the root command."""
+
+    @app.command("submit")
+    def submit_cmd(
+        ctx: typer.Context,
+        file: Annotated[Path, typer.Argument(help="The submit description file.")],
+        as_json: Json = False,
+    ) -> None:
+        """Submit the jobs a submit description queues; print the cluster id."""
+        with ctx.obj.client() as client:
+            me = client.call("GET", "/api/v1/whoami")["name"]
+            cluster, count = submit(client, file, me)
+        if as_json:
+            _print_json({"cluster": cluster, "jobs": count})
+        else:
+            typer.echo(f"{count} job(s) submitted to cluster {cluster}.")
+
+    def _list(ctx: typer.Context, ids: list[str] | None, finished: bool, owner: str | None,
+              as_json: bool, title: str) -> None:
+        params: dict[str, Any] = {"id": ids or [], "finished": finished}
+        if owner:
+            params["owner"] = owner
+        with ctx.obj.client() as client:
+            jobs = client.call("GET", "/api/v1/jobs", params=params)
+        if as_json:
+            _print_json(jobs)
+            return
+        console = Console()
+        console.print(jobs_table(jobs, title))
+        console.print(_summary(jobs))
+
+    @app.command("q")
+    def q_cmd(ctx: typer.Context, ids: OptIds = None,
+              owner: Annotated[str | None, typer.Option(help="Only this owner's jobs.")] = None,
+              as_json: Json = False) -> None:
+        """Jobs in the queue (idle, running, held)."""
+        _list(ctx, ids, False, owner, as_json, "Queue")
+
+    @app.command("history")
+    def history_cmd(ctx: typer.Context, ids: OptIds = None,
+                    owner: Annotated[str | None, typer.Option(help="Only this owner's jobs.")] = None,
+                    as_json: Json = False) -> None:
+        """Jobs that have finished (completed or removed)."""
+        _list(ctx, ids, True, owner, as_json, "History")
+
+    def _act(ctx: typer.Context, action: str, ids: list[str], reason: str | None,
+             as_json: bool) -> None:
+        with ctx.obj.client() as client:
+            results = client.call(
+                "POST", "/api/v1/jobs/actions",
+                json={"action": action, "ids": ids, "reason": reason},
+            )
+        if as_json:
+            _print_json(results)
+        else:
+            for r in results:
+                verb = {"remove": "removed", "hold": "held", "release": "released"}[action]
+                line = f"job {r['job_id']} {verb}" if r["ok"] else f"job {r['job_id']}: {r['message']}"
+                typer.echo(line)
+        if not all(r["ok"] for r in results):
+            raise typer.Exit(6)
+
+    @app.command("rm")
+    def rm_cmd(ctx: typer.Context, ids: Ids, reason: Reason = None, as_json: Json = False) -> None:
+        """Remove jobs (a running job is stopped)."""
+        _act(ctx, "remove", ids, reason, as_json)
+
+    @app.command("hold")
+    def hold_cmd(ctx: typer.Context, ids: Ids, reason: Reason = None, as_json: Json = False) -> None:
+        """Hold jobs: they will not run until released (a running job is stopped)."""
+        _act(ctx, "hold", ids, reason, as_json)
+
+    @app.command("release")
+    def release_cmd(ctx: typer.Context, ids: Ids, reason: Reason = None,
+                    as_json: Json = False) -> None:
+        """Release held jobs back to the queue."""
+        _act(ctx, "release", ids, reason, as_json)
+
+    @app.command("wait")
+    def wait_cmd(
+        ctx: typer.Context,
+        ids: Ids,
+        timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds.")] = None,
+        fetch: Annotated[bool, typer.Option(help="Bring outputs back to the submit directory.")] = True,
+        as_json: Json = False,
+    ) -> None:
+        """Wait until the jobs are completed, removed or held; bring their outputs back.
+
+        Exit 0 when every job completed with exit code 0, 1 otherwise, 75 on timeout.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with ctx.obj.client() as client:
+            while True:
+                jobs = client.call("GET", "/api/v1/jobs", params={"id": ids})
+                if not jobs:
+                    raise BadInput(f"no jobs match {' '.join(ids)}")
+                if all(j["state"] in FINAL for j in jobs):
+                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    raise Transient(f"timed out waiting for {_summary(jobs)}")
+                time.sleep(1.0)
+            if fetch:
+                bring_back(client, jobs)
+        if as_json:
+            _print_json(jobs)
+        else:
+            Console().print(jobs_table(jobs, "Finished"))
+        if not all(j["state"] == "COMPLETED" and j["exit_code"] == 0 for j in jobs):
+            raise typer.Exit(1)
+
+    @app.command("fetch")
+    def fetch_cmd(ctx: typer.Context, ids: Ids) -> None:
+        """Bring finished jobs' outputs (and log files) back to their submit directories."""
+        with ctx.obj.client() as client:
+            jobs = client.call("GET", "/api/v1/jobs", params={"id": ids})
+            for job, placed in bring_back(client, jobs):
+                typer.echo(f"job {job['id']}: {', '.join(placed) or 'no output files'}")
+
+
+def bring_back(client: Client, jobs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[str]]]:
+    """Fetch the outputs of finished jobs and write their log files."""
+    done = []
+    logs: dict[str, list[tuple[dict[str, Any], list[dict[str, Any]]]]] = {}
+    for job in jobs:
+        if job["state"] == "COMPLETED":
+            done.append((job, fetch_outputs(client, job)))
+        if job.get("log"):
+            events = client.call("GET", f"/api/v1/jobs/{job['id']}/events")
+            logs.setdefault(job["log"], []).append((job, events))
+    for path, history in logs.items():
+        write_user_log(Path(path), history)
+    return done

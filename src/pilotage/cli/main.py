@@ -1,0 +1,111 @@
+"""The ``pilotage`` command: one sentence on error, a documented exit code, and a
+traceback only with ``--debug``.
+
+Exit codes (docs/cli.md): 0 success; 1 a job did not complete (``wait``); 2 bad input or
+usage; 3 not found; 4 not authenticated or denied; 5 server unreachable; 6 conflict;
+70 internal error; 75 try again later (and ``wait`` timed out); 78 configuration error.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+
+from pilotage.cli.client import Client, locate
+from pilotage.errors import PilotageError
+from pilotage.statedir import StateDir, default_state_dir
+
+app = typer.Typer(
+    name="pilotage",
+    help="A multi-user pilot workload management system.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@dataclass(frozen=True)
+class Globals:
+    """Options every command shares."""
+
+    state_dir: Path
+    server: str | None
+    token: Path | None
+    ca: Path | None
+    debug: bool
+
+    @property
+    def state(self) -> StateDir:
+        return StateDir(self.state_dir)
+
+    def client(self) -> Client:
+        return Client(locate(self.state, self.server, self.token, self.ca))
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(help="The pool's state directory [env PILOTAGE_STATE_DIR]."),
+    ] = None,
+    server: Annotated[
+        str | None, typer.Option(help="The server's https:// URL (instead of the local socket).")
+    ] = None,
+    token: Annotated[
+        Path | None, typer.Option(help="A file holding a bearer token [env PILOTAGE_TOKEN].")
+    ] = None,
+    ca: Annotated[Path | None, typer.Option(help="The CA certificate to trust.")] = None,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+) -> None:
+    """A multi-user pilot workload management system."""
+    ctx.obj = Globals(state_dir or default_state_dir(), server, token, ca, debug)
+
+
+def _register() -> None:
+    from pilotage.cli import jobs, pool
+
+    jobs.register(app)
+    pool.register(app)
+    for name, module in (("ca", "pilotage.cli.ca"), ("proxy", "pilotage.cli.proxy")):
+        try:
+            sub = __import__(module, fromlist=["app"])
+        except ImportError:
+            continue
+        app.add_typer(sub.app, name=name)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``pilotage`` console script."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    _register()
+    try:
+        app(args=args, standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        print("pilotage: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except PilotageError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"pilotage: {exc.message}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("pilotage: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001  (the last line of defence: one sentence)
+        if debug:
+            traceback.print_exc()
+        print(f"pilotage: internal error: {exc!r} (run with --debug for details)", file=sys.stderr)
+        sys.exit(70)

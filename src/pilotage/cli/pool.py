@@ -1,0 +1,140 @@
+"""Pool verbs: init, server, config, status, token, pilot, demo."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pilotage.config import with_overrides
+from pilotage.credentials.tokens import Role, parse_lifetime
+from pilotage.errors import BadInput
+
+token_app = typer.Typer(help="Bearer tokens for remote users, pilots and admins.", no_args_is_help=True)
+
+
+def _status_table(slots: list[dict[str, Any]]) -> Table:
+    table = Table(title="Pool slots", title_justify="left")
+    for col in ("PILOT", "SITE", "HOST", "STATE", "JOBS", "CPUS free/total", "MEMORY MB free/total"):
+        table.add_column(col)
+    for s in slots:
+        table.add_row(
+            s["name"], s["site"], s["host"], s["state"], str(s["jobs"]),
+            f"{s['free']['cpus']}/{s['cpus']}", f"{s['free']['memory_mb']}/{s['memory_mb']}",
+        )
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    """Add the pool verbs to the root command."""
+
+    @app.command("init")
+    def init_cmd(
+        ctx: typer.Context,
+        pool_name: Annotated[str, typer.Option(help="The pool's name.")] = "pilotage",
+    ) -> None:
+        """Create the state directory: pool CA, server certificate, token key, config.
+
+        Idempotent: what exists is kept, and no key is ever overwritten.
+        """
+        state = ctx.obj.state
+        created = state.init(pool_name=pool_name)
+        for path in created:
+            typer.echo(f"created {path}")
+        typer.echo(f"pool state directory {state.root} is ready")
+
+    @app.command("server")
+    def server_cmd(
+        ctx: typer.Context,
+        db: Annotated[str | None, typer.Option(help="Database URL (sqlite:/// or postgresql://).")] = None,
+        host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+        port: Annotated[int | None, typer.Option(help="TCP port (0: any free port).")] = None,
+        socket: Annotated[Path | None, typer.Option(help="Unix socket path.")] = None,
+        url_file: Annotated[Path | None, typer.Option(help="Where to write the server URL.")] = None,
+        migrate: Annotated[bool, typer.Option(help="Upgrade the database schema first.")] = True,
+        log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    ) -> None:
+        """Run the central services (queue, collector, matchmaker, API) until stopped."""
+        from pilotage.api.serve import run
+
+        logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+        state = ctx.obj.state
+        settings = with_overrides(state.settings(), "server", db=db, host=host, port=port)
+        run(state, settings, migrate=migrate, socket_path=socket, url_file=url_file,
+            log_level="warning" if log_level == "info" else log_level)
+
+    @app.command("config")
+    def config_cmd(ctx: typer.Context) -> None:
+        """Print the effective configuration (file, environment and defaults)."""
+        typer.echo(json.dumps(ctx.obj.state.settings().as_dict(), indent=2, sort_keys=True))
+
+    @app.command("status")
+    def status_cmd(
+        ctx: typer.Context,
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    ) -> None:
+        """The pool's slots: each pilot with its free and total resources."""
+        with ctx.obj.client() as client:
+            slots = client.call("GET", "/api/v1/slots")
+        if as_json:
+            typer.echo(json.dumps(slots, indent=2, sort_keys=True))
+            return
+        console = Console()
+        console.print(_status_table(slots))
+        busy = sum(1 for s in slots if s["jobs"])
+        console.print(f"{len(slots)} pilots, {busy} running jobs")
+
+    @token_app.command("issue")
+    def token_issue(
+        ctx: typer.Context,
+        role: Annotated[Role, typer.Option(help="The role the token grants.")],
+        subject: Annotated[str, typer.Option(help="Whom the token names.")],
+        lifetime: Annotated[str, typer.Option(help="e.g. 3600, 90m, 12h, 7d.")] = "12h",
+        out: Annotated[Path | None, typer.Option(help="Write the token to this file (0600).")] = None,
+    ) -> None:
+        """Mint a token (admin only)."""
+        lifetime_s = parse_lifetime(lifetime)
+        with ctx.obj.client() as client:
+            answer = client.call(
+                "POST", "/api/v1/tokens",
+                json={"subject": subject, "role": role.value, "lifetime_s": lifetime_s},
+            )
+        if out is None:
+            typer.echo(answer["token"])
+            return
+        if out.exists():
+            raise BadInput(f"{out} exists; remove it first or choose another --out")
+        out.touch(mode=0o600)
+        out.write_text(answer["token"] + "\n", encoding="utf-8")
+        typer.echo(f"wrote a {role.value} token for {subject} to {out}")
+
+    app.add_typer(token_app, name="token")
+
+    @app.command(
+        "pilot",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        add_help_option=False,
+    )
+    def pilot_cmd(ctx: typer.Context) -> None:
+        """Run one pilot agent in the foreground (see 'pilotage pilot --help')."""
+        from pilotage.pilot.__main__ import main as agent_main
+
+        raise typer.Exit(agent_main(list(ctx.args)))
+
+    @app.command("demo")
+    def demo_cmd(
+        ctx: typer.Context,
+        jobs: Annotated[int, typer.Option(help="How many jobs to run.")] = 20,
+        pilots: Annotated[int, typer.Option(help="How many local pilots to start.")] = 4,
+        keep_running: Annotated[bool, typer.Option(help="Leave the pool running at the end.")] = False,
+        db: Annotated[str | None, typer.Option(help="Database URL (default: SQLite).")] = None,
+    ) -> None:
+        """Start a throwaway pool with local pilots, run an example cluster, show results."""
+        from pilotage.demo import run_demo
+
+        raise typer.Exit(run_demo(jobs=jobs, pilots=pilots, keep_running=keep_running, db=db))

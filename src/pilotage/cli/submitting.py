@@ -1,0 +1,139 @@
+"""Submitting a cluster from the submit host, and bringing its outputs back.
+
+Submission follows the queue's transaction: parse the description (refusing a bad one
+before anything reaches the server), allocate a cluster, upload each distinct input
+sandbox once, then commit every job of the cluster in one call.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pilotage.cli.client import Client
+from pilotage.errors import BadInput
+from pilotage.queue import sandbox
+from pilotage.queue.spec import ClusterSubmission, JobSpec
+from pilotage.queue.submit import check_inputs, parse_submit
+
+#: What the client is willing to pack into one input sandbox.
+MAX_INPUT_BYTES = 1024 * 1024 * 1024
+
+
+def read_description(path: Path) -> str:
+    """The text of a submit description file, or a clear error."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BadInput(f"submit file {path} does not exist") from None
+    except UnicodeDecodeError:
+        raise BadInput(f"submit file {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise BadInput(f"cannot read submit file {path}: {exc.strerror}") from None
+
+
+def input_members(spec: JobSpec) -> list[tuple[str, str]]:
+    """(source, name in the sandbox) for each input: files land at the sandbox's top by
+    their base name; a directory given with a trailing slash contributes its contents."""
+    members: list[tuple[str, str]] = []
+    if spec.transfer_executable:
+        members.append((spec.executable, os.path.basename(spec.executable)))
+    for item in spec.transfer_input_files:
+        source = Path(item)
+        if item.endswith("/") and source.is_dir():
+            members += [(str(c.resolve()), c.name) for c in sorted(source.iterdir())]
+        else:
+            members.append((str(source.resolve()), source.name))
+    return members
+
+
+def submit(client: Client, path: Path, owner: str) -> tuple[int, int]:
+    """Submit the description at ``path``; return (cluster id, number of jobs)."""
+    text = read_description(path)
+    iwd = Path.cwd()
+    check_inputs(parse_submit(text, source=str(path), iwd=iwd, cluster_id=0, owner=owner))
+    cluster_id = int(client.call("POST", "/api/v1/clusters")["cluster_id"])
+    specs = parse_submit(text, source=str(path), iwd=iwd, cluster_id=cluster_id, owner=owner)
+    uploaded: dict[tuple[tuple[str, str], ...], str] = {}
+    final: list[JobSpec] = []
+    for spec in specs:
+        members = tuple(sorted(input_members(spec)))
+        if members and members not in uploaded:
+            uploaded[members] = _upload(client, list(members))
+        digest = uploaded.get(members) if members else None
+        final.append(spec.model_copy(update={"input_sandbox": digest}))
+    body = ClusterSubmission(jobs=final).model_dump(mode="json")
+    answer = client.call("POST", f"/api/v1/clusters/{cluster_id}/jobs", json=body)
+    return cluster_id, int(answer["jobs"])
+
+
+def _upload(client: Client, members: list[tuple[str, str]]) -> str:
+    with tempfile.TemporaryFile() as tar:
+        sandbox.pack(members, tar, max_bytes=MAX_INPUT_BYTES)
+        tar.seek(0)
+        return str(client.upload("/api/v1/sandboxes", tar)["digest"])
+
+
+def fetch_outputs(client: Client, job: dict[str, Any], into: Path | None = None) -> list[str]:
+    """Bring a finished job's output sandbox back into its submit directory (or ``into``).
+
+    The tar is unpacked with every safety check into a fresh directory first; each top
+    entry then replaces its namesake atomically, so a symlink planted in the submit
+    directory is replaced, never written through.
+    """
+    if not job.get("has_output"):
+        return []
+    dest = into or Path(job["iwd"])
+    work = Path(tempfile.mkdtemp(prefix=".pilotage-out-", dir=dest))
+    try:
+        with client.stream(f"/api/v1/jobs/{job['id']}/output") as response:
+            reader = _ResponseReader(response.iter_bytes())
+            sandbox.extract(reader, work, max_bytes=MAX_INPUT_BYTES)
+        placed = []
+        for entry in sorted(work.iterdir()):
+            target = dest / entry.name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            os.replace(entry, target)
+            placed.append(entry.name)
+        return placed
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+class _ResponseReader:
+    """A file-like reader over an iterator of byte chunks."""
+
+    def __init__(self, chunks: Any) -> None:
+        self._chunks = iter(chunks)
+        self._buffer = b""
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            try:
+                self._buffer += next(self._chunks)
+            except StopIteration:
+                break
+        if size < 0:
+            data, self._buffer = self._buffer, b""
+        else:
+            data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+
+def write_user_log(path: Path, history: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> None:
+    """Write the event histories of the jobs sharing one ``log`` file, oldest first."""
+    lines = []
+    for job, events in history:
+        for event in events:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event["at"]))
+            change = f"{event['from'] or 'SUBMITTED'} -> {event['to']}"
+            why = f": {event['reason']}" if event.get("reason") else ""
+            text = f"({job['cluster']:03d}.{job['proc']:03d}.000) {when} {change} ({event['trigger']}){why}"
+            lines.append((event["at"], text))
+    lines.sort()
+    path.write_text("".join(text + "\n" for _, text in lines), encoding="utf-8")
