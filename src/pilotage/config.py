@@ -83,7 +83,7 @@ def _coerce(section: str, key: str, value: Any, default: Any) -> Any:
                 return value
             raise ValueError(value)
         if isinstance(default, int) and not isinstance(default, bool):
-            if isinstance(value, bool) or isinstance(value, float):
+            if isinstance(value, (bool, float)):
                 raise ValueError(value)
             return int(value)
         if isinstance(default, float):

@@ -15,6 +15,7 @@ Layout::
 from __future__ import annotations
 
 import os
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,15 @@ max_sandbox_mb = 256      # largest input or output sandbox accepted
 max_attempts = 5          # a job started and lost this many times is held
 # admins = ["alice"]      # Unix users with the admin role (besides root and the pool's owner)
 """
+
+
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
+
+
+def _certifiable_names() -> list[str]:
+    """localhost and this host's names, leaving out names a certificate cannot carry."""
+    names = {"localhost", socket.gethostname(), socket.getfqdn()}
+    return sorted(n for n in names if _HOSTNAME.match(n))
 
 
 def default_state_dir() -> Path:
@@ -123,7 +133,7 @@ class StateDir:
             cert, key = pki.issue_server_cert(
                 self.ca_cert.read_bytes(),
                 self.ca_key.read_bytes(),
-                hostnames=sorted({"localhost", socket.gethostname(), socket.getfqdn()}),
+                hostnames=_certifiable_names(),
                 ip_addresses=["127.0.0.1", "::1"],
             )
             pki.write_private(self.server_key, key)

@@ -16,7 +16,9 @@ from pilotage.errors import PilotageError, Transient
 log = logging.getLogger("pilotage.api")
 
 
-def _error(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def _error(
+    status: int, kind: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
     return JSONResponse({"error": kind, "message": message}, status_code=status, headers=headers)
 
 

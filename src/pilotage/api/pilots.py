@@ -73,7 +73,9 @@ def _work(ctx: ServerContext, pilot_id: str, who: Principal, req: WorkRequest) -
             now=now,
             is_postgres=ctx.is_postgres,
         )
-    return WorkAnswer(claim=claim, retry_after_s=ctx.settings.server.retry_after_s, retire=row.retire)
+    return WorkAnswer(
+        claim=claim, retry_after_s=ctx.settings.server.retry_after_s, retire=row.retire
+    )
 
 
 @router.post("/pilots/{pilot_id}/claims")
@@ -159,7 +161,9 @@ def pilot_exit(pilot_id: str, body: PilotExit, ctx: Ctx, who: Pilot) -> Response
 
 def _pilot_of(conn: sa.Connection, claim_id: str, who: Principal) -> str:
     """The pilot holding ``claim_id``, checked to belong to the caller's identity."""
-    pilot_id = conn.execute(sa.select(claim_table.c.pilot_id).where(claim_table.c.id == claim_id)).scalar()
+    pilot_id = conn.execute(
+        sa.select(claim_table.c.pilot_id).where(claim_table.c.id == claim_id)
+    ).scalar()
     if pilot_id is None:
         raise NotFound(f"claim {claim_id} does not exist")
     registry.owned(conn, pilot_id, who.name)

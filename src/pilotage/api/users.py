@@ -60,9 +60,7 @@ def new_cluster(ctx: Ctx, who: User) -> dict[str, int]:
 
 
 @router.post("/clusters/{cluster_id}/jobs", status_code=201)
-def commit_cluster(
-    cluster_id: int, body: ClusterSubmission, ctx: Ctx, who: User
-) -> dict[str, int]:
+def commit_cluster(cluster_id: int, body: ClusterSubmission, ctx: Ctx, who: User) -> dict[str, int]:
     with ctx.store.write() as conn:
         count = queue.commit_cluster(conn, cluster_id, actor_of(who), body.jobs, ctx.clock())
     return {"cluster_id": cluster_id, "jobs": count}

@@ -115,9 +115,7 @@ class Client:
 
     def upload(self, path: str, body: IO[bytes]) -> Any:
         """POST a tar body."""
-        return self.call(
-            "POST", path, content=body, headers={"Content-Type": "application/x-tar"}
-        )
+        return self.call("POST", path, content=body, headers={"Content-Type": "application/x-tar"})
 
     @contextmanager
     def _errors(self) -> Iterator[None]:

@@ -47,8 +47,14 @@ def jobs_table(jobs: list[dict[str, Any]], title: str) -> Table:
             exit_text = f"sig {job['exit_signal']}"
         wall = "" if job["wall_s"] is None else f"{job['wall_s']:.1f}s"
         table.add_row(
-            job["id"], job["owner"], _ago(job["qdate"]), job["state"], exit_text,
-            job["site"] or "", wall, what or "",
+            job["id"],
+            job["owner"],
+            _ago(job["qdate"]),
+            job["state"],
+            exit_text,
+            job["site"] or "",
+            wall,
+            what or "",
         )
     return table
 
@@ -79,8 +85,14 @@ def register(app: typer.Typer) -> None:
         else:
             typer.echo(f"{count} job(s) submitted to cluster {cluster}.")
 
-    def _list(ctx: typer.Context, ids: list[str] | None, finished: bool, owner: str | None,
-              as_json: bool, title: str) -> None:
+    def _list(
+        ctx: typer.Context,
+        ids: list[str] | None,
+        finished: bool,
+        owner: str | None,
+        as_json: bool,
+        title: str,
+    ) -> None:
         params: dict[str, Any] = {"id": ids or [], "finished": finished}
         if owner:
             params["owner"] = owner
@@ -94,24 +106,32 @@ def register(app: typer.Typer) -> None:
         console.print(_summary(jobs))
 
     @app.command("q")
-    def q_cmd(ctx: typer.Context, ids: OptIds = None,
-              owner: Annotated[str | None, typer.Option(help="Only this owner's jobs.")] = None,
-              as_json: Json = False) -> None:
+    def q_cmd(
+        ctx: typer.Context,
+        ids: OptIds = None,
+        owner: Annotated[str | None, typer.Option(help="Only this owner's jobs.")] = None,
+        as_json: Json = False,
+    ) -> None:
         """Jobs in the queue (idle, running, held)."""
         _list(ctx, ids, False, owner, as_json, "Queue")
 
     @app.command("history")
-    def history_cmd(ctx: typer.Context, ids: OptIds = None,
-                    owner: Annotated[str | None, typer.Option(help="Only this owner's jobs.")] = None,
-                    as_json: Json = False) -> None:
+    def history_cmd(
+        ctx: typer.Context,
+        ids: OptIds = None,
+        owner: Annotated[str | None, typer.Option(help="Only this owner's jobs.")] = None,
+        as_json: Json = False,
+    ) -> None:
         """Jobs that have finished (completed or removed)."""
         _list(ctx, ids, True, owner, as_json, "History")
 
-    def _act(ctx: typer.Context, action: str, ids: list[str], reason: str | None,
-             as_json: bool) -> None:
+    def _act(
+        ctx: typer.Context, action: str, ids: list[str], reason: str | None, as_json: bool
+    ) -> None:
         with ctx.obj.client() as client:
             results = client.call(
-                "POST", "/api/v1/jobs/actions",
+                "POST",
+                "/api/v1/jobs/actions",
                 json={"action": action, "ids": ids, "reason": reason},
             )
         if as_json:
@@ -119,7 +139,9 @@ def register(app: typer.Typer) -> None:
         else:
             for r in results:
                 verb = {"remove": "removed", "hold": "held", "release": "released"}[action]
-                line = f"job {r['job_id']} {verb}" if r["ok"] else f"job {r['job_id']}: {r['message']}"
+                line = (
+                    f"job {r['job_id']} {verb}" if r["ok"] else f"job {r['job_id']}: {r['message']}"
+                )
                 typer.echo(line)
         if not all(r["ok"] for r in results):
             raise typer.Exit(6)
@@ -130,13 +152,16 @@ def register(app: typer.Typer) -> None:
         _act(ctx, "remove", ids, reason, as_json)
 
     @app.command("hold")
-    def hold_cmd(ctx: typer.Context, ids: Ids, reason: Reason = None, as_json: Json = False) -> None:
+    def hold_cmd(
+        ctx: typer.Context, ids: Ids, reason: Reason = None, as_json: Json = False
+    ) -> None:
         """Hold jobs: they will not run until released (a running job is stopped)."""
         _act(ctx, "hold", ids, reason, as_json)
 
     @app.command("release")
-    def release_cmd(ctx: typer.Context, ids: Ids, reason: Reason = None,
-                    as_json: Json = False) -> None:
+    def release_cmd(
+        ctx: typer.Context, ids: Ids, reason: Reason = None, as_json: Json = False
+    ) -> None:
         """Release held jobs back to the queue."""
         _act(ctx, "release", ids, reason, as_json)
 
@@ -144,8 +169,12 @@ def register(app: typer.Typer) -> None:
     def wait_cmd(
         ctx: typer.Context,
         ids: Ids,
-        timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds.")] = None,
-        fetch: Annotated[bool, typer.Option(help="Bring outputs back to the submit directory.")] = True,
+        timeout: Annotated[
+            float | None, typer.Option(help="Give up after this many seconds.")
+        ] = None,
+        fetch: Annotated[
+            bool, typer.Option(help="Bring outputs back to the submit directory.")
+        ] = True,
         as_json: Json = False,
     ) -> None:
         """Wait until the jobs are completed, removed or held; bring their outputs back.
@@ -181,7 +210,9 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"job {job['id']}: {', '.join(placed) or 'no output files'}")
 
 
-def bring_back(client: Client, jobs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[str]]]:
+def bring_back(
+    client: Client, jobs: list[dict[str, Any]]
+) -> list[tuple[dict[str, Any], list[str]]]:
     """Fetch the outputs of finished jobs and write their log files."""
     done = []
     logs: dict[str, list[tuple[dict[str, Any], list[dict[str, Any]]]]] = {}

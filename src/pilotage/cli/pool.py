@@ -15,17 +15,32 @@ from pilotage.config import with_overrides
 from pilotage.credentials.tokens import Role, parse_lifetime
 from pilotage.errors import BadInput
 
-token_app = typer.Typer(help="Bearer tokens for remote users, pilots and admins.", no_args_is_help=True)
+token_app = typer.Typer(
+    help="Bearer tokens for remote users, pilots and admins.", no_args_is_help=True
+)
 
 
 def _status_table(slots: list[dict[str, Any]]) -> Table:
     table = Table(title="Pool slots", title_justify="left")
-    for col in ("PILOT", "SITE", "HOST", "STATE", "JOBS", "CPUS free/total", "MEMORY MB free/total"):
+    for col in (
+        "PILOT",
+        "SITE",
+        "HOST",
+        "STATE",
+        "JOBS",
+        "CPUS free/total",
+        "MEMORY MB free/total",
+    ):
         table.add_column(col)
     for s in slots:
         table.add_row(
-            s["name"], s["site"], s["host"], s["state"], str(s["jobs"]),
-            f"{s['free']['cpus']}/{s['cpus']}", f"{s['free']['memory_mb']}/{s['memory_mb']}",
+            s["name"],
+            s["site"],
+            s["host"],
+            s["state"],
+            str(s["jobs"]),
+            f"{s['free']['cpus']}/{s['cpus']}",
+            f"{s['free']['memory_mb']}/{s['memory_mb']}",
         )
     return table
 
@@ -51,11 +66,15 @@ def register(app: typer.Typer) -> None:
     @app.command("server")
     def server_cmd(
         ctx: typer.Context,
-        db: Annotated[str | None, typer.Option(help="Database URL (sqlite:/// or postgresql://).")] = None,
+        db: Annotated[
+            str | None, typer.Option(help="Database URL (sqlite:/// or postgresql://).")
+        ] = None,
         host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
         port: Annotated[int | None, typer.Option(help="TCP port (0: any free port).")] = None,
         socket: Annotated[Path | None, typer.Option(help="Unix socket path.")] = None,
-        url_file: Annotated[Path | None, typer.Option(help="Where to write the server URL.")] = None,
+        url_file: Annotated[
+            Path | None, typer.Option(help="Where to write the server URL.")
+        ] = None,
         migrate: Annotated[bool, typer.Option(help="Upgrade the database schema first.")] = True,
         log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     ) -> None:
@@ -65,8 +84,14 @@ def register(app: typer.Typer) -> None:
         logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
         state = ctx.obj.state
         settings = with_overrides(state.settings(), "server", db=db, host=host, port=port)
-        run(state, settings, migrate=migrate, socket_path=socket, url_file=url_file,
-            log_level="warning" if log_level == "info" else log_level)
+        run(
+            state,
+            settings,
+            migrate=migrate,
+            socket_path=socket,
+            url_file=url_file,
+            log_level="warning" if log_level == "info" else log_level,
+        )
 
     @app.command("config")
     def config_cmd(ctx: typer.Context) -> None:
@@ -95,13 +120,16 @@ def register(app: typer.Typer) -> None:
         role: Annotated[Role, typer.Option(help="The role the token grants.")],
         subject: Annotated[str, typer.Option(help="Whom the token names.")],
         lifetime: Annotated[str, typer.Option(help="e.g. 3600, 90m, 12h, 7d.")] = "12h",
-        out: Annotated[Path | None, typer.Option(help="Write the token to this file (0600).")] = None,
+        out: Annotated[
+            Path | None, typer.Option(help="Write the token to this file (0600).")
+        ] = None,
     ) -> None:
         """Mint a token (admin only)."""
         lifetime_s = parse_lifetime(lifetime)
         with ctx.obj.client() as client:
             answer = client.call(
-                "POST", "/api/v1/tokens",
+                "POST",
+                "/api/v1/tokens",
                 json={"subject": subject, "role": role.value, "lifetime_s": lifetime_s},
             )
         if out is None:
@@ -131,7 +159,9 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         jobs: Annotated[int, typer.Option(help="How many jobs to run.")] = 20,
         pilots: Annotated[int, typer.Option(help="How many local pilots to start.")] = 4,
-        keep_running: Annotated[bool, typer.Option(help="Leave the pool running at the end.")] = False,
+        keep_running: Annotated[
+            bool, typer.Option(help="Leave the pool running at the end.")
+        ] = False,
         db: Annotated[str | None, typer.Option(help="Database URL (default: SQLite).")] = None,
     ) -> None:
         """Start a throwaway pool with local pilots, run an example cluster, show results."""

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from pilotage.cli.client import Client
 from pilotage.errors import BadInput
@@ -92,7 +92,7 @@ def fetch_outputs(client: Client, job: dict[str, Any], into: Path | None = None)
     try:
         with client.stream(f"/api/v1/jobs/{job['id']}/output") as response:
             reader = _ResponseReader(response.iter_bytes())
-            sandbox.extract(reader, work, max_bytes=MAX_INPUT_BYTES)
+            sandbox.extract(cast(BinaryIO, reader), work, max_bytes=MAX_INPUT_BYTES)
         placed = []
         for entry in sorted(work.iterdir()):
             target = dest / entry.name
@@ -133,7 +133,8 @@ def write_user_log(path: Path, history: list[tuple[dict[str, Any], list[dict[str
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event["at"]))
             change = f"{event['from'] or 'SUBMITTED'} -> {event['to']}"
             why = f": {event['reason']}" if event.get("reason") else ""
-            text = f"({job['cluster']:03d}.{job['proc']:03d}.000) {when} {change} ({event['trigger']}){why}"
+            job_id = f"({job['cluster']:03d}.{job['proc']:03d}.000)"
+            text = f"{job_id} {when} {change} ({event['trigger']}){why}"
             lines.append((event["at"], text))
     lines.sort()
     path.write_text("".join(text + "\n" for _, text in lines), encoding="utf-8")
