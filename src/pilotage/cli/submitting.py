@@ -81,8 +81,8 @@ def _upload(client: Client, members: list[tuple[str, str]]) -> str:
 def fetch_outputs(client: Client, job: dict[str, Any], into: Path | None = None) -> list[str]:
     """Bring a finished job's output sandbox back into its submit directory (or ``into``).
 
-    The tar is unpacked with every safety check into a fresh directory first; each top
-    entry then replaces its namesake atomically, so a symlink planted in the submit
+    The tar is unpacked with every safety check into a fresh directory first, then merged
+    in: each file replaces its namesake atomically and a symlink planted in the submit
     directory is replaced, never written through.
     """
     if not job.get("has_output"):
@@ -93,16 +93,29 @@ def fetch_outputs(client: Client, job: dict[str, Any], into: Path | None = None)
         with client.stream(f"/api/v1/jobs/{job['id']}/output") as response:
             reader = _ResponseReader(response.iter_bytes())
             sandbox.extract(cast(BinaryIO, reader), work, max_bytes=MAX_INPUT_BYTES)
-        placed = []
-        for entry in sorted(work.iterdir()):
-            target = dest / entry.name
+        return _merge(work, dest)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _merge(source: Path, dest: Path, prefix: str = "") -> list[str]:
+    """Move the tree ``source`` into ``dest``: directories are merged (a symlink or file
+    in a directory's place is replaced by a real directory), files replace their
+    namesakes atomically. Returns the files placed, relative to ``dest``."""
+    placed: list[str] = []
+    for entry in sorted(source.iterdir()):
+        target = dest / entry.name
+        if entry.is_dir() and not entry.is_symlink():
+            if target.is_symlink() or (target.exists() and not target.is_dir()):
+                target.unlink()
+            target.mkdir(exist_ok=True)
+            placed += _merge(entry, target, f"{prefix}{entry.name}/")
+        else:
             if target.is_dir() and not target.is_symlink():
                 shutil.rmtree(target)
             os.replace(entry, target)
-            placed.append(entry.name)
-        return placed
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+            placed.append(prefix + entry.name)
+    return placed
 
 
 class _ResponseReader:
