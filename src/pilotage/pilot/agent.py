@@ -1,0 +1,359 @@
+"""The agent: register, ask for work while the slot has room, run claims, leave.
+
+The main thread runs :meth:`Agent.run`'s loop; each claim runs on its own thread
+(:class:`~pilotage.pilot.jobrun.JobRun`) and reports its result itself, asking for the
+next job in the same round trip; one :class:`~pilotage.pilot.heartbeat.Heartbeat` thread
+renews every lease. Requests that may bring a claim (ask for work, a result with
+``next``) go one at a time under ``_ask_lock``, so the free resources they announce are
+never promised twice.
+
+The agent leaves (``POST .../exit``) on idle timeout, at the end of its lifetime (running
+jobs are killed then; no new work is asked for in the last ``lifetime_margin_s``), when
+the server asks it to retire (once its jobs have ended), and on SIGTERM or SIGINT (jobs
+are killed).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+from pilotage.errors import Conflict, Denied, NotFound, PilotageError, Transient
+
+from .client import Backoff, Client, retrying
+from .config import REGISTER_PATIENCE_S, AgentConfig
+from .heartbeat import Heartbeat
+from .jobrun import KILL_GRACE_S, JobRun
+from .resources import Resources, Slot, SlotFull
+from .wire import VERSION, Claim, JobResult, Registration, WorkAnswer, work_request
+
+log = logging.getLogger("pilotage.pilot")
+
+
+class Agent:
+    """One pilot's agent. Build it with a config, then call :meth:`run` once."""
+
+    def __init__(self, config: AgentConfig, client: Client | None = None) -> None:
+        self.config = config
+        self.client = client or Client(
+            config.server_url,
+            ca_file=config.ca_file,
+            token_file=config.token_file,
+            timeout_s=config.timeout_s,
+        )
+        self.slot = Slot(config.resources)
+        self.registration: Registration | None = None
+        # Invariant: _runs holds every claim not yet reported or dropped, and each of them
+        # holds its share in self.slot; both change together under _lock.
+        self._lock = threading.Lock()
+        self._ask_lock = threading.Lock()
+        self._runs: dict[str, JobRun] = {}
+        self._threads: list[threading.Thread] = []
+        self._wake = threading.Event()
+        self._started = time.monotonic()
+        self._end = self._started + config.lifetime_s
+        self._idle_since = self._started
+        self._not_before = 0.0
+        self._retire = False
+        # Written by signal handlers and other threads; plain attributes, read in the loop.
+        self._signalled: str | None = None
+        self._lost: str | None = None
+
+    # -- the main loop ---------------------------------------------------------------
+
+    def run(self) -> int:
+        """Register, serve until a reason to leave, leave; 0 normally, 1 on a fatal error."""
+        log.info("agent starting: %s", self.config.describe())
+        previous = self._install_signals()
+        try:
+            try:
+                self.register()
+            except PilotageError as exc:
+                log.error("registration failed: %s", exc.message)
+                return 1
+            assert self.registration is not None
+            heartbeat = Heartbeat(
+                self.client,
+                self.registration.pilot_id,
+                self.registration.heartbeat_s,
+                self.runs,
+                on_retire=self._on_retire,
+                on_lost=self._on_lost,
+            )
+            heartbeat.start()
+            try:
+                reason = self._loop()
+                self._drain(reason)
+            finally:
+                heartbeat.stop()
+            self._leave(reason)
+            return 1 if self._lost else 0
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def register(self) -> Registration:
+        """Join the pool, retrying an unreachable server for ``REGISTER_PATIENCE_S``."""
+        cfg = self.config
+        r = cfg.resources
+        body = {
+            "v": VERSION,
+            "name": cfg.pilot_name,
+            "site": cfg.site,
+            "host": cfg.host,
+            "cpus": r.cpus,
+            "memory_mb": r.memory_mb,
+            "disk_mb": r.disk_mb,
+            "gpus": r.gpus,
+            "lifetime_s": cfg.lifetime_s,
+            "attrs": cfg.attrs,
+            "start": cfg.start,
+        }
+        give_up = time.monotonic() + REGISTER_PATIENCE_S
+        answer = retrying(
+            lambda: self.client.request("POST", "/pilot/v1/pilots", body),
+            what="registration",
+            wait=lambda delay: self._sleep(delay) or time.monotonic() > give_up,
+        )
+        self.registration = Registration.from_wire(answer)
+        log.info(
+            "registered as pilot %s (heartbeat %.0f s, idle timeout %.0f s)",
+            self.registration.pilot_id,
+            self.registration.heartbeat_s,
+            self.idle_timeout_s,
+        )
+        return self.registration
+
+    @property
+    def idle_timeout_s(self) -> float:
+        """The flag's value if given, else the server's."""
+        if self.config.idle_timeout_s is not None:
+            return self.config.idle_timeout_s
+        return self.registration.idle_timeout_s if self.registration else 1200.0
+
+    def runs(self) -> list[JobRun]:
+        """The claims this pilot holds now."""
+        with self._lock:
+            return list(self._runs.values())
+
+    def _loop(self) -> str:
+        backoff = Backoff()
+        while True:
+            reason = self._exit_reason()
+            if reason is not None:
+                return reason
+            with self._lock:
+                ask = self._may_ask(self.slot.free()) and time.monotonic() >= self._not_before
+            if not ask:
+                self._sleep(1.0)
+                continue
+            try:
+                self._ask()
+                backoff.reset()
+            except (NotFound, Denied, Conflict) as exc:
+                self._on_lost(exc.message)
+            except PilotageError as exc:  # transient, or e.g. 401 while a token is renewed
+                delay = backoff.delay(exc.retry_after_s if isinstance(exc, Transient) else None)
+                log.warning("asking for work failed (%s); again in %.0f s", exc.message, delay)
+                self._not_before = time.monotonic() + delay
+
+    def _exit_reason(self) -> str | None:
+        now = time.monotonic()
+        with self._lock:
+            busy = self.slot.busy
+        if self._signalled:
+            return self._signalled
+        if self._lost:
+            return f"lost by the server: {self._lost}"
+        if now >= self._end:
+            return "lifetime reached"
+        if busy:
+            return None
+        if self._retire:
+            return "retired by the server"
+        if self._end - now < self.config.lifetime_margin_s:
+            return "lifetime nearly over"
+        if now - self._idle_since >= self.idle_timeout_s:
+            return "idle timeout"
+        return None
+
+    def _may_ask(self, free: Resources) -> bool:
+        """Whether to ask for more work with ``free`` resources (caller holds ``_lock``)."""
+        return (
+            not (self._retire or self._signalled or self._lost)
+            and self._end - time.monotonic() >= self.config.lifetime_margin_s
+            and Slot.MIN_FREE.fits_in(free)
+        )
+
+    def _sleep(self, delay_s: float, always: bool = False) -> bool:
+        """Sleep up to ``delay_s`` in short slices, so a signal is seen within a second.
+
+        Returns whether the agent is leaving (at once, unless ``always``: the exit call
+        retries even then).
+        """
+        deadline = time.monotonic() + delay_s
+        self._wake.clear()
+        while (left := deadline - time.monotonic()) > 0:
+            leaving = bool(self._signalled or self._lost)
+            if (leaving and not always) or self._wake.wait(min(left, 1.0)):
+                break
+        return bool(self._signalled or self._lost)
+
+    # -- claims ----------------------------------------------------------------------
+
+    def _ask(self) -> None:
+        """Ask for one job with what is free; start it if one comes."""
+        assert self.registration is not None
+        path = f"/pilot/v1/pilots/{self.registration.pilot_id}/claims"
+        with self._ask_lock:
+            with self._lock:
+                body = work_request(self.slot.free(), self._end - time.monotonic())
+            sent = time.monotonic()
+            answer = WorkAnswer.from_wire(self.client.request("POST", path, body))
+            self._take(answer, sent)
+
+    def _take(self, answer: WorkAnswer, sent: float) -> None:
+        """Act on a work answer: start its claim, note retire and when to ask again."""
+        if answer.retire and not self._retire:
+            self._on_retire()
+        if answer.claim is None:
+            self._not_before = time.monotonic() + max(0.0, answer.retry_after_s)
+            return
+        self._start(answer.claim, sent)
+
+    def _start(self, claim: Claim, sent: float) -> None:
+        assert self.registration is not None
+        run = JobRun(
+            claim,
+            client=self.client,
+            workdir=self.config.workdir,
+            max_sandbox_bytes=self.registration.max_sandbox_bytes,
+            granted_at=sent,
+        )
+        with self._lock:
+            try:
+                self.slot.carve(claim.claim_id, claim.request)
+            except SlotFull as exc:  # its lease will lapse and the job go elsewhere
+                log.error("%s: not taken: %s", run.tag, exc)
+                return
+            self._runs[claim.claim_id] = run
+            log.info("%s: claimed for %s (%s)", run.tag, claim.owner, claim.request)
+            thread = threading.Thread(target=self._serve, args=(run,), name=claim.claim_id)
+            self._threads = [t for t in self._threads if t.is_alive()]
+            self._threads.append(thread)
+        thread.start()
+
+    def _serve(self, run: JobRun) -> None:
+        """A claim's thread: run it, clean up, report (asking for the next), release."""
+        try:
+            result = run.execute()
+        except Exception:  # one job's bug must not take the pilot down
+            log.exception("%s: unexpected error; dropping the claim", run.tag)
+            run.stop("agent error")
+            result = None
+        finally:
+            run.cleanup()
+        try:
+            with self._ask_lock:
+                sent = time.monotonic()
+                answer = self._report(run, result)
+                self._release(run)
+                if answer is not None:
+                    self._take(answer, sent)
+        except Exception:  # as above
+            log.exception("%s: unexpected error while reporting", run.tag)
+            self._release(run)
+
+    def _report(self, run: JobRun, result: JobResult | None) -> WorkAnswer | None:
+        """Report ``result`` (unless None), asking for the next job if there is room.
+
+        The caller holds ``_ask_lock``; the claim keeps its share until reported, and the
+        ``next`` request counts that share as free since it is given back right after.
+        """
+        if result is None or not run.alive:
+            return None
+        with self._lock:
+            free = self.slot.free() + run.claim.request
+            want_next = self._may_ask(free)
+        next_request = work_request(free, self._end - time.monotonic()) if want_next else None
+        path = f"/pilot/v1/claims/{run.claim.claim_id}/result"
+        try:
+            body = retrying(
+                lambda: self.client.request("POST", path, result.to_wire(next_request)),
+                what=f"{run.tag}: result report",
+                wait=run.wait_or_stopped,
+            )
+        except PilotageError as exc:
+            log.warning("%s: result not reported (%s)", run.tag, exc.message)
+            return None
+        log.info("%s: result reported", run.tag)
+        return WorkAnswer.from_wire(body) if next_request is not None else None
+
+    def _release(self, run: JobRun) -> None:
+        with self._lock:
+            self._runs.pop(run.claim.claim_id, None)
+            self.slot.release(run.claim.claim_id)
+            if not self.slot.busy:
+                self._idle_since = time.monotonic()
+        self._wake.set()
+
+    # -- leaving ---------------------------------------------------------------------
+
+    def _on_retire(self) -> None:
+        self._retire = True
+        self._wake.set()
+
+    def _on_lost(self, message: str) -> None:
+        self._lost = message
+        self._wake.set()
+
+    def _install_signals(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def handle(signum: int, _frame: FrameType | None) -> None:
+            # Only an attribute store: the loop polls it (no lock taken in a handler).
+            self._signalled = f"terminated by {signal.Signals(signum).name}"
+
+        previous: dict[int, Any] = {}
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, handle)
+        return previous
+
+    def _drain(self, reason: str) -> None:
+        """Stop every claim (if any is left) and wait for their threads to end."""
+        for run in self.runs():
+            run.stop(reason)
+        deadline = time.monotonic() + KILL_GRACE_S + 20.0
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(timeout=max(0.1, deadline - time.monotonic()))
+
+    def _leave(self, reason: str) -> None:
+        """Tell the server this pilot leaves (best effort: a few quick tries)."""
+        assert self.registration is not None
+        log.info("leaving: %s", reason)
+        path = f"/pilot/v1/pilots/{self.registration.pilot_id}/exit"
+        give_up = time.monotonic() + 30.0
+        try:
+            retrying(
+                lambda: self.client.request("POST", path, {"v": VERSION, "reason": reason}),
+                what="exit",
+                wait=lambda delay: (
+                    self._sleep(min(delay, 5.0), always=True) or time.monotonic() > give_up
+                ),
+                backoff=Backoff(first_s=1.0, max_s=5.0),
+            )
+        except PilotageError as exc:
+            log.warning("exit not acknowledged (%s)", exc.message)
+        self.client.close()
+
+
+def run(config: AgentConfig) -> int:
+    """Run an agent with ``config`` until it leaves; the process exit code."""
+    return Agent(config).run()

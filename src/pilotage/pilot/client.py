@@ -1,0 +1,288 @@
+"""The agent's HTTPS JSON client: keep-alive, pool CA only, bearer token from a file.
+
+Standard library only. One connection per thread (``threading.local``), so the heartbeat
+thread and every claim's thread talk to the server at once without sharing a socket.
+Answers are turned into data or into the exceptions of :mod:`pilotage.errors`, chosen by
+HTTP status (``BY_HTTP_STATUS``); a connection that cannot be made raises
+:class:`~pilotage.errors.Unreachable`. Both :class:`~pilotage.errors.Transient` kinds are
+what :func:`retrying` retries.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import logging
+import os
+import random
+import ssl
+import threading
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+from pilotage import __version__
+from pilotage.errors import BY_HTTP_STATUS, PilotageError, Transient, Unreachable, UserError
+
+log = logging.getLogger("pilotage.pilot")
+T = TypeVar("T")
+
+#: Connection failures after which a request on a fresh connection is worth one retry.
+_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+
+
+class _Token:
+    """The bearer token, re-read whenever its file changes (a renewed token is picked up)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        self._stamp: tuple[int, int, int] | None = None
+        self._value = ""
+
+    def get(self) -> str:
+        with self._lock:
+            try:
+                st = os.stat(self._path)
+                stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+                if stamp != self._stamp:
+                    self._value = self._path.read_text().strip()
+                    self._stamp = stamp
+            except OSError as exc:
+                if not self._value:
+                    raise PilotageError(
+                        f"the pilot token file {self._path} cannot be read ({exc.strerror})"
+                    ) from None
+            return self._value
+
+
+class Client:
+    """A JSON client for one server URL (``https://host[:port][/prefix]``)."""
+
+    def __init__(
+        self,
+        server_url: str,
+        *,
+        ca_file: Path,
+        token_file: Path,
+        timeout_s: float = 30.0,
+        proxy: str | None = None,
+    ) -> None:
+        url = urllib.parse.urlsplit(server_url)
+        if url.scheme != "https" or not url.hostname:
+            raise PilotageError(f"the server URL {server_url!r} must be https://host[:port]")
+        self._host = url.hostname
+        self._port = url.port or 443
+        self._prefix = url.path.rstrip("/")
+        self._timeout_s = timeout_s
+        self._token = _Token(token_file)
+        self._context = ssl.create_default_context(cafile=str(ca_file))
+        self._context.minimum_version = ssl.TLSVersion.TLSv1_2
+        self._proxy = proxy if proxy is not None else _proxy_from_environment(self._host)
+        self._local = threading.local()
+
+    def _connection(self) -> tuple[http.client.HTTPSConnection, bool]:
+        """This thread's connection, and whether it was used before (may be stale)."""
+        conn: http.client.HTTPSConnection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn, True
+        if self._proxy:
+            proxy = urllib.parse.urlsplit(self._proxy)
+            conn = http.client.HTTPSConnection(
+                proxy.hostname or "",
+                proxy.port or 3128,
+                timeout=self._timeout_s,
+                context=self._context,
+            )
+            headers = {}
+            if proxy.username:
+                credentials = f"{urllib.parse.unquote(proxy.username)}:"
+                credentials += urllib.parse.unquote(proxy.password or "")
+                headers["Proxy-Authorization"] = (
+                    "Basic " + base64.b64encode(credentials.encode()).decode()
+                )
+            conn.set_tunnel(self._host, self._port, headers)
+        else:
+            conn = http.client.HTTPSConnection(
+                self._host, self._port, timeout=self._timeout_s, context=self._context
+            )
+        self._local.conn = conn
+        return conn, False
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their thread ends)."""
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            conn.close()
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        body: bytes | IO[bytes] | None,
+        headers: dict[str, str],
+    ) -> http.client.HTTPResponse:
+        """Send one request; retry once on a fresh connection if a reused one was stale."""
+        headers = {
+            "Authorization": f"Bearer {self._token.get()}",
+            "User-Agent": f"pilotage-agent/{__version__}",
+            **headers,
+        }
+        for attempt in (1, 2):
+            conn, reused = self._connection()
+            try:
+                conn.request(method, self._prefix + path, body=body, headers=headers)
+                return conn.getresponse()
+            except _STALE as exc:
+                self.close()
+                if reused and attempt == 1 and not hasattr(body, "read"):
+                    continue
+                raise Unreachable(
+                    f"the server closed the connection during {method} {path}"
+                ) from exc
+            except ssl.SSLCertVerificationError as exc:
+                self.close()
+                raise Unreachable(
+                    f"the server's certificate is not trusted ({exc.verify_message})"
+                ) from exc
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                raise Unreachable(f"cannot reach the server for {method} {path} ({exc})") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """Send a JSON request; return the decoded answer (``None`` for 204)."""
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"Accept": "application/json"}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        response = self._send(method, path, data, headers)
+        payload = self._read(response, method, path)
+        _raise_for_status(response, payload, method, path)
+        if response.status == 204 or not payload:
+            return None
+        try:
+            return json.loads(payload)
+        except ValueError:
+            raise PilotageError(f"the server's answer to {method} {path} is not JSON") from None
+
+    def put_file(self, path: str, file: IO[bytes], size: int, content_type: str) -> None:
+        """Upload ``size`` bytes of ``file`` (from its start) as the body of a PUT."""
+        file.seek(0)
+        headers = {"Content-Type": content_type, "Content-Length": str(size)}
+        response = self._send("PUT", path, file, headers)
+        payload = self._read(response, "PUT", path)
+        _raise_for_status(response, payload, "PUT", path)
+
+    @contextmanager
+    def stream(self, path: str) -> Iterator[http.client.HTTPResponse]:
+        """GET ``path`` and yield the response to read as a stream."""
+        response = self._send("GET", path, None, {})
+        if response.status >= 300:
+            payload = self._read(response, "GET", path)
+            _raise_for_status(response, payload, "GET", path)
+        try:
+            yield response
+        except BaseException:
+            self.close()  # the body may be half read: this connection cannot be reused
+            raise
+        try:
+            if response.read(1):
+                self.close()
+        except (OSError, http.client.HTTPException):
+            self.close()
+
+    def _read(self, response: http.client.HTTPResponse, method: str, path: str) -> bytes:
+        try:
+            return response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            raise Unreachable(f"the answer to {method} {path} was cut ({exc})") from exc
+
+
+def _raise_for_status(
+    response: http.client.HTTPResponse, payload: bytes, method: str, path: str
+) -> None:
+    """Turn an error answer into the matching exception carrying the server's message."""
+    status = response.status
+    if status < 400:
+        return
+    message = ""
+    try:
+        body = json.loads(payload)
+        if isinstance(body, dict):
+            message = str(body.get("message") or body.get("detail") or "")
+    except ValueError:
+        pass
+    message = message or f"{response.reason or 'error'}"
+    text = f"{method} {path}: {status} {message}"
+    cls = BY_HTTP_STATUS.get(status) or (Transient if status >= 500 else UserError)
+    if issubclass(cls, Transient):
+        retry_after = response.getheader("Retry-After") or "5"
+        try:
+            delay = max(0.0, float(retry_after))
+        except ValueError:
+            delay = 5.0
+        raise cls(text, retry_after_s=delay)
+    error = cls(text)
+    error.http_status = status
+    raise error
+
+
+def _proxy_from_environment(host: str) -> str | None:
+    """``HTTPS_PROXY`` / ``https_proxy`` unless ``NO_PROXY`` names the host."""
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get("https")
+    if not proxy:
+        return None
+    for entry in proxies.get("no", "").split(","):
+        entry = entry.strip().lstrip(".").lower()
+        if entry == "*" or (entry and (host == entry or host.endswith("." + entry))):
+            return None
+    return proxy if "://" in proxy else f"http://{proxy}"
+
+
+class Backoff:
+    """Exponential delays with jitter, honouring a server's ``Retry-After``."""
+
+    def __init__(self, first_s: float = 1.0, max_s: float = 60.0) -> None:
+        self.first_s = first_s
+        self.max_s = max_s
+        self._next_s = first_s
+
+    def delay(self, hint_s: float | None = None) -> float:
+        """The next delay: at least the hint, doubling from ``first_s`` up to ``max_s``."""
+        delay = self._next_s * random.uniform(0.8, 1.2)
+        self._next_s = min(self.max_s, self._next_s * 2)
+        return min(self.max_s, max(delay, hint_s or 0.0))
+
+    def reset(self) -> None:
+        self._next_s = self.first_s
+
+
+def retrying(
+    call: Callable[[], T],
+    *,
+    what: str,
+    wait: Callable[[float], bool],
+    backoff: Backoff | None = None,
+) -> T:
+    """Call ``call`` until it does not raise Transient; ``wait(delay)`` true gives up.
+
+    ``wait`` sleeps and says whether to stop trying (the claim is gone, the agent stops);
+    giving up re-raises the last Transient.
+    """
+    backoff = backoff or Backoff()
+    while True:
+        try:
+            return call()
+        except Transient as exc:
+            delay = backoff.delay(exc.retry_after_s)
+            log.warning("%s failed (%s); retrying in %.0f s", what, exc.message, delay)
+            if wait(delay):
+                raise

@@ -1,0 +1,77 @@
+"""The agent's settings, read once at its entry point and passed down.
+
+The agent takes flags only (a pilot's bootstrap writes its command line); every default
+is computed from the node here, and :meth:`AgentConfig.describe` prints the effective
+values at start.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import secrets
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .resources import Resources
+
+#: How long registration keeps retrying an unreachable server before giving up.
+REGISTER_PATIENCE_S = 600.0
+#: The lifetime a pilot assumes when its command line gives none.
+DEFAULT_LIFETIME_S = 86400.0
+
+
+def default_name(host: str) -> str:
+    """A pilot name unique enough to tell pilots apart: ``host-pid-random``."""
+    short = host.split(".")[0] or "pilot"
+    cleaned = "".join(c if c.isalnum() or c in "._-" else "-" for c in short)[:80]
+    return f"{cleaned}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+def default_attrs() -> dict[str, str]:
+    """``OpSys`` and ``Arch`` as ClassAd string expressions, HTCondor's spelling."""
+    machine = platform.machine()
+    arch = {"x86_64": "X86_64", "amd64": "X86_64", "i686": "INTEL"}.get(machine.lower(), machine)
+    return {"OpSys": f'"{platform.system().upper()}"', "Arch": f'"{arch}"'}
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Everything the agent needs to run; built by ``__main__`` from its flags."""
+
+    server_url: str
+    ca_file: Path
+    token_file: Path
+    workdir: Path
+    resources: Resources
+    site: str = "local"
+    host: str = field(default_factory=socket.getfqdn)
+    name: str = ""
+    lifetime_s: float = DEFAULT_LIFETIME_S
+    #: ``None``: take the server's value from the registration answer.
+    idle_timeout_s: float | None = None
+    attrs: dict[str, str] = field(default_factory=default_attrs)
+    start: str = "true"
+    timeout_s: float = 30.0
+
+    @property
+    def pilot_name(self) -> str:
+        """The name given, or one made from the host."""
+        return self.name or default_name(self.host)
+
+    @property
+    def lifetime_margin_s(self) -> float:
+        """Stop asking for work when less than this is left of the lifetime."""
+        return min(300.0, self.lifetime_s * 0.1)
+
+    def describe(self) -> str:
+        """The effective settings on one line (no secrets: the token is only a path)."""
+        r = self.resources
+        return (
+            f"server={self.server_url} ca={self.ca_file} token_file={self.token_file} "
+            f"workdir={self.workdir} site={self.site} host={self.host} cpus={r.cpus} "
+            f"memory_mb={r.memory_mb} disk_mb={r.disk_mb} gpus={r.gpus} "
+            f"lifetime_s={self.lifetime_s:.0f} idle_timeout_s={self.idle_timeout_s} "
+            f"start={self.start!r} attrs={self.attrs}"
+        )

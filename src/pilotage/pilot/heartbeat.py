@@ -1,0 +1,114 @@
+"""The one thread that renews every lease of the pilot, and stops what it cannot renew.
+
+Every ``heartbeat_s`` it sends the live claims (also when there are none: the pilot's
+own registration has a lease too). Revoked claims are stopped at once. A claim whose
+renewal failed is stopped when its lease would end before the next heartbeat could
+renew it: after that the server gives its job to another pilot, and two copies must
+not run. Leases are measured on this node's monotonic clock from the moment each
+request was sent (see :meth:`~pilotage.pilot.jobrun.JobRun.renew`), never from the
+server's ``lease_expires_at``, so clock skew cannot keep a job past its lease.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from pilotage.errors import Conflict, Denied, NotFound, PilotageError, Transient
+
+from .client import Client
+from .jobrun import JobRun
+from .wire import VERSION, HeartbeatAnswer
+
+log = logging.getLogger("pilotage.pilot")
+
+#: After a failed heartbeat, try again this much sooner (but not more often than 5 s).
+RETRY_FRACTION = 0.25
+
+
+def leases_to_drop(deadlines: dict[str, float], now: float, heartbeat_s: float) -> list[str]:
+    """The claims, among those not just renewed, whose lease ends within ``heartbeat_s``."""
+    return sorted(claim_id for claim_id, end in deadlines.items() if end - now < heartbeat_s)
+
+
+class Heartbeat:
+    """Renews the leases of ``runs()`` every ``heartbeat_s`` on a daemon thread.
+
+    ``on_retire`` is called when the server asks the pilot to retire, ``on_lost`` (with
+    the server's message) when the server no longer knows or accepts this pilot.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        pilot_id: str,
+        heartbeat_s: float,
+        runs: Callable[[], list[JobRun]],
+        on_retire: Callable[[], None],
+        on_lost: Callable[[str], None],
+    ) -> None:
+        self._client = client
+        self._path = f"/pilot/v1/pilots/{pilot_id}/heartbeat"
+        self.heartbeat_s = heartbeat_s
+        self._runs = runs
+        self._on_retire = on_retire
+        self._on_lost = on_lost
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="heartbeat", daemon=True)
+
+    def start(self) -> None:
+        """Start beating; the first beat is one period from now."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop beating and wait for an ongoing beat to end."""
+        self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=60)
+
+    def _loop(self) -> None:
+        delay = self.heartbeat_s
+        while not self._stopped.wait(delay):
+            delay = self.beat()
+        self._client.close()
+
+    def beat(self) -> float:
+        """Send one heartbeat and act on its answer; return the delay to the next one."""
+        runs = {run.claim.claim_id: run for run in self._runs() if run.alive}
+        sent = time.monotonic()
+        renewed: set[str] = set()
+        delay = self.heartbeat_s
+        try:
+            body = {"v": VERSION, "claims": sorted(runs)}
+            answer = HeartbeatAnswer.from_wire(self._client.request("POST", self._path, body))
+        except (NotFound, Denied, Conflict) as exc:
+            log.error("heartbeat refused: %s", exc.message)
+            self._on_lost(exc.message)
+            return self.heartbeat_s
+        except Transient as exc:
+            log.warning("heartbeat failed (%s)", exc.message)
+            delay = max(5.0, min(self.heartbeat_s * RETRY_FRACTION, exc.retry_after_s * 2))
+        except PilotageError as exc:  # e.g. 401 while the token is being renewed
+            log.warning("heartbeat refused (%s)", exc.message)
+            delay = max(5.0, self.heartbeat_s * RETRY_FRACTION)
+        else:
+            for claim_id in answer.renewed:
+                if claim_id in runs:
+                    runs[claim_id].renew(sent)
+                    renewed.add(claim_id)
+            for claim_id, reason in answer.revoked.items():
+                if claim_id in runs:
+                    runs[claim_id].stop(f"revoked by the server: {reason}")
+            if answer.retire:
+                log.info("the server asks this pilot to retire")
+                self._on_retire()
+        deadlines = {
+            claim_id: run.lease_deadline
+            for claim_id, run in runs.items()
+            if claim_id not in renewed and run.alive
+        }
+        for claim_id in leases_to_drop(deadlines, time.monotonic(), self.heartbeat_s):
+            runs[claim_id].stop("its lease could not be renewed and ends soon")
+        return delay

@@ -1,0 +1,211 @@
+"""The agent's side of the pilot protocol (docs/pilot-protocol.md) as frozen dataclasses.
+
+Standard library only: the agent cannot use the server's pydantic models, so it parses
+the server's answers here and nowhere else. A malformed answer raises
+:class:`ProtocolError`; paths in a claim are checked later, when the job is set up,
+so that a bad one holds that job instead of stopping the agent.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from pilotage.errors import OperatorError
+
+from .resources import Resources
+
+VERSION = 1
+
+
+class ProtocolError(OperatorError):
+    """The server answered something this agent does not understand (version skew?)."""
+
+
+class HoldCode(enum.IntEnum):
+    """Why the agent could not run a job (the protocol's hold codes)."""
+
+    INPUT_REFUSED = 10
+    EXECUTABLE = 11
+    OUTPUT = 12
+    START = 13
+
+
+def _get(body: Any, key: str, kind: type | tuple[type, ...], what: str) -> Any:
+    if not isinstance(body, dict) or key not in body:
+        raise ProtocolError(f"the server's {what} lacks the field {key!r}")
+    value = body[key]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float)):
+        raise ProtocolError(f"the server's {what} has a bad value for {key!r}: {value!r}")
+    return value
+
+
+def _number(body: Any, key: str, what: str) -> float:
+    return float(_get(body, key, (int, float), what))
+
+
+def _opt_str(body: Any, key: str, what: str) -> str | None:
+    if isinstance(body, dict) and body.get(key) is None:
+        return None
+    return str(_get(body, key, str, what))
+
+
+@dataclass(frozen=True)
+class Registration:
+    """The server's answer to a registration."""
+
+    pilot_id: str
+    lease_s: float
+    heartbeat_s: float
+    idle_timeout_s: float
+    max_sandbox_bytes: int
+
+    @classmethod
+    def from_wire(cls, body: Any) -> Registration:
+        what = "registration answer"
+        return cls(
+            pilot_id=_get(body, "pilot_id", str, what),
+            lease_s=_number(body, "lease_s", what),
+            heartbeat_s=max(1.0, _number(body, "heartbeat_s", what)),
+            idle_timeout_s=_number(body, "idle_timeout_s", what),
+            max_sandbox_bytes=int(_get(body, "max_sandbox_bytes", int, what)),
+        )
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job bound to a share of this pilot's slot, with a lease."""
+
+    claim_id: str
+    job_id: str
+    lease_s: float
+    lease_expires_at: float
+    owner: str
+    executable: str
+    arguments: tuple[str, ...]
+    environment: dict[str, str]
+    input: str | None
+    output: str | None
+    error: str | None
+    transfer_output_files: tuple[str, ...] | None
+    request: Resources
+    has_input_sandbox: bool
+
+    @classmethod
+    def from_wire(cls, body: Any) -> Claim:
+        what = "claim"
+        arguments = _get(body, "arguments", list, what)
+        environment = _get(body, "environment", dict, what)
+        outputs = body.get("transfer_output_files") if isinstance(body, dict) else None
+        if not all(isinstance(a, str) for a in arguments) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in environment.items()
+        ):
+            raise ProtocolError("the server's claim has non-string arguments or environment")
+        if outputs is not None and (
+            not isinstance(outputs, list) or not all(isinstance(o, str) for o in outputs)
+        ):
+            raise ProtocolError("the server's claim has a bad transfer_output_files")
+        return cls(
+            claim_id=_get(body, "claim_id", str, what),
+            job_id=_get(body, "job_id", str, what),
+            lease_s=max(1.0, _number(body, "lease_s", what)),
+            lease_expires_at=_number(body, "lease_expires_at", what),
+            owner=_get(body, "owner", str, what),
+            executable=_get(body, "executable", str, what),
+            arguments=tuple(arguments),
+            environment=dict(environment),
+            input=_opt_str(body, "input", what),
+            output=_opt_str(body, "output", what),
+            error=_opt_str(body, "error", what),
+            transfer_output_files=None if outputs is None else tuple(outputs),
+            request=Resources(
+                cpus=int(_get(body, "request_cpus", int, what)),
+                memory_mb=int(_get(body, "request_memory_mb", int, what)),
+                disk_mb=int(_get(body, "request_disk_mb", int, what)),
+                gpus=int(_get(body, "request_gpus", int, what)),
+            ),
+            has_input_sandbox=bool(_get(body, "has_input_sandbox", bool, what)),
+        )
+
+
+@dataclass(frozen=True)
+class WorkAnswer:
+    """The answer to "ask for work" (and to a result carrying ``next``)."""
+
+    claim: Claim | None
+    retry_after_s: float
+    retire: bool
+
+    @classmethod
+    def from_wire(cls, body: Any) -> WorkAnswer:
+        raw = body.get("claim") if isinstance(body, dict) else None
+        retry = body.get("retry_after_s", 5.0) if isinstance(body, dict) else 5.0
+        return cls(
+            claim=None if raw is None else Claim.from_wire(raw),
+            retry_after_s=float(retry) if isinstance(retry, int | float) else 5.0,
+            retire=bool(body.get("retire", False)) if isinstance(body, dict) else False,
+        )
+
+
+@dataclass(frozen=True)
+class HeartbeatAnswer:
+    """Renewed lease ends, revoked claims (id → reason), and whether to retire."""
+
+    renewed: dict[str, float]
+    revoked: dict[str, str]
+    retire: bool
+
+    @classmethod
+    def from_wire(cls, body: Any) -> HeartbeatAnswer:
+        what = "heartbeat answer"
+        renewed = _get(body, "renewed", dict, what)
+        revoked: dict[str, str] = {}
+        for item in _get(body, "revoked", list, what):
+            revoked[_get(item, "claim_id", str, what)] = str(item.get("reason", "revoked"))
+        return cls(
+            renewed={str(k): float(v) for k, v in renewed.items()},
+            revoked=revoked,
+            retire=bool(body.get("retire", False)),
+        )
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why the agent could not run a job at all; the job goes to HELD."""
+
+    code: HoldCode
+    reason: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"reason": self.reason[:2000], "code": int(self.code)}
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """How a job ended: exit code or signal, usage, or the failure that prevented it."""
+
+    exit_code: int | None = None
+    signal: int | None = None
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    max_rss_kb: int = 0
+    failure: Failure | None = None
+
+    def to_wire(self, next_request: dict[str, Any] | None) -> dict[str, Any]:
+        """The body of ``POST .../result``, with ``next`` when another job is wanted."""
+        return {
+            "v": VERSION,
+            "exit_code": self.exit_code,
+            "signal": self.signal,
+            "wall_s": round(self.wall_s, 3),
+            "cpu_s": round(self.cpu_s, 3),
+            "max_rss_kb": self.max_rss_kb,
+            "failure": None if self.failure is None else self.failure.to_wire(),
+            "next": next_request,
+        }
+
+
+def work_request(free: Resources, time_left_s: float) -> dict[str, Any]:
+    """The body of "ask for work" (also the ``next`` of a result)."""
+    return {"v": VERSION, "free": free.to_wire(), "time_left_s": max(0.0, round(time_left_s))}
