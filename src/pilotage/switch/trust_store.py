@@ -1,0 +1,138 @@
+"""The switch's trusted CAs and CRLs, read from a grid CA directory.
+
+The usual layout (``/etc/grid-security/certificates``): ``<hash>.N`` CA certificates,
+``<hash>.rN`` CRLs, ``*.pem`` CA certificates; other files (``.signing_policy``,
+``.namespaces``, ``.info``, ``.crl_url``) are not read. Imports: the standard library,
+``cryptography`` and the sibling switch modules ``certificate`` and ``credential_errors``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from .certificate import is_ca, name_key, subject_of
+from .credential_errors import CredentialError, TrustStoreError
+
+_CA_FILE = re.compile(r"^[0-9a-f]{8}\.[0-9]+$|\.pem$")
+_CRL_FILE = re.compile(r"^[0-9a-f]{8}\.r[0-9]+$")
+_SHA256 = hashes.SHA256()
+
+
+class TrustStore:
+    """The trusted CA certificates and their CRLs, usually read from a grid CA directory.
+
+    Invariant: every certificate held is a CA (basicConstraints cA true); files that are
+    not, or cannot be read, are listed in ``skipped`` and otherwise ignored, so one bad
+    file in a site's directory does not stop the others from working.
+    """
+
+    def __init__(
+        self,
+        cas: Sequence[x509.Certificate],
+        crls: Sequence[x509.CertificateRevocationList] = (),
+        *,
+        directory: Path | None = None,
+    ) -> None:
+        self.directory = directory
+        self.skipped: tuple[str, ...] = ()
+        self._stamp: tuple[tuple[str, int, int], ...] = ()
+        self._set(list(cas), list(crls), [])
+
+    @classmethod
+    def from_directory(cls, path: str | os.PathLike[str]) -> TrustStore:
+        """Load ``<hash>.N`` and ``*.pem`` CA certificates and ``<hash>.rN`` CRLs of ``path``."""
+        store = cls([], directory=Path(path))
+        store.refresh()
+        return store
+
+    def refresh(self) -> bool:
+        """Re-read the directory if any file changed (fetch-crl rewrites CRLs); say if it did."""
+        if self.directory is None:
+            return False
+        try:
+            entries = sorted(os.scandir(self.directory), key=lambda e: e.name)
+            stamp = tuple(
+                (e.name, e.stat().st_mtime_ns, e.stat().st_size)
+                for e in entries
+                if _CA_FILE.search(e.name) or _CRL_FILE.match(e.name)
+            )
+        except OSError as exc:
+            raise TrustStoreError(
+                f"The trust directory {self.directory} cannot be read ({exc})."
+            ) from exc
+        if stamp == self._stamp and self._stamp:
+            return False
+        cas: list[x509.Certificate] = []
+        crls: list[x509.CertificateRevocationList] = []
+        skipped: list[str] = []
+        for name, _, _ in stamp:
+            try:
+                data = (self.directory / name).read_bytes()
+                if _CRL_FILE.match(name):
+                    crls.append(_load_crl(data))
+                else:
+                    cas.extend(_load_certs(data))
+            except (OSError, ValueError) as exc:
+                skipped.append(f"{name}: {exc}")
+        self._stamp = stamp
+        self._set(cas, crls, skipped)
+        return True
+
+    def _set(
+        self,
+        cas: list[x509.Certificate],
+        crls: list[x509.CertificateRevocationList],
+        skipped: list[str],
+    ) -> None:
+        by_subject: dict[bytes, dict[bytes, x509.Certificate]] = {}
+        for cert in cas:
+            try:
+                if not is_ca(cert):
+                    skipped.append(f"{subject_of(cert)}: not a CA certificate")
+                    continue
+                key = name_key(cert.subject)
+            except CredentialError as exc:
+                skipped.append(f"{subject_of(cert)}: {exc}")
+                continue
+            # Dedupe: real directories hold the same CA as NAME.pem, <hash>.0 and old hashes.
+            by_subject.setdefault(key, {})[cert.fingerprint(_SHA256)] = cert
+        by_issuer: dict[bytes, list[x509.CertificateRevocationList]] = {}
+        for crl in crls:
+            by_issuer.setdefault(name_key(crl.issuer), []).append(crl)
+        # One assignment each, so a concurrent reader sees either the old or the new state.
+        self._cas = {k: tuple(v.values()) for k, v in by_subject.items()}
+        self._crls = {k: tuple(v) for k, v in by_issuer.items()}
+        self.skipped = tuple(skipped)
+
+    @property
+    def ca_count(self) -> int:
+        """How many distinct CA certificates are trusted."""
+        return sum(len(v) for v in self._cas.values())
+
+    def cas_named(self, name: x509.Name) -> tuple[x509.Certificate, ...]:
+        """The trusted CA certificates whose subject is ``name`` (several during a rollover)."""
+        return self._cas.get(name_key(name), ())
+
+    def crls_of(self, name: x509.Name) -> tuple[x509.CertificateRevocationList, ...]:
+        """The CRLs in the store whose issuer is ``name`` (signatures not yet checked)."""
+        return self._crls.get(name_key(name), ())
+
+
+def _load_certs(data: bytes) -> list[x509.Certificate]:
+    return (
+        x509.load_pem_x509_certificates(data)
+        if b"-----BEGIN" in data
+        else [x509.load_der_x509_certificate(data)]
+    )
+
+
+def _load_crl(data: bytes) -> x509.CertificateRevocationList:
+    if b"-----BEGIN" in data:
+        return x509.load_pem_x509_crl(data)
+    return x509.load_der_x509_crl(data)
