@@ -1,0 +1,374 @@
+"""The in-memory index of idle jobs, grouped into autoclusters.
+
+An autocluster is the set of idle jobs that agree on every *significant* attribute:
+the standard requests, ``MaxWallTime``, ``Requirements`` and everything it reads (through
+the job's own attributes), the attributes configured as significant, and every job
+attribute a slot's START expression has been seen to read. Jobs of one autocluster are
+interchangeable for matching, so the matchmaker evaluates one representative ad per
+autocluster, and the cost of a match grows with the number of job shapes, not of jobs.
+
+The database is the truth; this index is each server process's cache of it, fed by job
+events: :meth:`AutoclusterIndex.add` when a job becomes idle, :meth:`~AutoclusterIndex.remove`
+when it leaves idle (claimed, held, removed, or claimed by another server).
+
+Memory: no ClassAd per job. Each job keeps one small tuple (its ordering key, id, shape
+and queue); a *shape* (every attribute but ``ClusterId``, ``ProcId``, ``QDate``,
+``JobPrio``) is interned and shared by all jobs that have it, and is what lets the index
+re-cluster itself without the database when a new START expression makes another
+attribute significant.
+
+Within an autocluster, each submitter has a queue ordered by ``JobPrio`` (highest first),
+then ``QDate``, ``ClusterId``, ``ProcId`` (submission order), then arrival order. Queues
+are binary heaps with lazy deletion: removal is O(1), dead entries are dropped when they
+reach the top or when they outnumber the live ones.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Hashable, Iterable, Iterator
+from typing import Any, NamedTuple
+
+from pilotage.matchmaking.ads import (
+    IDENTITY_ATTRS,
+    STANDARD_SIGNIFICANT,
+    JobAd,
+    MatchConfig,
+    SlotAd,
+    Submitter,
+    ad_from_shape,
+    job_shape,
+)
+from pilotage.matchmaking.classads import parse_expr, references
+from pilotage.matchmaking.clauses import join_clauses, resource_of, split_clauses
+from pilotage.matchmaking.partitionable import Resources
+
+Shape = tuple[tuple[str, Hashable], ...]
+#: Bound on remembered START texts (a pilot cannot grow the index without limit).
+_MAX_STARTS_SEEN = 10_000
+
+
+class Autocluster:
+    """Jobs that are alike for matching: one representative ad and the match caches."""
+
+    __slots__ = (
+        "cpus",
+        "disk_mb",
+        "gpus",
+        "id",
+        "job_cache",
+        "key",
+        "max_wall_time_s",
+        "memory_mb",
+        "queues",
+        "rep",
+        "residual",
+        "slot_cache",
+        "slot_refs",
+    )
+
+    def __init__(self, ac_id: int, key: tuple[Hashable, ...], job: JobAd, rep: Any) -> None:
+        self.id = ac_id
+        self.key = key
+        self.rep = rep
+        self.cpus = job.request.cpus
+        self.memory_mb = job.request.memory_mb
+        self.disk_mb = job.request.disk_mb
+        self.gpus = job.request.gpus
+        self.max_wall_time_s = job.max_wall_time_s
+        # The job's Requirements minus the resource clauses (checked in Python instead);
+        # None when nothing is left.
+        text = str(rep.lookup("Requirements")) if "Requirements" in rep else "true"
+        rest = [c for c in split_clauses(text) if resource_of(c) is None]
+        self.residual = parse_expr(join_clauses(rest)) if rest else None
+        # The slot attributes the residual reads: the job-side cache key.
+        self.slot_refs: tuple[str, ...] = (
+            tuple(sorted(references(rep, self.residual)[1])) if self.residual else ()
+        )
+        self.queues: dict[Submitter, JobQueue] = {}
+        # Match results by slot values (job side) and by START key (slot side).
+        self.job_cache: dict[tuple[Hashable, ...], bool] = {}
+        self.slot_cache: dict[tuple[Hashable, ...], bool] = {}
+
+    def __repr__(self) -> str:
+        return f"<Autocluster {self.id} jobs={sum(q.live for q in self.queues.values())}>"
+
+
+class JobQueue:
+    """One submitter's idle jobs within one autocluster, best first."""
+
+    __slots__ = ("autocluster", "heap", "live", "submitter")
+
+    def __init__(self, autocluster: Autocluster, submitter: Submitter) -> None:
+        self.autocluster = autocluster
+        self.submitter = submitter
+        # Invariant: every live job of this queue has exactly one entry in heap; other
+        # entries are dead (their job was removed or re-added) and live counts the former.
+        self.heap: list[_Entry] = []
+        self.live = 0
+
+
+class _Shape:
+    __slots__ = ("base_key", "identity", "pairs", "refs")
+
+    def __init__(self, pairs: Shape) -> None:
+        self.pairs = pairs
+        self.base_key: tuple[Hashable, ...] = ()
+        self.identity: tuple[str, ...] = ()  # per-job attributes that are significant too
+        self.refs = 0  # live jobs with this shape
+
+
+class _Entry(NamedTuple):
+    """A job in a queue heap; ``seq`` is unique, so comparison never reaches the objects."""
+
+    neg_prio: int
+    qdate: int
+    cluster_id: int
+    proc_id: int
+    seq: int
+    job_id: int
+    shape: _Shape
+    queue: JobQueue
+
+    def identity(self) -> dict[str, int]:
+        """The per-job attributes, by lower-case name."""
+        return {
+            "jobprio": -self.neg_prio,
+            "qdate": self.qdate,
+            "clusterid": self.cluster_id,
+            "procid": self.proc_id,
+        }
+
+
+class AutoclusterIndex:
+    """The idle jobs of the pool by autocluster and submitter. Pure: no I/O, no clock."""
+
+    def __init__(self, config: MatchConfig | None = None) -> None:
+        self.config = config or MatchConfig()
+        self._significant = STANDARD_SIGNIFICANT | {
+            a.lower() for a in self.config.significant_attrs
+        }
+        self._starts_seen: set[str] = set()
+        self._seq = itertools.count()
+        self._ac_ids = itertools.count(1)
+        self._jobs: dict[int, _Entry] = {}
+        self._shapes: dict[Shape, _Shape] = {}
+        self._autoclusters: dict[tuple[Hashable, ...], Autocluster] = {}
+        self._by_submitter: dict[Submitter, dict[int, JobQueue]] = {}
+        self._empty = 0  # autoclusters without jobs, kept for their caches until swept
+        self.reclusters = 0
+
+    # --- feeding ------------------------------------------------------------------------
+
+    def add(self, job_id: int, ad: Any) -> None:
+        """Index an idle job (replacing an entry with the same id). Raises ``BadInput``."""
+        job = JobAd.from_classad(job_id, ad, self.config)
+        if job_id in self._jobs:
+            self.remove(job_id)
+        pairs = job_shape(ad, self.config.ignored_job_attrs)
+        shape = self._shapes.get(pairs)
+        if shape is None:
+            shape = self._shapes[pairs] = _Shape(pairs)
+            self._derive_key(shape, ad)
+        shape.refs += 1
+        identity = _identity_of(job)
+        key = shape.base_key
+        if shape.identity:
+            key += tuple(identity[name] for name in shape.identity)
+        ac = self._autoclusters.get(key)
+        if ac is None:
+            rep = ad_from_shape(pairs, identity)
+            ac = self._autoclusters[key] = Autocluster(next(self._ac_ids), key, job, rep)
+            self._empty += 1
+        queue = self._queue(ac, job.submitter)
+        entry = _Entry(
+            -job.job_prio, job.qdate, job.cluster_id, job.proc_id, next(self._seq), job_id,
+            shape, queue,
+        )  # fmt: skip
+        self._jobs[job_id] = entry
+        heapq.heappush(queue.heap, entry)
+        queue.live += 1
+
+    def remove(self, job_id: int) -> bool:
+        """Forget a job that left idle; ``False`` if it was not indexed (not an error)."""
+        entry = self._jobs.pop(job_id, None)
+        if entry is None:
+            return False
+        queue = entry.queue
+        queue.live -= 1
+        if queue.live == 0:
+            self._drop_queue(queue)
+        elif len(queue.heap) > 2 * queue.live + 16:
+            jobs = self._jobs
+            queue.heap = [e for e in queue.heap if jobs.get(e.job_id) is e]
+            heapq.heapify(queue.heap)
+        shape = entry.shape
+        shape.refs -= 1
+        if shape.refs == 0:
+            del self._shapes[shape.pairs]
+        return True
+
+    def observe_start(self, slot: SlotAd) -> bool:
+        """Learn the job attributes a slot's START reads; re-cluster if any is new.
+
+        Returns whether the index was re-clustered (an O(jobs) step, rare: once per new
+        attribute named by any START expression).
+        """
+        if slot.start_text in self._starts_seen:
+            return False
+        if len(self._starts_seen) >= _MAX_STARTS_SEEN:
+            self._starts_seen.clear()
+        self._starts_seen.add(slot.start_text)
+        new = slot.job_refs() - self._significant
+        if not new:
+            return False
+        self._significant = self._significant | new
+        self._recluster()
+        return True
+
+    # --- reading ------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._jobs
+
+    @property
+    def significant_attrs(self) -> frozenset[str]:
+        """The job attributes every autocluster key includes (lower case)."""
+        return self._significant
+
+    def autocluster_count(self) -> int:
+        """Autoclusters that hold at least one idle job."""
+        return len(self._autoclusters) - self._empty
+
+    def autocluster_of(self, job_id: int) -> int | None:
+        """The id of the autocluster an idle job is in, ``None`` if not indexed."""
+        entry = self._jobs.get(job_id)
+        return None if entry is None else entry.queue.autocluster.id
+
+    def request_of(self, job_id: int) -> Resources | None:
+        """What an idle job requests (its autocluster's requests), ``None`` if not indexed."""
+        entry = self._jobs.get(job_id)
+        if entry is None:
+            return None
+        ac = entry.queue.autocluster
+        return Resources(ac.cpus, ac.memory_mb, ac.disk_mb, ac.gpus)
+
+    def submitter_of(self, job_id: int) -> Submitter | None:
+        """Who an idle job is charged to, ``None`` if not indexed."""
+        entry = self._jobs.get(job_id)
+        return None if entry is None else entry.queue.submitter
+
+    def submitters(self) -> Iterable[Submitter]:
+        """Submitters with at least one idle job."""
+        return self._by_submitter.keys()
+
+    def queues_of(self, submitter: Submitter) -> Iterable[JobQueue]:
+        """A submitter's non-empty queues, one per autocluster it has idle jobs in."""
+        return self._by_submitter.get(submitter, {}).values()
+
+    def best_jobs(self, queues: list[JobQueue], limit: int) -> list[int]:
+        """The ids of the ``limit`` best jobs across ``queues``, best first."""
+        if limit <= 0 or not queues:
+            return []
+        if len(queues) == 1:
+            ordered: Iterator[_Entry] = self._in_order(queues[0])
+        else:
+            ordered = heapq.merge(*(self._in_order(q) for q in queues))
+        return [e.job_id for e in itertools.islice(ordered, limit)]
+
+    def _in_order(self, queue: JobQueue) -> Iterator[_Entry]:
+        """A queue's live entries in order, without popping them (walks the heap as a tree)."""
+        heap = queue.heap
+        jobs = self._jobs
+        while heap and jobs.get(heap[0].job_id) is not heap[0]:
+            heapq.heappop(heap)  # a dead top: drop it for good
+        if not heap:
+            return
+        frontier = [(heap[0], 0)]
+        size = len(heap)
+        while frontier:
+            entry, i = heapq.heappop(frontier)
+            if jobs.get(entry.job_id) is entry:
+                yield entry
+            for child in (2 * i + 1, 2 * i + 2):
+                if child < size:
+                    heapq.heappush(frontier, (heap[child], child))
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _derive_key(self, shape: _Shape, ad: Any) -> None:
+        """Set a shape's autocluster key: its values of every significant attribute."""
+        values = dict(shape.pairs)
+        names = set(self._significant)
+        for name in list(names):
+            value = values.get(name)
+            if isinstance(value, tuple) and value[0] == "expr" and name in ad:
+                names |= references(ad, ad.lookup(name))[0]
+        shape.identity = tuple(sorted(names & set(IDENTITY_ATTRS)))
+        shape.base_key = tuple((n, values.get(n)) for n in sorted(names - set(IDENTITY_ATTRS)))
+
+    def _queue(self, ac: Autocluster, submitter: Submitter) -> JobQueue:
+        queue = ac.queues.get(submitter)
+        if queue is None:
+            if not ac.queues:
+                self._empty -= 1
+            queue = ac.queues[submitter] = JobQueue(ac, submitter)
+            self._by_submitter.setdefault(submitter, {})[ac.id] = queue
+        return queue
+
+    def _drop_queue(self, queue: JobQueue) -> None:
+        ac = queue.autocluster
+        del ac.queues[queue.submitter]
+        mine = self._by_submitter[queue.submitter]
+        del mine[ac.id]
+        if not mine:
+            del self._by_submitter[queue.submitter]
+        if not ac.queues:
+            self._empty += 1
+            # Empty autoclusters keep their match caches for jobs of the same shape that
+            # come back; sweep them when they outnumber the live ones.
+            if self._empty > max(256, len(self._autoclusters) - self._empty):
+                self._autoclusters = {k: a for k, a in self._autoclusters.items() if a.queues}
+                self._empty = 0
+
+    def _recluster(self) -> None:
+        """Rebuild every autocluster from the shapes, after the significant set grew."""
+        self.reclusters += 1
+        entries = list(self._jobs.values())
+        self._autoclusters = {}
+        self._by_submitter = {}
+        self._empty = 0
+        placeholder = dict.fromkeys(IDENTITY_ATTRS, 0)  # so references() sees them as the job's
+        for shape in self._shapes.values():
+            self._derive_key(shape, ad_from_shape(shape.pairs, placeholder))
+        for old in entries:
+            shape = old.shape
+            identity = old.identity()
+            key = shape.base_key + tuple(identity[name] for name in shape.identity)
+            ac = self._autoclusters.get(key)
+            if ac is None:
+                rep = ad_from_shape(shape.pairs, identity)
+                job = JobAd.from_classad(old.job_id, rep, self.config)
+                ac = self._autoclusters[key] = Autocluster(next(self._ac_ids), key, job, rep)
+                self._empty += 1
+            queue = self._queue(ac, old.queue.submitter)
+            entry = old._replace(queue=queue)
+            self._jobs[old.job_id] = entry
+            queue.heap.append(entry)
+            queue.live += 1
+        for queues in self._by_submitter.values():
+            for queue in queues.values():
+                heapq.heapify(queue.heap)
+
+
+def _identity_of(job: JobAd) -> dict[str, int]:
+    return {
+        "jobprio": job.job_prio,
+        "qdate": job.qdate,
+        "clusterid": job.cluster_id,
+        "procid": job.proc_id,
+    }
