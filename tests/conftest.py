@@ -28,6 +28,8 @@ import pytest
 import sqlalchemy
 from sqlalchemy.pool import NullPool
 
+from pilotage.testing import Pool
+
 #: The system account that runs PostgreSQL when the tests run as root (it refuses root).
 PG_SYSTEM_USER = "pilotage-pg"
 #: The database superuser of the throwaway cluster, the same whoever runs the tests.
@@ -242,3 +244,37 @@ def _start_cluster(bindir: Path, owner: str | None, base: Path) -> int:
     pytest.fail(
         f"PostgreSQL did not start: {result.stdout}{result.stderr}\n{server_log}", pytrace=False
     )
+
+
+@pytest.fixture
+def make_pool(db_url: str) -> Iterator[Callable[..., Pool]]:
+    """Start pools (server subprocesses on 127.0.0.1, port 0) on ``db_url``; stop them after.
+
+    Short leases and heartbeats by default so lease expiry shows within seconds. The
+    root is world-searchable (not pytest's 0700 tmp_path) so real local users reach the
+    server's socket.
+    """
+    pools: list[Pool] = []
+
+    def start(**settings: str) -> Pool:
+        root = Path(tempfile.mkdtemp(prefix="pilotage-pool-"))
+        defaults = {
+            "lease_s": "8",
+            "heartbeat_s": "1",
+            "reap_interval_s": "0.5",
+            "retry_after_s": "0.5",
+        }
+        pool = Pool(root, db_url, settings={**defaults, **settings})
+        pools.append(pool)
+        return pool.start()
+
+    yield start
+    for pool in pools:
+        pool.stop()
+        shutil.rmtree(pool.root, ignore_errors=True)
+
+
+@pytest.fixture
+def pool(make_pool: Callable[..., Pool]) -> Pool:
+    """One running pool on ``db_url`` (so: once on SQLite, once on PostgreSQL)."""
+    return make_pool()

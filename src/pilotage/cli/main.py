@@ -87,7 +87,9 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args
     _register()
     try:
-        app(args=args, standalone_mode=False)
+        # Without standalone mode click returns the code of a typer.Exit instead of exiting.
+        code = app(args=args, standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
