@@ -26,7 +26,14 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from pilotage import __version__
-from pilotage.errors import BY_HTTP_STATUS, PilotageError, Transient, Unreachable, UserError
+from pilotage.errors import (
+    BY_HTTP_STATUS,
+    OperatorError,
+    PilotageError,
+    Transient,
+    Unreachable,
+    UserError,
+)
 
 log = logging.getLogger("pilotage.pilot")
 T = TypeVar("T")
@@ -80,6 +87,7 @@ class Client:
         self._prefix = url.path.rstrip("/")
         self._timeout_s = timeout_s
         self._token = _Token(token_file)
+        self._ca_file = ca_file
         self._context = ssl.create_default_context(cafile=str(ca_file))
         self._context.minimum_version = ssl.TLSVersion.TLSv1_2
         self._proxy = proxy if proxy is not None else _proxy_from_environment(self._host)
@@ -145,11 +153,12 @@ class Client:
                 raise Unreachable(
                     f"the server closed the connection during {method} {path}"
                 ) from exc
-            except ssl.SSLCertVerificationError as exc:
+            except ssl.SSLCertVerificationError as exc:  # not transient: retrying is vain
                 self.close()
-                raise Unreachable(
-                    f"the server's certificate is not trusted ({exc.verify_message})"
-                ) from exc
+                raise OperatorError(
+                    f"the server's certificate is not trusted by {self._ca_file} "
+                    f"({exc.verify_message})"
+                ) from None
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
                 raise Unreachable(f"cannot reach the server for {method} {path} ({exc})") from exc

@@ -2,9 +2,9 @@
 
 Every ``heartbeat_s`` it sends the live claims (also when there are none: the pilot's
 own registration has a lease too). Revoked claims are stopped at once. A claim whose
-renewal failed is stopped when its lease would end before the next heartbeat could
-renew it: after that the server gives its job to another pilot, and two copies must
-not run. Leases are measured on this node's monotonic clock from the moment each
+renewal failed is stopped when its lease would end before the next attempt plus the
+SIGTERM-to-SIGKILL grace: the job is then dead before the server gives it to another
+pilot, and two copies never run. Leases are measured on this node's monotonic clock from the moment each
 request was sent (see :meth:`~pilotage.pilot.jobrun.JobRun.renew`), never from the
 server's ``lease_expires_at``, so clock skew cannot keep a job past its lease.
 """
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pilotage.errors import Conflict, Denied, NotFound, PilotageError, Transient
 
 from .client import Client
-from .jobrun import JobRun
+from .jobrun import KILL_GRACE_S, JobRun
 from .wire import VERSION, HeartbeatAnswer
 
 log = logging.getLogger("pilotage.pilot")
@@ -28,9 +28,9 @@ log = logging.getLogger("pilotage.pilot")
 RETRY_FRACTION = 0.25
 
 
-def leases_to_drop(deadlines: dict[str, float], now: float, heartbeat_s: float) -> list[str]:
-    """The claims, among those not just renewed, whose lease ends within ``heartbeat_s``."""
-    return sorted(claim_id for claim_id, end in deadlines.items() if end - now < heartbeat_s)
+def leases_to_drop(deadlines: dict[str, float], now: float, within_s: float) -> list[str]:
+    """The claims, among those not just renewed, whose lease ends within ``within_s``."""
+    return sorted(claim_id for claim_id, end in deadlines.items() if end - now < within_s)
 
 
 class Heartbeat:
@@ -89,10 +89,10 @@ class Heartbeat:
             return self.heartbeat_s
         except Transient as exc:
             log.warning("heartbeat failed (%s)", exc.message)
-            delay = max(5.0, min(self.heartbeat_s * RETRY_FRACTION, exc.retry_after_s * 2))
+            delay = self._retry_delay(exc.retry_after_s)
         except PilotageError as exc:  # e.g. 401 while the token is being renewed
             log.warning("heartbeat refused (%s)", exc.message)
-            delay = max(5.0, self.heartbeat_s * RETRY_FRACTION)
+            delay = self._retry_delay(0.0)
         else:
             for claim_id in answer.renewed:
                 if claim_id in runs:
@@ -109,6 +109,12 @@ class Heartbeat:
             for claim_id, run in runs.items()
             if claim_id not in renewed and run.alive
         }
-        for claim_id in leases_to_drop(deadlines, time.monotonic(), self.heartbeat_s):
+        within_s = max(self.heartbeat_s, delay) + KILL_GRACE_S
+        for claim_id in leases_to_drop(deadlines, time.monotonic(), within_s):
             runs[claim_id].stop("its lease could not be renewed and ends soon")
         return delay
+
+    def _retry_delay(self, retry_after_s: float) -> float:
+        """Sooner than a period after a failure, but not before the server's Retry-After."""
+        soon = max(min(5.0, self.heartbeat_s), self.heartbeat_s * RETRY_FRACTION)
+        return min(self.heartbeat_s, max(soon, retry_after_s))
