@@ -111,8 +111,8 @@ def register(app: typer.Typer) -> None:
             return
         console = Console()
         console.print(_status_table(slots))
-        busy = sum(1 for s in slots if s["jobs"])
-        console.print(f"{len(slots)} pilots, {busy} running jobs")
+        running = sum(s["jobs"] for s in slots)
+        console.print(f"{len(slots)} pilots, {running} running jobs")
 
     @token_app.command("issue")
     def token_issue(
