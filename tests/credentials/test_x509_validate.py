@@ -163,3 +163,17 @@ def test_crl_not_signed_by_the_ca_is_the_sites_problem(pki: Pki, tmp_path: Path)
     crl = x509.load_pem_x509_crl((rogue.ca.directory / "crl.pem").read_bytes())
     with pytest.raises(TrustStoreError, match="is not signed by that CA"):
         validate_chain([pki.user.cert], TrustStore([pki.ca.cert], [crl]))
+
+
+def test_broken_link_in_the_trust_directory_is_skipped(pki: Pki, tmp_path: Path) -> None:
+    directory = tmp_path / "certificates"
+    pki.ca.export_trust_dir(directory)
+    (directory / "12345678.0").symlink_to(directory / "gone.pem")
+    store = TrustStore.from_directory(directory)
+    assert store.ca_count == 1
+    assert any(s.startswith("12345678.0") for s in store.skipped)
+
+
+def test_now_must_carry_a_time_zone(pki: Pki) -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        validate_chain([pki.user.cert], pki.trust, now=dt.datetime(2030, 1, 1))

@@ -120,7 +120,10 @@ def proxy_cert_info(cert: x509.Certificate) -> ProxyCertInfo | None:
                 "which is not supported."
             )
         return None
-    assert isinstance(ext.value, x509.UnrecognizedExtension)
+    if not isinstance(ext.value, x509.UnrecognizedExtension):
+        raise MalformedCredential(
+            f"The proxy '{subject_of(cert)}' has an unreadable ProxyCertInfo."
+        )
     # Why: RFC 3820 §3.8 makes it critical, so software unaware of proxies refuses them.
     if not ext.critical:
         raise ProfileViolation(
@@ -186,25 +189,19 @@ def verify_signature(cert: x509.Certificate, issuer: x509.Certificate) -> None:
         raise BadSignature(f"{what} does not verify.") from None
 
 
-def _spki(public_key: object) -> bytes:
-    assert isinstance(
-        public_key,
-        rsa.RSAPublicKey
-        | ec.EllipticCurvePublicKey
-        | ed25519.Ed25519PublicKey
-        | ed448.Ed448PublicKey,
-    )
-    return public_key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+#: Public key types this module verifies signatures with.
+PublicKey = (
+    rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey
+)
 
 
 def key_matches(cert: x509.Certificate, key: CredentialKey) -> bool:
     """Whether ``key`` is the private half of ``cert``'s public key."""
-    try:
-        return _spki(cert.public_key()) == _spki(key.public_key())
-    except AssertionError:
+    public_key = cert.public_key()
+    if not isinstance(public_key, PublicKey):
         return False
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    return public_key.public_bytes(*spki) == key.public_key().public_bytes(*spki)
 
 
 def check_key(cert: x509.Certificate, key: CredentialKey) -> None:

@@ -8,6 +8,7 @@ The usual layout (``/etc/grid-security/certificates``): ``<hash>.N`` CA certific
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 from collections.abc import Sequence
@@ -16,8 +17,8 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from .certificate import is_ca, name_key, subject_of
-from .credential_errors import CredentialError, TrustStoreError
+from .certificate import PublicKey, is_ca, name_key, subject_of, utc_text
+from .credential_errors import CredentialError, Revoked, TrustStoreError
 
 _CA_FILE = re.compile(r"^[0-9a-f]{8}\.[0-9]+$|\.pem$")
 _CRL_FILE = re.compile(r"^[0-9a-f]{8}\.r[0-9]+$")
@@ -57,20 +58,27 @@ class TrustStore:
             return False
         try:
             entries = sorted(os.scandir(self.directory), key=lambda e: e.name)
-            stamp = tuple(
-                (e.name, e.stat().st_mtime_ns, e.stat().st_size)
-                for e in entries
-                if _CA_FILE.search(e.name) or _CRL_FILE.match(e.name)
-            )
         except OSError as exc:
             raise TrustStoreError(
                 f"The trust directory {self.directory} cannot be read ({exc})."
             ) from exc
+        stamp_list: list[tuple[str, int, int]] = []
+        broken: list[str] = []
+        for entry in entries:
+            if not (_CA_FILE.search(entry.name) or _CRL_FILE.match(entry.name)):
+                continue
+            try:
+                st = entry.stat()  # follows the <hash>.0 -> NAME.pem links
+            except OSError as exc:
+                broken.append(f"{entry.name}: {exc.strerror}")
+                continue
+            stamp_list.append((entry.name, st.st_mtime_ns, st.st_size))
+        stamp = tuple(stamp_list)
         if stamp == self._stamp and self._stamp:
             return False
         cas: list[x509.Certificate] = []
         crls: list[x509.CertificateRevocationList] = []
-        skipped: list[str] = []
+        skipped = broken
         for name, _, _ in stamp:
             try:
                 data = (self.directory / name).read_bytes()
@@ -104,7 +112,10 @@ class TrustStore:
             by_subject.setdefault(key, {})[cert.fingerprint(_SHA256)] = cert
         by_issuer: dict[bytes, list[x509.CertificateRevocationList]] = {}
         for crl in crls:
-            by_issuer.setdefault(name_key(crl.issuer), []).append(crl)
+            try:
+                by_issuer.setdefault(name_key(crl.issuer), []).append(crl)
+            except CredentialError as exc:
+                skipped.append(f"a CRL: {exc}")
         # One assignment each, so a concurrent reader sees either the old or the new state.
         self._cas = {k: tuple(v.values()) for k, v in by_subject.items()}
         self._crls = {k: tuple(v) for k, v in by_issuer.items()}
@@ -122,6 +133,44 @@ class TrustStore:
     def crls_of(self, name: x509.Name) -> tuple[x509.CertificateRevocationList, ...]:
         """The CRLs in the store whose issuer is ``name`` (signatures not yet checked)."""
         return self._crls.get(name_key(name), ())
+
+    def check_revocation(
+        self,
+        cert: x509.Certificate,
+        ca: x509.Certificate,
+        now: dt.datetime,
+        *,
+        require_crl: bool = False,
+    ) -> None:
+        """Refuse ``cert`` if the newest CRL of ``ca`` that ``ca``'s key signed lists it."""
+        crls = self.crls_of(ca.subject)
+        # Why: grid CAs publish CRLs that fetch-crl installs; a site may insist on having one.
+        if not crls:
+            if require_crl:
+                raise TrustStoreError(
+                    f"The trust directory holds no CRL of the CA '{subject_of(ca)}'."
+                )
+            return
+        public_key = ca.public_key()
+        if not isinstance(public_key, PublicKey):
+            raise TrustStoreError(f"The CA '{subject_of(ca)}' has an unsupported key type.")
+        signed = [crl for crl in crls if crl.is_signature_valid(public_key)]
+        # Why: a CRL we cannot verify could hide revocations; the site must fix it (fetch-crl).
+        if not signed:
+            raise TrustStoreError(f"The CRL of the CA '{subject_of(ca)}' is not signed by that CA.")
+        crl = max(signed, key=lambda c: c.last_update_utc)
+        # Why: a CRL past its nextUpdate may miss recent revocations; again the site's to fix.
+        if crl.next_update_utc is not None and crl.next_update_utc < now:
+            raise TrustStoreError(
+                f"The CRL of the CA '{subject_of(ca)}' expired at "
+                f"{utc_text(crl.next_update_utc)}; the site must refresh it."
+            )
+        # Why: the CA withdrew this certificate (stolen key, person gone); nothing under it holds.
+        if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
+            raise Revoked(
+                f"The certificate '{subject_of(cert)}' (serial {cert.serial_number}) is revoked by "
+                f"its CA '{subject_of(ca)}'."
+            )
 
 
 def _load_certs(data: bytes) -> list[x509.Certificate]:

@@ -1,15 +1,18 @@
 """Validation of X.509 credentials and RFC 3820 proxy chains, for the switch and the server.
 
-Read top to bottom: what is trusted (``TrustStore``), then the rules (``validate_chain``),
-each with a ``# Why:``; ``certificate.py`` reads files and inspects single certificates.
+Read ``validate_chain`` top to bottom, then the rules it calls, each with a ``# Why:``.
+Around it: ``trust_store.py`` (the trusted CAs and CRLs), ``certificate.py`` (reading a
+credential file and one certificate), ``der.py`` (ProxyCertInfo, canonical names),
+``credential_errors.py`` (one exception per refusal), ``proxy_info.py`` (description
+without judgement).
 
 Trust comes only from the site's CA directory in the usual grid layout (``<hash>.0`` CA
 certificates, ``<hash>.r0`` CRLs, ``*.pem``). CA certificates carried inside a credential
 are ignored. A path is: proxies (leaf first), one end-entity certificate (a user's or a
 host's), then CAs of the directory up to a self-signed one.
 
-Imports: the standard library, ``cryptography`` and the sibling switch modules
-``certificate``, ``credential_errors`` and ``der`` (themselves no more), nothing else.
+Imports: the standard library, ``cryptography`` and those sibling switch modules
+(which import no more), nothing else of pilotage.
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtensionOID
 
 from .certificate import (
     PPL_LIMITED,
+    PROXY_CERT_INFO_OID,
     PROXY_TYPES,
     CredentialKey,
     check_key,
@@ -100,7 +104,7 @@ _KNOWN_EXTENSIONS = frozenset(
         ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
         ExtensionOID.CRL_DISTRIBUTION_POINTS,
         ExtensionOID.AUTHORITY_INFORMATION_ACCESS,
-        x509.ObjectIdentifier("1.3.6.1.5.5.7.1.14"),  # ProxyCertInfo
+        PROXY_CERT_INFO_OID,
     }
 )
 
@@ -153,6 +157,8 @@ def validate_chain(
     # Why: with no CA at all every user would be refused for what is the site's problem.
     if trust.ca_count == 0:
         raise TrustStoreError(f"The trust directory {trust.directory} holds no CA certificate.")
+    if now is not None and now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
     now = now or dt.datetime.now(dt.UTC)
     if key is not None:
         check_key(chain[0], key)
@@ -177,8 +183,9 @@ def validate_chain(
             )
     for cert in path:
         _check_key_size(cert, min_key_bits)
+    # Pairs (end entity, its CA), (CA, its parent) ...; the self-signed root has no CRL entry.
     for cert, ca in zip(path[len(proxies) :], cas, strict=False):
-        _check_revocation(cert, ca, trust, now, require_crl)
+        trust.check_revocation(cert, ca, now, require_crl=require_crl)
     types = {PROXY_TYPES[info.policy_language] for _, info in proxies}
     limited = "limited" in types
     # Why: a limited proxy is meant for data transfer only, never to start a job.
@@ -204,15 +211,14 @@ def _pick_signer(
     cert: x509.Certificate, candidates: Sequence[x509.Certificate]
 ) -> x509.Certificate:
     """The candidate whose key signed ``cert``; the first one's error when none did."""
-    first_error: BadSignature | None = None
+    errors: list[BadSignature] = []
     for candidate in candidates:
         try:
             verify_signature(cert, candidate)
             return candidate
         except BadSignature as exc:
-            first_error = first_error or exc
-    assert first_error is not None
-    raise first_error
+            errors.append(exc)
+    raise errors[0]
 
 
 def _proxy_path(
@@ -339,10 +345,9 @@ def _check_proxy_path_lengths(proxies: list[tuple[x509.Certificate, ProxyCertInf
     for proxy, info in reversed(proxies):
         if remaining is not None:
             if remaining == 0:
-                assert limiter is not None
                 raise PathLengthExceeded(
                     f"The proxy '{subject_of(proxy)}' exceeds the proxy path length allowed "
-                    f"by '{subject_of(limiter)}'."
+                    f"by '{subject_of(limiter) if limiter else 'a proxy above it'}'."
                 )
             remaining -= 1
         if info.path_length is not None and (remaining is None or info.path_length < remaining):
@@ -386,41 +391,3 @@ def _check_key_size(cert: x509.Certificate, min_key_bits: int) -> None:
     # Why: short RSA keys can be factored; EC keys under 256 bits are as weak.
     if (isinstance(public_key, rsa.RSAPublicKey) and bits < min_key_bits) or bits < 256:
         raise WeakKey(f"The certificate '{subject_of(cert)}' has a {bits}-bit key, too short.")
-
-
-def _check_revocation(
-    cert: x509.Certificate,
-    ca: x509.Certificate,
-    trust: TrustStore,
-    now: dt.datetime,
-    require_crl: bool,
-) -> None:
-    """Look ``cert`` up in the newest CRL of ``ca`` that the CA's key signed."""
-    crls = trust.crls_of(ca.subject)
-    if not crls:
-        if require_crl:
-            raise TrustStoreError(f"The trust directory holds no CRL of the CA '{subject_of(ca)}'.")
-        return
-    public_key = ca.public_key()
-    assert isinstance(
-        public_key,
-        rsa.RSAPublicKey
-        | ec.EllipticCurvePublicKey
-        | ed25519.Ed25519PublicKey
-        | ed448.Ed448PublicKey,
-    )
-    signed = [crl for crl in crls if crl.is_signature_valid(public_key)]
-    # Why: a CRL we cannot verify could hide revocations; the site must fix it (fetch-crl).
-    if not signed:
-        raise TrustStoreError(f"The CRL of the CA '{subject_of(ca)}' is not signed by that CA.")
-    crl = max(signed, key=lambda c: c.last_update_utc)
-    if crl.next_update_utc is not None and crl.next_update_utc < now:
-        raise TrustStoreError(
-            f"The CRL of the CA '{subject_of(ca)}' expired at "
-            f"{utc_text(crl.next_update_utc)}; the site must refresh it."
-        )
-    if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
-        raise Revoked(
-            f"The certificate '{subject_of(cert)}' (serial {cert.serial_number}) is revoked by "
-            f"its CA '{subject_of(ca)}'."
-        )
