@@ -4,9 +4,10 @@ Every ``heartbeat_s`` it sends the live claims (also when there are none: the pi
 own registration has a lease too). Revoked claims are stopped at once. A claim whose
 renewal failed is stopped when its lease would end before the next attempt plus the
 SIGTERM-to-SIGKILL grace: the job is then dead before the server gives it to another
-pilot, and two copies never run. Leases are measured on this node's monotonic clock from the moment each
-request was sent (see :meth:`~pilotage.pilot.jobrun.JobRun.renew`), never from the
-server's ``lease_expires_at``, so clock skew cannot keep a job past its lease.
+pilot, and two copies never run. Leases are measured on this node's monotonic clock
+from the moment each request was sent (see :meth:`~pilotage.pilot.jobrun.JobRun.renew`),
+never from the server's ``lease_expires_at``, so clock skew cannot keep a job past its
+lease.
 """
 
 from __future__ import annotations
