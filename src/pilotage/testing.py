@@ -2,18 +2,27 @@
 
 :class:`Pool` starts ``pilotage server`` as a subprocess on 127.0.0.1 with port 0 and a
 database of the caller's choosing, mints tokens, runs the CLI, and starts local pilots
-running the real agent zipapp. Nothing here replaces any part of pilotage; it only
-starts the real parts and talks to them the way users and pilots do.
+running the real agent zipapp. :func:`postgres_cluster` runs a throwaway PostgreSQL
+cluster for it (the test suite and the benchmarks share it). Nothing here replaces any
+part of pilotage; it only starts the real parts and talks to them the way users and
+pilots do.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pwd
+import re
+import secrets
+import shutil
 import signal
+import socket as sockets
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,3 +198,175 @@ class Pool:
                 process.wait(15)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+#: The system account that runs PostgreSQL when we are root (PostgreSQL refuses root).
+PG_SYSTEM_USER = "pilotage-pg"
+#: The database superuser of a throwaway cluster, the same whoever starts it.
+PG_SUPERUSER = "pilotage"
+
+
+class ServiceUnavailable(RuntimeError):
+    """A service a helper needs is not installed on this machine (the message says why)."""
+
+
+class ServiceFailed(RuntimeError):
+    """A service was found but did not start or stop; the message carries its output."""
+
+
+@contextlib.contextmanager
+def postgres_cluster() -> Iterator[str]:
+    """Run a throwaway PostgreSQL cluster; yield its URL without a database name.
+
+    The URL looks like ``postgresql+psycopg://pilotage:<password>@127.0.0.1:<port>/``.
+    The cluster listens on 127.0.0.1 only, with password (SCRAM) authentication so other
+    local users cannot use it, its socket in its own directory, and fsync off. As root it
+    runs as the system user :data:`PG_SYSTEM_USER` (created if missing). Raises
+    :class:`ServiceUnavailable` when PostgreSQL (or, as root, useradd/runuser) is missing
+    and :class:`ServiceFailed` when a PostgreSQL tool fails. The cluster is stopped and
+    deleted on exit.
+    """
+    bindir = _postgres_bindir()
+    if bindir is None:
+        raise ServiceUnavailable(
+            "no initdb and pg_ctl found (pg_config --bindir, /usr/lib/postgresql/*/bin, PATH); "
+            "install postgresql or run scripts/provision-test-services"
+        )
+    owner = _cluster_owner()
+    password = secrets.token_hex(16)
+    base = Path(tempfile.mkdtemp(prefix="pilotage-pg-"))
+    try:
+        data = base / "data"
+        (base / "socket").mkdir()
+        (base / "pwfile").write_text(password + "\n")
+        if owner is not None:
+            _chown_tree(base, owner)
+        _run_as(
+            owner,
+            [
+                str(bindir / "initdb"),
+                f"--pgdata={data}",
+                f"--username={PG_SUPERUSER}",
+                f"--pwfile={base / 'pwfile'}",
+                "--auth=scram-sha-256",
+                "--no-locale",
+                "--encoding=UTF8",
+                "--no-sync",
+            ],
+            cwd=base,
+        )
+        (base / "pwfile").unlink()
+        with (data / "postgresql.conf").open("a") as conf:
+            conf.write(
+                "\n# pilotage throwaway cluster\n"
+                "listen_addresses = '127.0.0.1'\n"
+                f"unix_socket_directories = '{base / 'socket'}'\n"
+                "fsync = off\n"
+                "synchronous_commit = off\n"
+                "full_page_writes = off\n"
+            )
+        port = _start_cluster(bindir, owner, base)
+        try:
+            yield f"postgresql+psycopg://{PG_SUPERUSER}:{password}@127.0.0.1:{port}/"
+        finally:
+            _run_as(
+                owner,
+                [str(bindir / "pg_ctl"), f"--pgdata={data}", "--mode=fast", "--wait", "stop"],
+                cwd=base,
+            )
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _postgres_bindir() -> Path | None:
+    """Where initdb and pg_ctl are: pg_config's answer, Debian's newest, or PATH."""
+    candidates: list[Path] = []
+    pg_config = shutil.which("pg_config")
+    if pg_config is not None:
+        answer = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True)
+        if answer.returncode == 0:
+            candidates.append(Path(answer.stdout.strip()))
+
+    def version(bindir: Path) -> tuple[int, ...]:
+        return tuple(int(part) for part in re.findall(r"\d+", bindir.parent.name))
+
+    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=version, reverse=True)
+    candidates += debian
+    initdb = shutil.which("initdb")
+    if initdb is not None:
+        candidates.append(Path(initdb).parent)
+    for bindir in candidates:
+        if all((bindir / tool).is_file() for tool in ("initdb", "pg_ctl", "postgres")):
+            return bindir
+    return None
+
+
+def _cluster_owner() -> str | None:
+    """The account to run PostgreSQL as: None for ourselves, a system user when root."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(PG_SYSTEM_USER)
+    except KeyError:
+        if shutil.which("useradd") is None or shutil.which("runuser") is None:
+            raise ServiceUnavailable(
+                "running PostgreSQL as root needs useradd and runuser"
+            ) from None
+        created = subprocess.run(
+            [
+                *("useradd", "--system", "--user-group", "--no-create-home"),
+                *("--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", PG_SYSTEM_USER),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        # Another session may have created it meanwhile; only its absence is an error.
+        try:
+            pwd.getpwnam(PG_SYSTEM_USER)
+        except KeyError:
+            raise ServiceFailed(
+                f"cannot create system user {PG_SYSTEM_USER}: {created.stderr.strip()}"
+            ) from None
+    return PG_SYSTEM_USER
+
+
+def _chown_tree(root: Path, owner: str) -> None:
+    account = pwd.getpwnam(owner)
+    for path in [root, *root.rglob("*")]:
+        os.chown(path, account.pw_uid, account.pw_gid)
+
+
+def _run_as(owner: str | None, command: list[str], *, cwd: Path) -> None:
+    # cwd: PostgreSQL's tools fail when they cannot read the directory they start in.
+    if owner is not None:
+        command = ["runuser", "-u", owner, "--", *command]
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ServiceFailed(
+            f"{' '.join(command)} exited {result.returncode}:\n{result.stdout}{result.stderr}"
+        )
+
+
+def _start_cluster(bindir: Path, owner: str | None, base: Path) -> int:
+    """Start the cluster on a free port; return the port.
+
+    The port is found by binding port 0 and releasing it, so another process can take it
+    before PostgreSQL does; that race is retried with a new port.
+    """
+    log = base / "postgresql.log"
+    for _attempt in range(3):
+        with sockets.socket(sockets.AF_INET, sockets.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port: int = probe.getsockname()[1]
+        log.unlink(missing_ok=True)
+        command = [str(bindir / "pg_ctl"), f"--pgdata={base / 'data'}", f"--log={log}"]
+        command += ["--wait", "--timeout=60", f"--options=-p {port}", "start"]
+        if owner is not None:
+            command = ["runuser", "-u", owner, "--", *command]
+        result = subprocess.run(command, cwd=base, capture_output=True, text=True)
+        if result.returncode == 0:
+            return port
+        server_log = log.read_text(errors="replace") if log.exists() else ""
+        if "could not bind" not in server_log:
+            break
+    raise ServiceFailed(f"PostgreSQL did not start: {result.stdout}{result.stderr}\n{server_log}")
