@@ -132,3 +132,15 @@ def test_churn_keeps_order_and_counts(make_job: Callable[..., Any]) -> None:
             assert everything == sorted(live, key=live.__getitem__)
     assert len(index) == len(live)
     assert index.autocluster_count() == len({index.autocluster_of(j) for j in live})
+
+
+def test_reclustering_keeps_autoclusters_that_do_not_split(
+    make_job: Callable[..., Any], make_slot: Callable[..., Any]
+) -> None:
+    index = AutoclusterIndex()
+    for i in range(30):
+        project = f'"p{i % 3}"'
+        index.add(i, make_job(proc_id=i, cpus=1 + i % 3, attrs={"Project": project}))
+    before = {i: index.autocluster_of(i) for i in range(30)}
+    assert index.observe_start(SlotAd.from_classad(make_slot(start="TARGET.Project != 1")))
+    assert {i: index.autocluster_of(i) for i in range(30)} == before

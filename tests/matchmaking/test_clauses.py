@@ -28,6 +28,7 @@ from pilotage.matchmaking.clauses import (
         ('"a\\"&&b" && c', ['"a\\"&&b"', "c"]),
         ("'odd&&name' && c", ["'odd&&name'", "c"]),
         ("(a) + (b) && c", ["(a) + (b)", "c"]),
+        ("a =?= b && c =!= d", ["a =?= b", "c =!= d"]),
         ("", []),
     ],
 )

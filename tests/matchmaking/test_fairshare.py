@@ -192,3 +192,32 @@ def test_a_burst_of_requests_is_spread(
         acc.adjust(who, 1, at=0)
         got[who.owner] += 1
     assert got == {"alice": 10, "bob": 10}
+
+
+def test_cached_ranking_follows_every_event() -> None:
+    """The ranking cache gives the exact order, event after event (times 1 s apart)."""
+    rng = random.Random(5)
+    config = FairShareConfig(half_life_s=500, group_quotas={"g1": 6}, factors={"u3": 2.0})
+    acc = Accountant(config)
+    people = [Submitter(f"u{i}", rng.choice([None, "g1", "g2"])) for i in range(12)]
+    for step in range(400):
+        now = float(step // 3)  # three events per second
+        who = rng.choice(people)
+        event = rng.randrange(4)
+        if event == 0:
+            acc.charge(who, rng.uniform(0, 5000), now)
+        elif event == 1:
+            acc.adjust(who, rng.choice([-2, -1, 1, 2, 3]), now)
+        elif event == 2 and step % 50 == 0:
+            acc.set_factor(who.owner, rng.choice([0.5, 1.0, 3.0]))
+        idle = rng.sample(people, rng.randrange(1, len(people)))
+        exact = sorted(
+            idle,
+            key=lambda s: (
+                acc.over_quota(s.group),
+                acc.effective_priority(s, now),
+                acc.running(s),
+                s.name,
+            ),
+        )
+        assert acc.order(idle, now) == exact

@@ -92,21 +92,19 @@ def test_fair_share_orders_submitters(
 
 
 def _model(
-    jobs: dict[int, Any], slot_ad: Any, accountant: Accountant, now: float, limit: int
+    jobs: dict[int, JobAd], slot_ad: Any, accountant: Accountant, now: float, limit: int
 ) -> list[int]:
     """Pair by pair: symmetric ClassAd match plus the TTL check, then the ordering rules.
 
     A slot without START accepts every job (a pilot's choice; plain ClassAd matching
     would refuse it).
     """
-    config = MatchConfig()
     slot = SlotAd.from_classad(slot_ad)
     if slot.start is None:
         slot_ad = copy_ad(slot_ad)
         slot_ad["Requirements"] = parse_expr("true")
     by_submitter: dict[Submitter, list[JobAd]] = {}
-    for job_id, ad in jobs.items():
-        job = JobAd.from_classad(job_id, ad, config)
+    for job in jobs.values():
         by_submitter.setdefault(job.submitter, []).append(job)
     found: list[int] = []
     for submitter in accountant.order(by_submitter, now):
@@ -136,7 +134,7 @@ def test_agrees_with_pairwise_matching(
     ]
     starts = [None, "true", 'TARGET.Owner =!= "carol"', "TARGET.RequestGpus > 0 || MY.GPUs == 0",
               'TARGET.Project =?= "x" || MY.Site == "SiteC"']  # fmt: skip
-    jobs: dict[int, Any] = {}
+    jobs: dict[int, JobAd] = {}
     index = AutoclusterIndex()
     accountant = Accountant()
     mm = Matchmaker(index, accountant)
@@ -150,7 +148,7 @@ def test_agrees_with_pairwise_matching(
             attrs = {"Project": rng.choice(['"x"', '"y"'])}
             if rng.random() < 0.3:
                 attrs["Short"] = "true"
-            jobs[next_id] = make_job(
+            ad = make_job(
                 rng.choice(owners),
                 cluster_id=next_id // 7,
                 proc_id=next_id % 7,
@@ -163,7 +161,8 @@ def test_agrees_with_pairwise_matching(
                 requirements=rng.choice(requirements),
                 attrs=attrs,
             )
-            index.add(next_id, jobs[next_id])
+            index.add(next_id, ad)
+            jobs[next_id] = JobAd.from_classad(next_id, ad, MatchConfig())
         slot_ad = make_slot(
             cpus=rng.choice([1, 2, 4, 8]),
             memory_mb=rng.choice([2000, 4000, 16_000]),
@@ -181,3 +180,32 @@ def test_agrees_with_pairwise_matching(
             accountant.adjust(submitter, request.cpus, at=round_)
             del jobs[claimed]
             index.remove(claimed)
+
+
+def test_ads_as_the_queue_and_collector_build_them() -> None:
+    """The server's own ad builders (pilotage.queue.jobad) feed the matchmaker as they are."""
+    from pilotage.queue.jobad import build_job_ad, load_ad, slot_ad
+    from pilotage.queue.spec import JobSpec
+
+    index = AutoclusterIndex()
+    for proc_id in range(10):
+        spec = JobSpec(
+            executable="run.sh",
+            arguments=[str(proc_id)],
+            request_cpus=2,
+            request_memory_mb=3000,
+            requirements='OpSys == "LINUX"',
+            attrs={"Project": '"higgs"'},
+        )
+        text = build_job_ad(spec, cluster_id=7, proc_id=proc_id, owner="alice", qdate=1000)
+        index.add(100 + proc_id, load_ad(text))
+    assert index.autocluster_count() == 1  # Arguments and GlobalJobId differ, ignored
+    mm = Matchmaker(index, Accountant())
+
+    def offer(cpus: int, memory_mb: int) -> Any:
+        attrs = {"OpSys": "LINUX", "Arch": "X86_64", "Name": "n", "PilotId": "p", "Site": "s"}
+        attrs.update({"Cpus": cpus, "Memory": memory_mb, "Disk": 10_000, "GPUs": 0})
+        return slot_ad({**attrs, "TimeToLive": 86_400}, 'TARGET.Project == "higgs"')
+
+    assert mm.candidates(offer(4, 8000), now=0, limit=3) == [100, 101, 102]
+    assert mm.candidates(offer(1, 8000), now=0) == []

@@ -30,6 +30,7 @@ from typing import Any, Final, NamedTuple
 from pilotage.errors import BadInput
 from pilotage.matchmaking.classads import (
     LITERAL_TYPES,
+    attributes,
     evaluate,
     evaluate_number,
     evaluate_string,
@@ -56,10 +57,17 @@ class MatchConfig:
     default_max_wall_time_s: float = 3600.0
     #: Extra job attributes to treat as significant (autocluster key), whatever refers to them.
     significant_attrs: frozenset[str] = frozenset()
-    #: Job attributes invisible to matchmaking (bookkeeping that differs for every job).
+    #: Job attributes invisible to matchmaking: bookkeeping and what often differs from
+    #: job to job (``arguments = $(Process)``). A START that reads one sees ``undefined``.
+    #: Each job whose other attributes differ from all others costs a shape of its own
+    #: (about 1 KB); keep per-job attributes here.
     ignored_job_attrs: frozenset[str] = frozenset(
-        {"globaljobid", "enteredcurrentstatus", "jobstatus", "lastjobstatus"}
-    )
+        {
+            "globaljobid", "cmd", "arguments", "environment", "iwd", "in", "out", "err",
+            "userlog", "transferinput", "transferoutput", "enteredcurrentstatus",
+            "jobstatus", "lastjobstatus",
+        }
+    )  # fmt: skip
     #: Cached match results kept per autocluster before the cache is cleared.
     cache_entries_per_autocluster: int = 4096
 
@@ -94,25 +102,34 @@ class JobAd:
     max_wall_time_s: float
 
     @classmethod
-    def from_classad(cls, job_id: int, ad: Any, config: MatchConfig) -> JobAd:
+    def from_classad(
+        cls,
+        job_id: int,
+        ad: Any,
+        config: MatchConfig,
+        values: Mapping[str, object] | None = None,
+    ) -> JobAd:
         """Normalise a job ad; :class:`~pilotage.errors.BadInput` names a bad attribute.
 
         Requests are rounded up to whole units; missing ones default to 1 cpu and 0 of
-        the rest.
+        the rest. ``values`` (from :func:`~pilotage.matchmaking.classads.attributes`)
+        saves look-ups.
         """
-        owner = evaluate_string(ad, "Owner")
+        if values is None:
+            values = attributes(ad)
+        owner = evaluate_string(ad, "Owner", values)
         if not owner:
             raise BadInput(f"job {job_id} has no Owner")
-        group = evaluate_string(ad, "AcctGroup") or None
+        group = evaluate_string(ad, "AcctGroup", values) or None
 
         def count(name: str, default: float) -> int:
-            value = evaluate_number(ad, name, default)
+            value = evaluate_number(ad, name, default, values)
             assert value is not None
             if value < 0 or not math.isfinite(value):
                 raise BadInput(f"{name} of job {job_id} must be a finite number >= 0")
             return math.ceil(value)
 
-        wall = evaluate_number(ad, "MaxWallTime", config.default_max_wall_time_s)
+        wall = evaluate_number(ad, "MaxWallTime", config.default_max_wall_time_s, values)
         assert wall is not None
         return cls(
             job_id=job_id,
@@ -121,7 +138,7 @@ class JobAd:
             cluster_id=count("ClusterId", 0),
             proc_id=count("ProcId", 0),
             qdate=count("QDate", 0),
-            job_prio=int(evaluate_number(ad, "JobPrio", 0) or 0),
+            job_prio=int(evaluate_number(ad, "JobPrio", 0, values) or 0),
             request=Resources(
                 count("RequestCpus", 1),
                 count("RequestMemory", 0),
@@ -137,7 +154,9 @@ class JobAd:
         return f"{self.cluster_id}.{self.proc_id}"
 
 
-def job_shape(ad: Any, ignored: frozenset[str]) -> tuple[tuple[str, Hashable], ...]:
+def job_shape(
+    ad: Any, ignored: frozenset[str], values: Mapping[str, object] | None = None
+) -> tuple[tuple[str, Hashable], ...]:
     """Every attribute of a job ad but the per-job ones, sorted, as hashable pairs.
 
     Two jobs with the same shape are interchangeable for matching whatever the
@@ -145,15 +164,14 @@ def job_shape(ad: Any, ignored: frozenset[str]) -> tuple[tuple[str, Hashable], .
     ``("expr", text)``.
     """
     pairs: list[tuple[str, Hashable]] = []
-    for name, value in ad.items():
-        lname = name.lower()
+    for lname, value in (attributes(ad) if values is None else values).items():
         if lname in IDENTITY_ATTRS or lname in ignored:
             continue
         if type(value) in LITERAL_TYPES:
             pairs.append((lname, hashable_value(value)))
         else:
             # Expressions, lists, nested ads, undefined: kept as ClassAd text.
-            pairs.append((lname, ("expr", str(ad.lookup(name)))))
+            pairs.append((lname, ("expr", str(ad.lookup(lname)))))
     pairs.sort()
     return tuple(pairs)
 

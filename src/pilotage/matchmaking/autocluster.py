@@ -28,6 +28,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Hashable, Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from typing import Any, NamedTuple
 
 from pilotage.matchmaking.ads import (
@@ -40,13 +41,15 @@ from pilotage.matchmaking.ads import (
     ad_from_shape,
     job_shape,
 )
-from pilotage.matchmaking.classads import parse_expr, references
+from pilotage.matchmaking.classads import attributes, parse_expr, references
 from pilotage.matchmaking.clauses import join_clauses, resource_of, split_clauses
 from pilotage.matchmaking.partitionable import Resources
 
 Shape = tuple[tuple[str, Hashable], ...]
 #: Bound on remembered START texts (a pilot cannot grow the index without limit).
 _MAX_STARTS_SEEN = 10_000
+#: Bound on memoised key layouts (one per distinct set of expressions, usually few).
+_MAX_LAYOUTS = 4096
 
 
 class Autocluster:
@@ -150,6 +153,8 @@ class AutoclusterIndex:
             a.lower() for a in self.config.significant_attrs
         }
         self._starts_seen: set[str] = set()
+        # (names defined, expressions) -> (significant per-job names, other significant names)
+        self._layouts: dict[tuple[Hashable, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self._seq = itertools.count()
         self._ac_ids = itertools.count(1)
         self._jobs: dict[int, _Entry] = {}
@@ -163,10 +168,11 @@ class AutoclusterIndex:
 
     def add(self, job_id: int, ad: Any) -> None:
         """Index an idle job (replacing an entry with the same id). Raises ``BadInput``."""
-        job = JobAd.from_classad(job_id, ad, self.config)
+        values = attributes(ad)
+        job = JobAd.from_classad(job_id, ad, self.config, values)
         if job_id in self._jobs:
             self.remove(job_id)
-        pairs = job_shape(ad, self.config.ignored_job_attrs)
+        pairs = job_shape(ad, self.config.ignored_job_attrs, values)
         shape = self._shapes.get(pairs)
         if shape is None:
             shape = self._shapes[pairs] = _Shape(pairs)
@@ -262,7 +268,7 @@ class AutoclusterIndex:
         entry = self._jobs.get(job_id)
         return None if entry is None else entry.queue.submitter
 
-    def submitters(self) -> Iterable[Submitter]:
+    def submitters(self) -> AbstractSet[Submitter]:
         """Submitters with at least one idle job."""
         return self._by_submitter.keys()
 
@@ -301,15 +307,30 @@ class AutoclusterIndex:
     # --- internals ----------------------------------------------------------------------
 
     def _derive_key(self, shape: _Shape, ad: Any) -> None:
-        """Set a shape's autocluster key: its values of every significant attribute."""
+        """Set a shape's autocluster key: its values of every significant attribute.
+
+        Which attributes are significant for a shape depends only on the names it
+        defines and on its expressions (what they read), not on its literal values: the
+        answer is memoised on those, so jobs that differ only in a literal ``+Attr``
+        (``+Index = $(Process)``) do not each pay for ``references()``.
+        """
         values = dict(shape.pairs)
-        names = set(self._significant)
-        for name in list(names):
-            value = values.get(name)
-            if isinstance(value, tuple) and value[0] == "expr" and name in ad:
-                names |= references(ad, ad.lookup(name))[0]
-        shape.identity = tuple(sorted(names & set(IDENTITY_ATTRS)))
-        shape.base_key = tuple((n, values.get(n)) for n in sorted(names - set(IDENTITY_ATTRS)))
+        expressions = tuple(p for p in shape.pairs if isinstance(p[1], tuple) and p[1][0] == "expr")
+        memo_key = (tuple(values), expressions)
+        layout = self._layouts.get(memo_key)
+        if layout is None:
+            names = set(self._significant)
+            for name in list(names):
+                value = values.get(name)
+                if isinstance(value, tuple) and value[0] == "expr" and name in ad:
+                    names |= references(ad, ad.lookup(name))[0]
+            identity = set(IDENTITY_ATTRS)
+            layout = (tuple(sorted(names & identity)), tuple(sorted(names - identity)))
+            if len(self._layouts) >= _MAX_LAYOUTS:
+                self._layouts.clear()
+            self._layouts[memo_key] = layout
+        shape.identity, key_names = layout
+        shape.base_key = tuple((n, values.get(n)) for n in key_names)
 
     def _queue(self, ac: Autocluster, submitter: Submitter) -> JobQueue:
         queue = ac.queues.get(submitter)
@@ -336,33 +357,52 @@ class AutoclusterIndex:
                 self._empty = 0
 
     def _recluster(self) -> None:
-        """Rebuild every autocluster from the shapes, after the significant set grew."""
+        """Re-key every autocluster after the significant set grew; split those that must.
+
+        More significant attributes only refine the partition (two jobs apart stay
+        apart), so an autocluster whose jobs all agree on the new attributes keeps its
+        object, queues and caches under its new key; only those that split move jobs.
+        """
         self.reclusters += 1
-        entries = list(self._jobs.values())
-        self._autoclusters = {}
-        self._by_submitter = {}
-        self._empty = 0
+        self._layouts.clear()
         placeholder = dict.fromkeys(IDENTITY_ATTRS, 0)  # so references() sees them as the job's
         for shape in self._shapes.values():
             self._derive_key(shape, ad_from_shape(shape.pairs, placeholder))
-        for old in entries:
-            shape = old.shape
-            identity = old.identity()
-            key = shape.base_key + tuple(identity[name] for name in shape.identity)
-            ac = self._autoclusters.get(key)
-            if ac is None:
-                rep = ad_from_shape(shape.pairs, identity)
-                job = JobAd.from_classad(old.job_id, rep, self.config)
-                ac = self._autoclusters[key] = Autocluster(next(self._ac_ids), key, job, rep)
-                self._empty += 1
-            queue = self._queue(ac, old.queue.submitter)
-            entry = old._replace(queue=queue)
-            self._jobs[old.job_id] = entry
-            queue.heap.append(entry)
-            queue.live += 1
-        for queues in self._by_submitter.values():
-            for queue in queues.values():
-                heapq.heapify(queue.heap)
+        groups: dict[Autocluster, dict[tuple[Hashable, ...], list[_Entry]]] = {}
+        for entry in self._jobs.values():
+            shape = entry.shape
+            key = shape.base_key
+            if shape.identity:
+                identity = entry.identity()
+                key += tuple(identity[name] for name in shape.identity)
+            by_key = groups.setdefault(entry.queue.autocluster, {})
+            by_key.setdefault(key, []).append(entry)
+        self._autoclusters = {}  # empty autoclusters kept for their caches go now
+        for ac, by_key in groups.items():
+            if len(by_key) == 1:
+                (ac.key,) = by_key
+                self._autoclusters[ac.key] = ac
+                continue
+            for queue in ac.queues.values():
+                mine = self._by_submitter[queue.submitter]
+                del mine[ac.id]
+                if not mine:
+                    del self._by_submitter[queue.submitter]
+            ac.queues.clear()
+            for key, entries in by_key.items():
+                first = entries[0]
+                rep = ad_from_shape(first.shape.pairs, first.identity())
+                job = JobAd.from_classad(first.job_id, rep, self.config)
+                new = self._autoclusters[key] = Autocluster(next(self._ac_ids), key, job, rep)
+                for old in entries:
+                    queue = self._queue(new, old.queue.submitter)
+                    moved = _Entry(*old[:-1], queue)
+                    self._jobs[old.job_id] = moved
+                    queue.heap.append(moved)
+                    queue.live += 1
+                for queue in new.queues.values():
+                    heapq.heapify(queue.heap)
+        self._empty = 0  # every autocluster left holds jobs (_queue's count is moot here)
 
 
 def _identity_of(job: JobAd) -> dict[str, int]:

@@ -44,9 +44,21 @@ def copy_ad(ad: Any) -> Any:
     return classad2.ClassAd(repr(ad))
 
 
-def evaluate(ad: Any, name: str) -> object:
-    """The value of attribute ``name`` in ``ad`` alone; ``None`` when it is missing."""
-    value = ad.get(name)
+def attributes(ad: Any) -> dict[str, object]:
+    """Every attribute of ``ad`` by lower-case name, as ``classad2`` hands them back.
+
+    Literals come back as Python values, anything else as an expression tree. One pass
+    over the ad is cheaper than many look-ups, which each cross into ``classad2``.
+    """
+    return {name.lower(): value for name, value in ad.items()}
+
+
+def evaluate(ad: Any, name: str, values: Mapping[str, object] | None = None) -> object:
+    """The value of attribute ``name`` in ``ad`` alone; ``None`` when it is missing.
+
+    ``values``, from :func:`attributes`, saves the look-up.
+    """
+    value = ad.get(name) if values is None else values.get(name.lower())
     if isinstance(value, classad2.ExprTree):
         value = value.eval(ad)
     return value
@@ -99,9 +111,11 @@ def hashable_value(value: object) -> Hashable:
     return ("repr", repr(value))
 
 
-def evaluate_number(ad: Any, name: str, default: float | None) -> float | None:
+def evaluate_number(
+    ad: Any, name: str, default: float | None, values: Mapping[str, object] | None = None
+) -> float | None:
     """Attribute ``name`` as a number, ``default`` if missing; ``BadInput`` if not a number."""
-    value = evaluate(ad, name)
+    value = evaluate(ad, name, values)
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -109,9 +123,9 @@ def evaluate_number(ad: Any, name: str, default: float | None) -> float | None:
     return float(value)
 
 
-def evaluate_string(ad: Any, name: str) -> str | None:
+def evaluate_string(ad: Any, name: str, values: Mapping[str, object] | None = None) -> str | None:
     """Attribute ``name`` as a string, ``None`` if missing; ``BadInput`` if not a string."""
-    value = evaluate(ad, name)
+    value = evaluate(ad, name, values)
     if value is None:
         return None
     if not isinstance(value, str):

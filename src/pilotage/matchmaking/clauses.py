@@ -18,35 +18,30 @@ from __future__ import annotations
 import re
 from typing import Final
 
-_OPEN: Final = "([{"
-_CLOSE: Final = ")]}"
+#: What the scanner stops at: whole string literals and quoted names (skipped), brackets,
+#: and the operators that matter. Everything else is stepped over by the regex engine.
+_TOKENS: Final = re.compile(r"""
+    "(?:[^"\\]|\\.)*"      # a string literal, backslash escapes
+  | '(?:[^'\\]|\\.)*'      # a quoted attribute name
+  | =\?=|=!=                 # meta-equality, not a conditional
+  | &&|\|\||[?()\[\]{}]
+""", re.VERBOSE)  # fmt: skip
+_OPENERS: Final = frozenset("([{")
+_CLOSERS: Final = frozenset(")]}")
 
 
 def _top_level_operators(text: str) -> list[tuple[int, str]]:
     """The positions of ``&&``, ``||`` and ``?`` that are outside any nesting or quote."""
     found: list[tuple[int, str]] = []
     depth = 0
-    i = 0
-    n = len(text)
-    while i < n:
-        ch = text[i]
-        if ch in "\"'":
-            # Skip the literal; a backslash escapes the next character.
-            i += 1
-            while i < n and text[i] != ch:
-                i += 2 if text[i] == "\\" else 1
-        elif ch in _OPEN:
+    for match in _TOKENS.finditer(text):
+        token = match.group()
+        if token in _OPENERS:
             depth += 1
-        elif ch in _CLOSE:
+        elif token in _CLOSERS:
             depth -= 1
-        elif depth == 0:
-            pair = text[i : i + 2]
-            if pair in ("&&", "||"):
-                found.append((i, pair))
-                i += 1
-            elif ch == "?":
-                found.append((i, "?"))
-        i += 1
+        elif depth == 0 and token in ("&&", "||", "?"):
+            found.append((match.start(), token))
     return found
 
 
@@ -55,22 +50,15 @@ def _wrapped(text: str) -> bool:
     if not (text.startswith("(") and text.endswith(")")):
         return False
     depth = 0
-    i = 0
-    n = len(text)
-    while i < n:
-        ch = text[i]
-        if ch in "\"'":
-            i += 1
-            while i < n and text[i] != ch:
-                i += 2 if text[i] == "\\" else 1
-        elif ch in _OPEN:
+    for match in _TOKENS.finditer(text):
+        token = match.group()
+        if token in _OPENERS:
             depth += 1
-        elif ch in _CLOSE:
+        elif token in _CLOSERS:
             depth -= 1
-            if depth == 0 and i != n - 1:
-                return False
-        i += 1
-    return True
+            if depth == 0:
+                return match.end() == len(text)
+    return False
 
 
 def split_clauses(text: str) -> list[str]:

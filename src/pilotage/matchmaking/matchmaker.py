@@ -59,7 +59,7 @@ class Matchmaker:
         index.observe_start(slot)
         verdicts: dict[int, bool] = {}  # autocluster id -> matches, for this request
         found: list[int] = []
-        for submitter in self.accountant.order(index.submitters(), now):
+        for submitter in self.accountant.ranked(index.submitters(), now):
             matching: list[JobQueue] = []
             for queue in index.queues_of(submitter):
                 ac = queue.autocluster
