@@ -89,7 +89,8 @@ def init_cmd(
         typer.Option(envvar="X509_USER_CERT", help="Certificate [~/.globus/usercert.pem]."),
     ] = None,
     key: Annotated[
-        Path | None, typer.Option(envvar="X509_USER_KEY", help="Key [~/.globus/userkey.pem].")
+        Path | None,
+        typer.Option(envvar="X509_USER_KEY", help="Unencrypted key [~/.globus/userkey.pem]."),
     ] = None,
     valid: Annotated[str, typer.Option(help="Lifetime HH:MM, clipped to the certificate's.")] = (
         "12:00"

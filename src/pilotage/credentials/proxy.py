@@ -108,11 +108,11 @@ def make_proxy(
         issuer_cert,
         issuer_key,
         issuer_chain,
-        lifetime_s,
-        limited,
-        independent,
-        path_length,
-        now,
+        lifetime_s=lifetime_s,
+        limited=limited,
+        independent=independent,
+        path_length=path_length,
+        now=now,
     )
     return cert, key
 
@@ -161,11 +161,11 @@ def sign_proxy_request(
         issuer_cert,
         issuer_key,
         issuer_chain,
-        lifetime_s,
-        limited,
-        independent,
-        path_length,
-        now,
+        lifetime_s=lifetime_s,
+        limited=limited,
+        independent=independent,
+        path_length=path_length,
+        now=now,
     )
 
 
@@ -174,6 +174,7 @@ def _sign(
     issuer_cert: x509.Certificate,
     issuer_key: CredentialKey,
     issuer_chain: Sequence[x509.Certificate],
+    *,
     lifetime_s: int,
     limited: bool,
     independent: bool,
