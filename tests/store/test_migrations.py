@@ -15,8 +15,8 @@ from pilotage.store.tables import metadata
 def test_migrated_schema_matches_tables(db_url: str) -> None:
     store = Store(db_url)
     try:
-        assert store.revision() is None
-        with pytest.raises(OperatorError, match="schema revision None"):
+        assert store.revisions() == set()
+        with pytest.raises(OperatorError, match="schema revision none"):
             store.check_current()
         store.migrate()
         store.migrate()  # idempotent

@@ -104,25 +104,34 @@ class Store:
             yield conn
 
     def migrate(self) -> None:
-        """Bring the schema to the newest revision (idempotent)."""
+        """Bring the schema to the newest revision of every branch (idempotent).
+
+        Features add their tables on branches of their own (each revising an earlier
+        revision), so the script may have several heads; all of them are applied. On
+        PostgreSQL an advisory lock keeps two servers starting at once from racing.
+        """
         with self.engine.begin() as conn:
+            if not self.is_sqlite:
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(961800)")
             cfg = _alembic_config()
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+            command.upgrade(cfg, "heads")
 
-    def revision(self) -> str | None:
-        """The schema revision the database is at (``None``: never migrated)."""
+    def revisions(self) -> set[str]:
+        """The schema revisions the database is at (empty: never migrated)."""
         with self.engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+            return set(MigrationContext.configure(conn).get_current_heads())
 
     def check_current(self) -> None:
         """Refuse to serve a database whose schema is not the newest one."""
-        head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
-        current = self.revision()
-        if current != head:
+        heads = set(ScriptDirectory.from_config(_alembic_config()).get_heads())
+        current = self.revisions()
+        if current != heads:
+            have = ", ".join(sorted(current)) or "none"
             raise OperatorError(
-                f"the database is at schema revision {current} but this pilotage needs {head}; "
-                "run 'pilotage server' with --migrate (or 'pilotage db upgrade')"
+                f"the database is at schema revision {have} but this pilotage needs "
+                f"{', '.join(sorted(heads))}; "
+                "start 'pilotage server' without --no-migrate once to upgrade it"
             )
 
     def dispose(self) -> None:
