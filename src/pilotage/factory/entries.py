@@ -1,0 +1,259 @@
+"""The factory's entries: a TOML file turned into typed, validated objects.
+
+An entry is one site gateway the factory can submit pilots to: a backend and its
+parameters, the attributes it advertises (what a pilot there will offer, and the site's
+policy from seed 002's questionnaire), limits and throttles. Example::
+
+    [factory]
+    name = "factory-1"
+
+    [[entry]]
+    name = "cluster-a"
+    backend = "slurm"
+    params = { partition = "debug" }
+
+    [entry.attrs]
+    site = "SITE_A"
+    cpus = 4
+    memory_mb = 8192
+    disk_mb = 20000
+    max_walltime_s = 86400
+    switch = "setuid"            # what the site's pilotage-exec does; "none" if absent
+
+    [entry.policy]               # the site's four answers (seed 002)
+    multi_user = "yes"           # no / depends / yes
+    setuid = "require"           # no / allow / require
+    log_only = "no"              # no / allow / require
+    bypass_on_error = "no"       # no / depends / yes
+
+    [entry.limits]
+    max_idle = 20
+    max_running = 200
+    max_held = 10
+    per_frontend = { max_idle = 10, max_running = 100, max_held = 5 }
+
+    [entry.throttle]
+    submits_per_cycle = 10
+    removals_per_cycle = 20
+
+A bad file is refused as a whole with :class:`~pilotage.errors.OperatorError`, whose
+message names the file, the entry and the key (``entry 'cluster-a': limits.max_idle:
+...``), so nothing half-read is ever used.
+"""
+
+from __future__ import annotations
+
+import enum
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pilotage.errors import OperatorError
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+Count = Annotated[int, Field(ge=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MultiUser(enum.Enum):
+    """Does the site allow multi-user pilots? (questionnaire, question 1)."""
+
+    NO = "no"
+    DEPENDS = "depends"
+    YES = "yes"
+
+
+class ModeAnswer(enum.Enum):
+    """Does the site support the switch in a mode? (questions 2 and 3)."""
+
+    NO = "no"
+    ALLOW = "allow"
+    REQUIRE = "require"
+
+
+class SwitchMode(enum.Enum):
+    """What the site's switch does, as its root-owned config says (DESIGN.md)."""
+
+    NONE = "none"
+    SETUID = "setuid"
+    LOG_ONLY = "log-only"
+    NAMESPACE = "namespace"
+
+
+class SitePolicy(_Strict):
+    """The site's answers to seed 002's questionnaire."""
+
+    multi_user: MultiUser = MultiUser.DEPENDS
+    setuid: ModeAnswer = ModeAnswer.ALLOW
+    log_only: ModeAnswer = ModeAnswer.ALLOW
+    #: May a pilot run the payload itself when the switch reports an internal error?
+    bypass_on_error: MultiUser = MultiUser.NO
+
+
+class EntryAttrs(_Strict):
+    """What a pilot at this entry offers; advertised to the collector."""
+
+    site: Name
+    cpus: Annotated[int, Field(ge=1)] = 1
+    memory_mb: Annotated[int, Field(ge=1)] = 2048
+    disk_mb: Annotated[int, Field(ge=1)] = 10240
+    gpus: Count = 0
+    max_walltime_s: Annotated[int, Field(ge=60)] = 86400
+    opsys: str = "LINUX"
+    arch: str = "X86_64"
+    switch: SwitchMode = SwitchMode.NONE
+    #: Further attributes, advertised as they are (strings, numbers, booleans).
+    extra: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+
+class HeldLimits(_Strict):
+    """Caps on one entry's pilots, queued, queued plus running, and held."""
+
+    max_idle: Count = 10
+    max_running: Count = 100
+    max_held: Count = 10
+
+
+class EntryLimits(HeldLimits):
+    """The entry's caps, and the caps for each frontend using it."""
+
+    per_frontend: HeldLimits = Field(default_factory=HeldLimits)
+
+    @model_validator(mode="after")
+    def _frontend_within_entry(self) -> EntryLimits:
+        pf = self.per_frontend
+        for key in ("max_idle", "max_running", "max_held"):
+            if getattr(pf, key) > getattr(self, key):
+                raise ValueError(
+                    f"per_frontend.{key} ({getattr(pf, key)}) exceeds the entry's {key} "
+                    f"({getattr(self, key)})"
+                )
+        return self
+
+
+class Throttle(_Strict):
+    """How much the factory does at one entry per cycle."""
+
+    submits_per_cycle: Annotated[int, Field(ge=1)] = 10
+    removals_per_cycle: Annotated[int, Field(ge=1)] = 20
+
+
+class Entry(_Strict):
+    """One entry of the factory."""
+
+    name: Name
+    backend: Literal["local", "slurm", "ssh", "condor"] = "local"
+    #: The backend's own parameters (host, partition, ...), checked by the backend.
+    params: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    attrs: EntryAttrs
+    policy: SitePolicy = Field(default_factory=SitePolicy)
+    limits: EntryLimits = Field(default_factory=EntryLimits)
+    throttle: Throttle = Field(default_factory=Throttle)
+
+    def ad(self) -> dict[str, object]:
+        """The entry's ad: the attributes of a would-be pilot's slot, and the site's policy.
+
+        Named like a slot ad's (:mod:`pilotage.matchmaking.ads`), so a job's
+        ``Requirements`` read an entry as they read a slot.
+        """
+        a, p = self.attrs, self.policy
+        return {
+            "EntryName": self.name,
+            "Site": a.site,
+            "Cpus": a.cpus,
+            "Memory": a.memory_mb,
+            "Disk": a.disk_mb,
+            "GPUs": a.gpus,
+            "TotalCpus": a.cpus,
+            "TotalMemory": a.memory_mb,
+            "TotalDisk": a.disk_mb,
+            "TotalGPUs": a.gpus,
+            "TimeToLive": a.max_walltime_s,
+            "MaxWallTime": a.max_walltime_s,
+            "OpSys": a.opsys,
+            "Arch": a.arch,
+            "HasSwitch": a.switch is not SwitchMode.NONE,
+            "SwitchMode": None if a.switch is SwitchMode.NONE else a.switch.value,
+            "PolicyMultiUser": p.multi_user.value,
+            "PolicySetuid": p.setuid.value,
+            "PolicyLogOnly": p.log_only.value,
+            "PolicyBypassOnError": p.bypass_on_error.value,
+            **a.extra,
+        }
+
+
+class FactorySettings(_Strict):
+    """The ``[factory]`` table."""
+
+    name: Name = "factory"
+    cycle_s: Annotated[float, Field(gt=0)] = 30.0
+    #: Where the pilot files are served (``host:port``; port 0 picks a free one).
+    files_listen: str = "127.0.0.1:0"
+
+
+class FactoryConfig(_Strict):
+    """A whole entries file: the factory's settings and its entries (unique names)."""
+
+    factory: FactorySettings = Field(default_factory=FactorySettings)
+    entry: list[Entry] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> FactoryConfig:
+        seen: set[str] = set()
+        for e in self.entry:
+            if e.name in seen:
+                raise ValueError(f"entry name '{e.name}' is used twice")
+            seen.add(e.name)
+        return self
+
+    def by_name(self) -> dict[str, Entry]:
+        """The entries by name."""
+        return {e.name: e for e in self.entry}
+
+
+def _where(loc: tuple[int | str, ...], data: dict[str, Any]) -> str:
+    """``entry 'name': key.sub`` for a pydantic error location inside ``data``."""
+    if len(loc) >= 2 and loc[0] == "entry" and isinstance(loc[1], int):
+        entries = data.get("entry")
+        name: object = None
+        if (
+            isinstance(entries, list)
+            and loc[1] < len(entries)
+            and isinstance(entries[loc[1]], dict)
+        ):
+            name = entries[loc[1]].get("name")
+        label = f"entry '{name}'" if isinstance(name, str) else f"entry #{loc[1] + 1}"
+        rest = ".".join(str(p) for p in loc[2:])
+        return f"{label}: {rest}" if rest else label
+    return ".".join(str(p) for p in loc) or "the file"
+
+
+def parse_config(data: dict[str, Any], source: str = "entries") -> FactoryConfig:
+    """Validate already-parsed TOML; refuse it with one sentence naming the bad key."""
+    try:
+        return FactoryConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = _where(tuple(first["loc"]), data)
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = "unknown key"
+        more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+        raise OperatorError(f"{source}: {where}: {message}{more}") from None
+
+
+def load_config(path: Path) -> FactoryConfig:
+    """Read and validate an entries file."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise OperatorError(f"cannot read entries file {path}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise OperatorError(f"entries file {path} is not valid TOML: {exc}") from None
+    return parse_config(data, str(path))
