@@ -127,8 +127,7 @@ def test_churn_keeps_order_and_counts(make_job: Callable[..., Any]) -> None:
             )
             live[next_id] = (-prio, step, next_id)
         if step % 250 == 0:
-            queues = list(index.queues_of(Submitter("alice")))
-            everything = index.best_jobs(queues, len(live) + 1)
+            everything = index.best_for(Submitter("alice"), len(live) + 1, lambda ac: True)
             assert everything == sorted(live, key=live.__getitem__)
     assert len(index) == len(live)
     assert index.autocluster_count() == len({index.autocluster_of(j) for j in live})
@@ -144,3 +143,25 @@ def test_reclustering_keeps_autoclusters_that_do_not_split(
     before = {i: index.autocluster_of(i) for i in range(30)}
     assert index.observe_start(SlotAd.from_classad(make_slot(start="TARGET.Project != 1")))
     assert {i: index.autocluster_of(i) for i in range(30)} == before
+
+
+def test_best_jobs_visit_only_the_queues_that_matter(make_job: Callable[..., Any]) -> None:
+    index = AutoclusterIndex()
+    for shape in range(100):  # 100 autoclusters of one submitter; shape 0 was submitted first
+        for k in range(5):
+            job_id = shape * 5 + k
+            index.add(job_id, make_job(cluster_id=shape, proc_id=k, qdate=job_id, cpus=1 + shape))
+    asked: list[int] = []
+
+    def matches(ac: Any) -> bool:
+        asked.append(ac.id)
+        return ac.cpus != 2  # shape 1 does not match
+
+    assert index.best_for(Submitter("alice"), 8, matches) == [0, 1, 2, 3, 4, 10, 11, 12]
+    assert len(asked) == 3  # shapes 0, 1 (refused) and 2; the other 97 are never asked
+    # Claiming the best jobs moves the queues: the order follows.
+    for job_id in (0, 1, 2, 3, 4, 10):
+        index.remove(job_id)
+    assert index.best_for(Submitter("alice"), 3, lambda ac: True) == [5, 6, 7]
+    index.add(999, make_job(cluster_id=50, proc_id=9, qdate=999, cpus=51, prio=3))
+    assert index.best_for(Submitter("alice"), 2, lambda ac: True) == [999, 5]

@@ -17,19 +17,17 @@ and queue); a *shape* (every attribute but ``ClusterId``, ``ProcId``, ``QDate``,
 re-cluster itself without the database when a new START expression makes another
 attribute significant.
 
-Within an autocluster, each submitter has a queue ordered by ``JobPrio`` (highest first),
-then ``QDate``, ``ClusterId``, ``ProcId`` (submission order), then arrival order. Queues
-are binary heaps with lazy deletion: removal is O(1), dead entries are dropped when they
-reach the top or when they outnumber the live ones.
+Within an autocluster, each submitter has a queue of its jobs, best first, and each
+submitter's queues are ordered by their best job (:mod:`pilotage.matchmaking.queues`).
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable
 from collections.abc import Set as AbstractSet
-from typing import Any, NamedTuple
+from typing import Any
 
 from pilotage.matchmaking.ads import (
     IDENTITY_ATTRS,
@@ -44,6 +42,7 @@ from pilotage.matchmaking.ads import (
 from pilotage.matchmaking.classads import attributes, parse_expr, references
 from pilotage.matchmaking.clauses import join_clauses, resource_of, split_clauses
 from pilotage.matchmaking.partitionable import Resources
+from pilotage.matchmaking.queues import Entry, Floor, JobQueue, SubmitterQueues
 
 Shape = tuple[tuple[str, Hashable], ...]
 #: Bound on remembered START texts (a pilot cannot grow the index without limit).
@@ -98,21 +97,9 @@ class Autocluster:
         return f"<Autocluster {self.id} jobs={sum(q.live for q in self.queues.values())}>"
 
 
-class JobQueue:
-    """One submitter's idle jobs within one autocluster, best first."""
+class ShapeInfo:
+    """A distinct job shape: its autocluster key and how many idle jobs have it."""
 
-    __slots__ = ("autocluster", "heap", "live", "submitter")
-
-    def __init__(self, autocluster: Autocluster, submitter: Submitter) -> None:
-        self.autocluster = autocluster
-        self.submitter = submitter
-        # Invariant: every live job of this queue has exactly one entry in heap; other
-        # entries are dead (their job was removed or re-added) and live counts the former.
-        self.heap: list[_Entry] = []
-        self.live = 0
-
-
-class _Shape:
     __slots__ = ("base_key", "identity", "pairs", "refs")
 
     def __init__(self, pairs: Shape) -> None:
@@ -120,28 +107,6 @@ class _Shape:
         self.base_key: tuple[Hashable, ...] = ()
         self.identity: tuple[str, ...] = ()  # per-job attributes that are significant too
         self.refs = 0  # live jobs with this shape
-
-
-class _Entry(NamedTuple):
-    """A job in a queue heap; ``seq`` is unique, so comparison never reaches the objects."""
-
-    neg_prio: int
-    qdate: int
-    cluster_id: int
-    proc_id: int
-    seq: int
-    job_id: int
-    shape: _Shape
-    queue: JobQueue
-
-    def identity(self) -> dict[str, int]:
-        """The per-job attributes, by lower-case name."""
-        return {
-            "jobprio": -self.neg_prio,
-            "qdate": self.qdate,
-            "clusterid": self.cluster_id,
-            "procid": self.proc_id,
-        }
 
 
 class AutoclusterIndex:
@@ -157,10 +122,10 @@ class AutoclusterIndex:
         self._layouts: dict[tuple[Hashable, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self._seq = itertools.count()
         self._ac_ids = itertools.count(1)
-        self._jobs: dict[int, _Entry] = {}
-        self._shapes: dict[Shape, _Shape] = {}
+        self._jobs: dict[int, Entry] = {}
+        self._shapes: dict[Shape, ShapeInfo] = {}
         self._autoclusters: dict[tuple[Hashable, ...], Autocluster] = {}
-        self._by_submitter: dict[Submitter, dict[int, JobQueue]] = {}
+        self._by_submitter: dict[Submitter, SubmitterQueues] = {}
         self._empty = 0  # autoclusters without jobs, kept for their caches until swept
         self.reclusters = 0
 
@@ -175,7 +140,7 @@ class AutoclusterIndex:
         pairs = job_shape(ad, self.config.ignored_job_attrs, values)
         shape = self._shapes.get(pairs)
         if shape is None:
-            shape = self._shapes[pairs] = _Shape(pairs)
+            shape = self._shapes[pairs] = ShapeInfo(pairs)
             self._derive_key(shape, ad)
         shape.refs += 1
         identity = _identity_of(job)
@@ -188,13 +153,16 @@ class AutoclusterIndex:
             ac = self._autoclusters[key] = Autocluster(next(self._ac_ids), key, job, rep)
             self._empty += 1
         queue = self._queue(ac, job.submitter)
-        entry = _Entry(
+        entry = Entry(
             -job.job_prio, job.qdate, job.cluster_id, job.proc_id, next(self._seq), job_id,
             shape, queue,
         )  # fmt: skip
         self._jobs[job_id] = entry
+        old_top = queue.heap[0] if queue.heap else None
         heapq.heappush(queue.heap, entry)
         queue.live += 1
+        if queue.heap[0] is entry:
+            self._by_submitter[job.submitter].moved(queue, old_top)
 
     def remove(self, job_id: int) -> bool:
         """Forget a job that left idle; ``False`` if it was not indexed (not an error)."""
@@ -204,11 +172,14 @@ class AutoclusterIndex:
         queue = entry.queue
         queue.live -= 1
         if queue.live == 0:
+            queue.heap = []  # its one live entry was the top: moved() takes it out
+            self._by_submitter[queue.submitter].moved(queue, entry)
             self._drop_queue(queue)
-        elif len(queue.heap) > 2 * queue.live + 16:
-            jobs = self._jobs
-            queue.heap = [e for e in queue.heap if jobs.get(e.job_id) is e]
-            heapq.heapify(queue.heap)
+        else:
+            if queue.heap[0] is entry:
+                queue.drop_dead_top(self._jobs)
+                self._by_submitter[queue.submitter].moved(queue, entry)
+            queue.compact(self._jobs)
         shape = entry.shape
         shape.refs -= 1
         if shape.refs == 0:
@@ -274,39 +245,28 @@ class AutoclusterIndex:
 
     def queues_of(self, submitter: Submitter) -> Iterable[JobQueue]:
         """A submitter's non-empty queues, one per autocluster it has idle jobs in."""
-        return self._by_submitter.get(submitter, {}).values()
+        group = self._by_submitter.get(submitter)
+        return () if group is None else group.by_ac.values()
 
-    def best_jobs(self, queues: list[JobQueue], limit: int) -> list[int]:
-        """The ids of the ``limit`` best jobs across ``queues``, best first."""
-        if limit <= 0 or not queues:
-            return []
-        if len(queues) == 1:
-            ordered: Iterator[_Entry] = self._in_order(queues[0])
-        else:
-            ordered = heapq.merge(*(self._in_order(q) for q in queues))
-        return [e.job_id for e in itertools.islice(ordered, limit)]
+    def floor_of(self, submitter: Submitter) -> Floor | None:
+        """A submitter's smallest requests (see :meth:`SubmitterQueues.floor`), if it has jobs."""
+        group = self._by_submitter.get(submitter)
+        return None if group is None else group.floor()
 
-    def _in_order(self, queue: JobQueue) -> Iterator[_Entry]:
-        """A queue's live entries in order, without popping them (walks the heap as a tree)."""
-        heap = queue.heap
-        jobs = self._jobs
-        while heap and jobs.get(heap[0].job_id) is not heap[0]:
-            heapq.heappop(heap)  # a dead top: drop it for good
-        if not heap:
-            return
-        frontier = [(heap[0], 0)]
-        size = len(heap)
-        while frontier:
-            entry, i = heapq.heappop(frontier)
-            if jobs.get(entry.job_id) is entry:
-                yield entry
-            for child in (2 * i + 1, 2 * i + 2):
-                if child < size:
-                    heapq.heappush(frontier, (heap[child], child))
+    def best_for(
+        self, submitter: Submitter, limit: int, matches: Callable[[Autocluster], bool]
+    ) -> list[int]:
+        """The ids of a submitter's ``limit`` best idle jobs in autoclusters that ``matches``.
+
+        ``matches`` is asked only about the autoclusters the walk reaches (see
+        :meth:`~pilotage.matchmaking.queues.SubmitterQueues.best`).
+        """
+        group = self._by_submitter.get(submitter)
+        return [] if group is None else group.best(limit, self._jobs, matches)
 
     # --- internals ----------------------------------------------------------------------
 
-    def _derive_key(self, shape: _Shape, ad: Any) -> None:
+    def _derive_key(self, shape: ShapeInfo, ad: Any) -> None:
         """Set a shape's autocluster key: its values of every significant attribute.
 
         Which attributes are significant for a shape depends only on the names it
@@ -338,15 +298,20 @@ class AutoclusterIndex:
             if not ac.queues:
                 self._empty -= 1
             queue = ac.queues[submitter] = JobQueue(ac, submitter)
-            self._by_submitter.setdefault(submitter, {})[ac.id] = queue
+            group = self._by_submitter.get(submitter)
+            if group is None:
+                group = self._by_submitter[submitter] = SubmitterQueues()
+            group.by_ac[ac.id] = queue
+            group.changed()
         return queue
 
     def _drop_queue(self, queue: JobQueue) -> None:
         ac = queue.autocluster
         del ac.queues[queue.submitter]
-        mine = self._by_submitter[queue.submitter]
-        del mine[ac.id]
-        if not mine:
+        group = self._by_submitter[queue.submitter]
+        del group.by_ac[ac.id]
+        group.changed()
+        if not group.by_ac:
             del self._by_submitter[queue.submitter]
         if not ac.queues:
             self._empty += 1
@@ -368,7 +333,7 @@ class AutoclusterIndex:
         placeholder = dict.fromkeys(IDENTITY_ATTRS, 0)  # so references() sees them as the job's
         for shape in self._shapes.values():
             self._derive_key(shape, ad_from_shape(shape.pairs, placeholder))
-        groups: dict[Autocluster, dict[tuple[Hashable, ...], list[_Entry]]] = {}
+        groups: dict[Autocluster, dict[tuple[Hashable, ...], list[Entry]]] = {}
         for entry in self._jobs.values():
             shape = entry.shape
             key = shape.base_key
@@ -384,9 +349,9 @@ class AutoclusterIndex:
                 self._autoclusters[ac.key] = ac
                 continue
             for queue in ac.queues.values():
-                mine = self._by_submitter[queue.submitter]
-                del mine[ac.id]
-                if not mine:
+                group = self._by_submitter[queue.submitter]
+                del group.by_ac[ac.id]
+                if not group.by_ac:
                     del self._by_submitter[queue.submitter]
             ac.queues.clear()
             for key, entries in by_key.items():
@@ -396,13 +361,16 @@ class AutoclusterIndex:
                 new = self._autoclusters[key] = Autocluster(next(self._ac_ids), key, job, rep)
                 for old in entries:
                     queue = self._queue(new, old.queue.submitter)
-                    moved = _Entry(*old[:-1], queue)
+                    moved = Entry(*old[:-1], queue)
                     self._jobs[old.job_id] = moved
                     queue.heap.append(moved)
                     queue.live += 1
                 for queue in new.queues.values():
                     heapq.heapify(queue.heap)
         self._empty = 0  # every autocluster left holds jobs (_queue's count is moot here)
+        for group in self._by_submitter.values():
+            group.reorder()
+            group.changed()
 
 
 def _identity_of(job: JobAd) -> dict[str, int]:

@@ -24,6 +24,11 @@ Model (pure; time is always passed in, in seconds since the epoch):
   simulated shares of the tests within 2% of their targets on 10 to 50 slots.
 - *Effective priority* = real priority x priority factor. Lower is better. Factors are
   looked up by submitter name (``group.owner``), then by owner, then the default.
+- The order of submitters is cached (:meth:`Accountant.ranked`): every event moves its
+  submitter at once, and the whole ranking is recomputed when ``now`` has moved on by
+  ``order_refresh_s`` (by default a thousandth of the half-life), which is when the
+  decay since the last computation could matter. Accounts idle and worth less than a
+  cpu-second of usage are dropped then: they are indistinguishable from new ones.
 
 Group quotas (static, in cpus). A group whose running cpus are at or above its quota is
 *over quota*. :meth:`Accountant.order` puts every submitter of an over-quota group after
@@ -69,8 +74,9 @@ class FairShareConfig:
     groups_accept_surplus: bool = True
     #: Weight of the cpus in use right now in the real priority (0 = usage only).
     running_weight: float = 0.25
-    #: How stale (in seconds of decay) the cached ranking of submitters may get.
-    order_refresh_s: float = 1.0
+    #: How stale (in seconds of decay) the cached ranking of submitters may get; ``None``
+    #: is a thousandth of the half-life (usage decays by 0.07% in that time).
+    order_refresh_s: float | None = None
 
     def __post_init__(self) -> None:
         if not self.half_life_s > 0:
@@ -99,6 +105,8 @@ class Accountant:
     def __init__(self, config: FairShareConfig | None = None) -> None:
         self.config = config or FairShareConfig()
         self._k = math.log(2) / self.config.half_life_s
+        refresh = self.config.order_refresh_s
+        self._refresh_s = self.config.half_life_s / 1000 if refresh is None else refresh
         self._accounts: dict[Submitter, _Account] = {}
         self._factors: dict[str, float] = dict(self.config.factors)
         self._group_running: dict[str, float] = {}
@@ -225,7 +233,7 @@ class Accountant:
         Cost: O(submitters examined), plus a rebuild (O(n log n)) when ``now`` has moved
         ``order_refresh_s`` past the last one. Do not feed events while iterating.
         """
-        if self._ranked is None or not 0 <= now - self._ranked_at < self.config.order_refresh_s:
+        if self._ranked is None or not 0 <= now - self._ranked_at < self._refresh_s:
             self._rebuild(now)
         for submitter in submitters - self._accounts.keys():
             self._accounts[submitter] = _Account(at=now)
@@ -259,6 +267,13 @@ class Accountant:
         )
 
     def _rebuild(self, now: float) -> None:
+        forgotten = [
+            s
+            for s, a in self._accounts.items()
+            if a.running_cpus == 0 and self._usage_at(a, now) < 1.0
+        ]
+        for submitter in forgotten:
+            del self._accounts[submitter]
         self._ranked_at = now
         self._over = {g: self.over_quota(g) for g in self.config.group_quotas}
         self._keys = {s: self._key(s, now) for s in self._accounts}

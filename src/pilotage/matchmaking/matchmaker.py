@@ -24,6 +24,13 @@ the only choice is among jobs. A job matches a slot when
 Both ClassAd results are cached in the autocluster: the job side by the values of the
 slot attributes the job's expression reads, the slot side by the START text and the values
 of the slot attributes START reads. Identical slots asking again cost dictionary look-ups.
+(One pattern escapes the slot-side key: START reading a job attribute that is itself an
+expression over the slot, ``+X = TARGET.Memory > 5`` with START ``TARGET.X``; such a START
+is evaluated once per autocluster and slot START text, whatever the slot's Memory.)
+
+Submitters whose smallest requests already exceed the slot's free resources or lifetime
+are skipped without looking at their autoclusters; within a submitter, autoclusters are
+visited best job first and the walk stops once the best ``limit`` jobs are certain.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from collections.abc import Hashable
 from typing import Any
 
 from pilotage.matchmaking.ads import SlotAd
-from pilotage.matchmaking.autocluster import Autocluster, AutoclusterIndex, JobQueue
+from pilotage.matchmaking.autocluster import Autocluster, AutoclusterIndex
 from pilotage.matchmaking.classads import is_true
 from pilotage.matchmaking.fairshare import Accountant
 
@@ -58,20 +65,28 @@ class Matchmaker:
         index = self.index
         index.observe_start(slot)
         verdicts: dict[int, bool] = {}  # autocluster id -> matches, for this request
+
+        def matches(ac: Autocluster) -> bool:
+            ok = verdicts.get(ac.id)
+            if ok is None:
+                ok = verdicts[ac.id] = self.matches(ac, slot)
+            return ok
+
+        free, ttl_s = slot.free, slot.ttl_s
         found: list[int] = []
         for submitter in self.accountant.ranked(index.submitters(), now):
-            matching: list[JobQueue] = []
-            for queue in index.queues_of(submitter):
-                ac = queue.autocluster
-                ok = verdicts.get(ac.id)
-                if ok is None:
-                    ok = verdicts[ac.id] = self.matches(ac, slot)
-                if ok:
-                    matching.append(queue)
-            if matching:
-                found.extend(index.best_jobs(matching, limit - len(found)))
-                if len(found) >= limit:
-                    break
+            floor = index.floor_of(submitter)
+            if floor is None or (
+                floor[0] > free.cpus
+                or floor[1] > free.memory_mb
+                or floor[2] > free.disk_mb
+                or floor[3] > free.gpus
+                or (ttl_s is not None and floor[4] > ttl_s)
+            ):
+                continue  # the slot is too small or too short-lived for all its jobs
+            found.extend(index.best_for(submitter, limit - len(found), matches))
+            if len(found) >= limit:
+                break
         return found
 
     def matches(self, ac: Autocluster, slot: SlotAd) -> bool:
