@@ -284,3 +284,23 @@ def test_untrusted_server_certificate_is_fatal_at_once(
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert "certificate is not trusted" in done.stderr
+
+
+def test_lifetime_end_kills_jobs_and_leaves(
+    pool: Pool, agent_pyz: Path, agents: list[Agent], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cluster, pidfile = long_job(pool, monkeypatch)
+    agents.append(Agent(pool, agent_pyz, "--lifetime", "6"))
+    pid = int(wait_file(pidfile))
+    assert agents[0].wait(timeout=40) == 0
+    assert gone(pid)
+    log = agents[0].text()
+    assert "stopping (lifetime reached)" in log and "leaving: lifetime reached" in log
+    assert wait_for(pool, cluster, all_in("IDLE"), timeout=10)[0]["attempts"] >= 1
+
+
+def test_module_entry_point_prints_help() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pilotage.pilot", "--help"], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and "--idle-timeout S" in done.stdout

@@ -98,4 +98,5 @@ def test_bad_flag_exits_2_and_unreachable_server_exits_1(agent_pyz: Path, tmp_pa
         cwd=tmp_path,
     )
     assert done.returncode == 1
-    assert done.stderr.startswith("pilotage-agent: ")
+    assert done.stderr.startswith("pilotage-agent: the CA file ")
+    assert "missing.pem cannot be loaded" in done.stderr

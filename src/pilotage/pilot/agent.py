@@ -267,6 +267,8 @@ class Agent:
         except Exception:  # as above
             log.exception("%s: unexpected error while reporting", run.tag)
             self._release(run)
+        finally:
+            self.client.close()  # this thread's connection ends with the thread
 
     def _report(self, run: JobRun, result: JobResult | None) -> WorkAnswer | None:
         """Report ``result`` (unless None), asking for the next job if there is room.

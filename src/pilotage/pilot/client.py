@@ -88,7 +88,10 @@ class Client:
         self._timeout_s = timeout_s
         self._token = _Token(token_file)
         self._ca_file = ca_file
-        self._context = ssl.create_default_context(cafile=str(ca_file))
+        try:
+            self._context = ssl.create_default_context(cafile=str(ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise OperatorError(f"the CA file {ca_file} cannot be loaded ({exc})") from None
         self._context.minimum_version = ssl.TLSVersion.TLSv1_2
         self._proxy = proxy if proxy is not None else _proxy_from_environment(self._host)
         self._local = threading.local()
