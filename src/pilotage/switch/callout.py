@@ -1,0 +1,103 @@
+"""Asking the site's policy for a decision: the local policy file, or the remote service.
+
+Decisions are cached (``state.Cache``) for ``cache_ttl_s``, denials included, so a pilot
+retrying a banned user cannot hammer the site's service (seed 000, §4.6-4.7). A service
+that cannot be reached, times out, or answers 429/503 is a transient site error (202);
+only an explicit deny is 203.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from .config import AuthzConfig, check_trusted
+from .policy import Decision, Subject
+from .refusals import Denied, SiteError
+from .state import Cache
+
+API_VERSION = 1
+
+
+def authorize(authz: AuthzConfig, cache: Cache, user: Subject, pilot: Subject | None) -> Decision:
+    """A permit decision for ``user``; raise ``Denied`` (203) or ``SiteError`` (202)."""
+    source = authz.url if authz.kind == "remote" else f"{authz.policy} {_stamp(authz.policy)}"
+    key = json.dumps([source, user, pilot])
+    cached = cache.get("decision", key)
+    if isinstance(cached, list) and len(cached) == len(Decision._fields):
+        decision = Decision(*cached)
+    else:
+        decision = (
+            _local(authz, user, pilot) if authz.kind == "local" else _remote(authz, user, pilot)
+        )
+        if decision.error:
+            raise SiteError(f"The site authorization failed: {decision.reason}")
+        cache.put("decision", key, list(decision))
+    if not decision.permit:
+        raise Denied(f"Authorization denied: {decision.reason}")
+    return decision
+
+
+def _stamp(path: str) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return 0
+
+
+def _local(authz: AuthzConfig, user: Subject, pilot: Subject | None) -> Decision:
+    from .policy import Policy, PolicyError
+
+    check_trusted(authz.policy, "policy file")
+    try:
+        return Policy.from_file(authz.policy).decide(user, pilot)
+    except PolicyError as exc:
+        raise SiteError(f"The site policy is broken: {exc}.") from None
+
+
+def _remote(authz: AuthzConfig, user: Subject, pilot: Subject | None) -> Decision:
+    import http.client
+    import ssl
+    import urllib.parse
+
+    url = urllib.parse.urlsplit(authz.url)
+    try:
+        context = ssl.create_default_context(cafile=authz.ca_file or None)
+        if authz.client_cert:
+            context.load_cert_chain(authz.client_cert, authz.client_key or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise SiteError(f"The TLS settings for the site authorization fail ({exc}).") from None
+    body = json.dumps({
+        "version": API_VERSION,
+        "user": user.to_json(),
+        "pilot": pilot.to_json() if pilot is not None else None,
+    })  # fmt: skip
+    connection = http.client.HTTPSConnection(
+        url.hostname or "", url.port or 443, timeout=authz.timeout_s, context=context
+    )
+    try:
+        connection.request("POST", url.path or "/", body, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        payload = response.read(65536)
+    except TimeoutError:
+        raise SiteError(
+            f"The site authorization service at {authz.url} timed out after {authz.timeout_s} s."
+        ) from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise SiteError(
+            f"The site authorization service at {authz.url} is unreachable ({exc})."
+        ) from None
+    finally:
+        connection.close()
+    if response.status in (429, 503):
+        raise SiteError(f"The site authorization service is overloaded (HTTP {response.status}).")
+    if response.status != 200:
+        raise SiteError(f"The site authorization service answered HTTP {response.status}.")
+    try:
+        answer = json.loads(payload)
+        return Decision(
+            bool(answer["permit"]), str(answer["account"]), str(answer["reason"]),
+            bool(answer.get("error", False)),
+        )  # fmt: skip
+    except (ValueError, KeyError, TypeError):
+        raise SiteError("The site authorization service sent an unreadable answer.") from None

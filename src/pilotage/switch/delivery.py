@@ -1,0 +1,90 @@
+"""The user's copy of the credential, in the target directory the caller names.
+
+Written as: a new file (``O_EXCL``, never following a link) in the directory, owned by
+the target account, mode 0600, then renamed over the final name. The switch runs as root
+in a directory the caller controls, so every step goes through the directory's file
+descriptor, and a final name that exists and belongs to anyone but the target account is
+refused, never replaced. ``--refresh`` uses the same path (seed 000, §4.5).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+
+from .refusals import ClientError
+
+#: The copy's name in the target directory, and the variable that tells the payload.
+NAMES = {"x509": ("x509_proxy", "X509_USER_PROXY"), "token": ("bearer_token", "BEARER_TOKEN_FILE")}
+
+
+def open_target_dir(path: str, allowed_owners: tuple[int, ...]) -> int:
+    """A descriptor of ``path``, a real directory owned by the caller or the target account."""
+    if not os.path.isabs(path):
+        raise ClientError(f"The target directory {path} is not an absolute path.")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ClientError(
+            f"The target directory {path} cannot be opened ({exc.strerror})."
+        ) from None
+    st = os.fstat(fd)
+    if st.st_uid not in allowed_owners:
+        os.close(fd)
+        raise ClientError(
+            f"The target directory {path} is owned by uid {st.st_uid}, neither the caller's "
+            "nor the target account's."
+        )
+    return fd
+
+
+def existing_copy(dir_fd: int, kind: str, target_uid: int) -> bytes | None:
+    """The current copy's bytes, None if there is none; refuse one owned by someone else."""
+    name = NAMES[kind][0]
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != target_uid:
+        raise ClientError(
+            f"The file {name} in the target directory belongs to uid {st.st_uid}, not to "
+            f"the target account (uid {target_uid}), or is not a regular file; refusing "
+            "to overwrite it."
+        )
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+    except OSError as exc:
+        raise ClientError(
+            f"The existing credential copy {name} cannot be read ({exc.strerror})."
+        ) from None
+    try:
+        # Checked again on the open file: the name may have been swapped meanwhile.
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != target_uid:
+            raise ClientError(f"The file {name} changed owner while being read; refusing it.")
+        return os.read(fd, 1 << 20)
+    finally:
+        os.close(fd)
+
+
+def write_copy(dir_fd: int, kind: str, data: bytes, uid: int, gid: int) -> str:
+    """Replace the copy with ``data``, owned by ``uid``:``gid``, mode 0600; return its name."""
+    name = NAMES[kind][0]
+    existing_copy(dir_fd, kind, uid)  # refuses a final name that belongs to someone else
+    temporary = f".{name}.{secrets.token_hex(6)}"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
+                 dir_fd=dir_fd)  # fmt: skip
+    try:
+        if os.geteuid() == 0:
+            os.fchown(fd, uid, gid)
+        os.fchmod(fd, 0o600)
+        os.write(fd, data)
+        os.fsync(fd)
+    except OSError:
+        os.unlink(temporary, dir_fd=dir_fd)
+        raise
+    finally:
+        os.close(fd)
+    os.rename(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    return name

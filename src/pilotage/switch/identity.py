@@ -1,0 +1,164 @@
+"""Reading a credential file the caller names, and finding whom it speaks for.
+
+A credential is an X.509 proxy (PEM: certificates and the proxy's private key), checked
+by ``x509.validate_chain`` against the site's CA directory, or a bearer token (a JWT),
+checked by ``bearer.verify`` against the site's issuer keys. The file must belong to the
+caller and be closed to everyone else, so a caller cannot present a credential it merely
+found readable. Validation results are cached by the SHA-256 of the file's bytes (see
+``state.Cache``): cryptography is only imported on a miss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import time
+from typing import NamedTuple
+
+from .config import Config
+from .refusals import ClientError, SiteError
+from .state import Cache
+
+MAX_CREDENTIAL_BYTES = 1 << 20
+
+
+class Identity(NamedTuple):
+    """Whom a credential speaks for: a DN (``x509``) or an issuer and subject (``token``)."""
+
+    kind: str
+    subject: str
+    issuer: str
+    groups: tuple[str, ...]
+    not_after: float
+    digest: str
+
+    @property
+    def key(self) -> str:
+        """One string per person: what leases and ``--refresh`` compare."""
+        return (
+            f"dn:{self.subject}" if self.kind == "x509" else f"token:{self.issuer} {self.subject}"
+        )
+
+
+def read_credential(path: str, caller_uid: int, what: str) -> bytes:
+    """The bytes of the file at ``path``, if it is a regular file of the caller, mode 0600."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        reason = "is a symbolic link" if exc.errno == 40 else f"cannot be opened ({exc.strerror})"
+        raise ClientError(f"The {what} {path} {reason}.") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ClientError(f"The {what} {path} is not a regular file.")
+        if st.st_uid != caller_uid:
+            raise ClientError(
+                f"The {what} {path} is owned by uid {st.st_uid}, not by the caller "
+                f"(uid {caller_uid})."
+            )
+        if st.st_mode & 0o077:
+            raise ClientError(
+                f"The {what} {path} is open to group or others (mode "
+                f"{stat.S_IMODE(st.st_mode):04o}); it must be 0600 or 0400."
+            )
+        data = os.read(fd, MAX_CREDENTIAL_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_CREDENTIAL_BYTES or not data.strip():
+        raise ClientError(f"The {what} {path} is empty or larger than 1 MiB.")
+    return data
+
+
+def identify(data: bytes, config: Config, cache: Cache, what: str) -> Identity:
+    """Validate a credential's bytes; its identity, from the cache when seen recently."""
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        trust_stamp = os.stat(config.trust_dir).st_mtime_ns
+    except OSError:
+        trust_stamp = 0
+    key = f"{digest} {trust_stamp} {config.allow_limited}"
+    cached = cache.get("credential", key)
+    if isinstance(cached, list) and len(cached) == len(Identity._fields):
+        kind, subject, issuer, groups, not_after, _ = cached
+        identity = Identity(kind, subject, issuer, tuple(groups), not_after, digest)
+        if identity.not_after > time.time():
+            return identity
+    if data.lstrip().startswith(b"-----BEGIN"):
+        identity = _x509_identity(data, config, digest, what)
+    else:
+        identity = _token_identity(data, config, digest, what)
+    cache.put("credential", key, list(identity))
+    return identity
+
+
+def _x509_identity(data: bytes, config: Config, digest: str, what: str) -> Identity:
+    from .x509 import CredentialError, TrustStore, TrustStoreError, load_credential, validate_chain
+
+    try:
+        chain, key = load_credential(data)
+        if key is None:
+            raise ClientError(f"The {what} holds no private key.")
+        result = validate_chain(
+            chain, TrustStore.from_directory(config.trust_dir), key=key,
+            allow_limited=config.allow_limited,
+        )  # fmt: skip
+    except TrustStoreError as exc:
+        raise SiteError(f"The CA directory cannot check the {what}: {exc.message}") from None
+    except CredentialError as exc:
+        raise ClientError(f"The {what} is not valid: {exc.message}") from None
+    issuer = result.path[result.proxy_depth + 1].subject if len(result.path) > 1 else None
+    from .certificate import dn_slash
+
+    return Identity(
+        "x509",
+        result.identity_dn,
+        dn_slash(issuer) if issuer is not None else "",
+        (),
+        result.not_after.timestamp(),
+        digest,
+    )
+
+
+def _token_identity(data: bytes, config: Config, digest: str, what: str) -> Identity:
+    from . import bearer
+
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise ClientError(f"The {what} is neither a PEM proxy nor a token.") from None
+    try:
+        token = bearer.verify(text, config.token_issuers, config.token_audiences)
+    except ClientError as exc:
+        raise ClientError(f"The {what} is not valid: {exc.message}") from None
+    return Identity("token", token.subject, token.issuer, token.groups, token.expires_at, digest)
+
+
+def claimed(data: bytes) -> tuple[str, float]:
+    """The identity key and end time a credential *claims*, unverified (for ``--refresh``).
+
+    Used only on the copy already in the target directory, which this switch validated
+    when it wrote it; never to authorize anything.
+    """
+    if data.lstrip().startswith(b"-----BEGIN"):
+        from .certificate import load_credential
+        from .credential_errors import CredentialError
+        from .proxy_info import proxy_info
+
+        try:
+            info = proxy_info(load_credential(data)[0])
+        except CredentialError as exc:
+            raise ClientError(
+                f"The current credential copy cannot be read: {exc.message}"
+            ) from None
+        return f"dn:{info.identity}", info.not_after.timestamp()
+    import base64
+    import binascii
+    import json
+
+    try:
+        part = data.decode("ascii").strip().split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+        return f"token:{claims['iss']} {claims['sub']}", float(claims["exp"])
+    except (UnicodeDecodeError, IndexError, ValueError, KeyError, TypeError, binascii.Error):
+        raise ClientError("The current credential copy is not a readable token.") from None

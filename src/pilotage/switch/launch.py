@@ -1,0 +1,176 @@
+"""Starting the payload: switch account (one way), new session, cgroup, ``exec``.
+
+Without linger, the switch becomes the payload (``exec`` in place: same pid). With
+linger, it forks the payload, waits for it, and reports its cpu time, wall time and peak
+memory; signals sent to the switch are passed on to the payload's process group.
+
+The status channel (``PILOTAGE_EXEC_STATUS_FD``): the caller passes the write end of a
+pipe. It is close-on-exec, so the caller reads either one line, ``<code> <message>``, if
+the payload could not be started, or end-of-file once ``exec`` succeeded, in both modes
+(with linger, the switch closes its copy only after the payload's ``exec``; seed 000
+§4.1). Every other descriptor above 2 is closed before ``exec``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import NamedTuple, NoReturn
+
+from . import family
+from .refusals import CLIENT_ERROR, OWN_CODES, PAYLOAD_COLLISION, ClientError, Refusal, SiteError
+
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+             signal.SIGUSR2, signal.SIGCONT, signal.SIGALRM)  # fmt: skip
+
+
+class Launch(NamedTuple):
+    """What to run, as whom, and where the job's family is tracked."""
+
+    argv: list[str]
+    env: dict[str, str]
+    uid: int
+    gid: int
+    groups: list[int]
+    switch_user: bool
+    cgroup: str
+
+
+class Outcome(NamedTuple):
+    """How a lingering payload ended, for the exit code and the audit record."""
+
+    pid: int
+    exit_code: int
+    cpu_s: float
+    wall_s: float
+    max_rss_kb: int
+
+
+def become(uid: int, gid: int, groups: list[int]) -> None:
+    """Switch to ``uid``/``gid`` for good, and prove it cannot be undone."""
+    os.setgroups(groups)
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    if os.getresuid() != (uid, uid, uid) or os.getresgid() != (gid, gid, gid):
+        raise SiteError("The switch to the target account did not take effect.")
+    if uid != 0:
+        try:
+            os.setuid(0)
+        except PermissionError:
+            return
+        raise SiteError("The switch to the target account could be undone; refusing to run.")
+
+
+def _close_inherited() -> None:
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2:
+            try:
+                if os.get_inheritable(fd):
+                    os.close(fd)
+            except OSError:
+                continue
+
+
+def _exec(launch: Launch) -> NoReturn:
+    if launch.switch_user:
+        become(launch.uid, launch.gid, launch.groups)
+    _close_inherited()
+    try:
+        os.execve(launch.argv[0], launch.argv, launch.env)  # noqa: S606
+    except OSError as exc:
+        raise ClientError(
+            f"The program {launch.argv[0]} cannot be executed ({exc.strerror})."
+        ) from None
+
+
+def _new_session() -> None:
+    # Already a process-group leader (EPERM): the family is that group.
+    with contextlib.suppress(PermissionError):
+        os.setsid()
+
+
+def exec_in_place(launch: Launch) -> NoReturn:
+    """Non-linger: become the payload in this process (same pid)."""
+    _new_session()
+    if launch.cgroup:
+        family.join_cgroup(launch.cgroup, os.getpid())
+    _exec(launch)
+
+
+def child_exec(launch: Launch, report_fd: int, *, session: bool = True) -> NoReturn:
+    """In a forked child: exec the payload, or write ``<code> <message>`` to ``report_fd``."""
+    code = CLIENT_ERROR
+    try:
+        if session:
+            _new_session()
+        if launch.cgroup:
+            family.join_cgroup(launch.cgroup, os.getpid())
+        _exec(launch)
+    except Refusal as exc:
+        code = exc.exit_code
+        os.write(report_fd, f"{code} {exc.message}".encode())
+    except BaseException as exc:  # noqa: BLE001 - a child must never return into the caller
+        code = 202
+        os.write(report_fd, f"202 The payload could not be started ({exc}).".encode())
+    os._exit(code)
+
+
+def read_report(fd: int) -> None:
+    """Wait for the child's ``exec``: EOF means it happened; a report becomes the refusal."""
+    chunks = []
+    while chunk := os.read(fd, 4096):
+        chunks.append(chunk)
+    os.close(fd)
+    if chunks:
+        code, _, message = b"".join(chunks).decode(errors="replace").partition(" ")
+        refusal = ClientError(message) if code == "201" else SiteError(message)
+        raise refusal
+
+
+def spawn(start: Callable[[int], NoReturn]) -> int:
+    """Fork a child running ``start(report_fd)``; return its pid once it has exec'd."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        start(write_fd)
+    os.close(write_fd)
+    try:
+        read_report(read_fd)
+    except Refusal:
+        os.waitpid(pid, 0)
+        raise
+    return pid
+
+
+def wait(pid: int, forward_to_group: bool, started: float) -> Outcome:
+    """Wait for the lingering payload, passing signals on; its outcome."""
+
+    def forward(number: int, _frame: object) -> None:
+        try:
+            if forward_to_group:
+                os.killpg(pid, number)
+            else:
+                os.kill(pid, number)
+        except ProcessLookupError:
+            pass
+
+    for sig in FORWARDED:
+        signal.signal(sig, forward)
+    _, status, usage = os.wait4(pid, 0)
+    if os.WIFEXITED(status):
+        code = os.WEXITSTATUS(status)
+        code = PAYLOAD_COLLISION if code in OWN_CODES else code
+    else:
+        code = 128 + os.WTERMSIG(status)
+    return Outcome(
+        pid=pid,
+        exit_code=code,
+        cpu_s=round(usage.ru_utime + usage.ru_stime, 3),
+        wall_s=round(time.monotonic() - started, 3),
+        max_rss_kb=usage.ru_maxrss,
+    )
