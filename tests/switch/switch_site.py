@@ -174,6 +174,7 @@ def run_switch(
     target: Path | None = None,
     job: str | None = None,
     sudo: bool = True,
+    as_user: str = "pilot",
     extra_env: dict[str, str] | None = None,
     timeout: float = 30,
     **popen: object,
@@ -192,8 +193,8 @@ def run_switch(
     return subprocess.run(
         command,
         env=env,
-        user="pilot",
-        group="pilot",
+        user=as_user,
+        group=as_user,
         extra_groups=[],
         capture_output=True,
         text=True,

@@ -5,10 +5,14 @@ linger, it forks the payload, waits for it, and reports its cpu time, wall time 
 memory; signals sent to the switch are passed on to the payload's process group.
 
 The status channel (``PILOTAGE_EXEC_STATUS_FD``): the caller passes the write end of a
-pipe. It is close-on-exec, so the caller reads either one line, ``<code> <message>``, if
-the payload could not be started, or end-of-file once ``exec`` succeeded, in both modes
-(with linger, the switch closes its copy only after the payload's ``exec``; seed 000
-§4.1). Every other descriptor above 2 is closed before ``exec``.
+pipe and reads one line: ``0 started <pid>`` once the payload's ``exec`` succeeded, or
+``<code> <message>`` if it was refused or could not start. It is close-on-exec, so the
+payload never holds it. The line is explicit, not mere end-of-file, because whatever sits
+between the caller and the switch may keep its own copy of the descriptor open for the
+whole job (sudo does; seed 000 §4.1 is that very bug); end-of-file without a line means
+the switch died. Without linger, a short-lived watcher process, orphaned so that it is
+never the payload's child, writes ``0 started`` when ``exec`` closes its pipe. Every
+other descriptor above 2 is closed before ``exec``.
 """
 
 from __future__ import annotations
@@ -93,12 +97,39 @@ def _new_session() -> None:
         os.setsid()
 
 
-def exec_in_place(launch: Launch) -> NoReturn:
+def exec_in_place(launch: Launch, status_fd: int) -> NoReturn:
     """Non-linger: become the payload in this process (same pid)."""
     _new_session()
     if launch.cgroup:
         family.join_cgroup(launch.cgroup, os.getpid())
-    _exec(launch)
+    watch_fd = _watch_exec(status_fd) if status_fd >= 0 else -1
+    try:
+        _exec(launch)
+    except Refusal:
+        if watch_fd >= 0:
+            os.write(watch_fd, b"failed")  # the watcher stays silent; the caller reports
+        raise
+
+
+def _watch_exec(status_fd: int) -> int:
+    """Start the watcher that says ``0 started`` when our ``exec`` closes the pipe it reads."""
+    payload_pid = os.getpid()
+    read_fd, write_fd = os.pipe()  # both close-on-exec
+    watcher = os.fork()
+    if watcher == 0:
+        os.close(write_fd)
+        if os.fork() != 0:
+            os._exit(0)  # orphan the watcher: it must never be the payload's child
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)  # hold none of the caller's pipes
+        said = os.read(read_fd, 64)
+        if not said:
+            os.write(status_fd, f"0 started {payload_pid}\n".encode())
+        os._exit(0)
+    os.close(read_fd)
+    os.waitpid(watcher, 0)
+    return write_fd
 
 
 def child_exec(launch: Launch, report_fd: int, *, session: bool = True) -> NoReturn:
@@ -132,7 +163,10 @@ def read_report(fd: int) -> None:
 
 
 def spawn(start: Callable[[int], NoReturn]) -> int:
-    """Fork a child running ``start(report_fd)``; return its pid once it has exec'd."""
+    """Fork a child running ``start(report_fd)``; return its pid once it has exec'd.
+
+    Linger: the caller then writes ``0 started <pid>`` on the status channel itself.
+    """
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:

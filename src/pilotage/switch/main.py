@@ -271,14 +271,15 @@ def _start(
             family.record(jobs, job_id, {"sid": pid, "pgid": pid, "uid": account.pw_uid,
                                          "cgroup": cgroup})  # fmt: skip
         _audit(config, audit)
-        launch.exec_in_place(plan)
+        launch.exec_in_place(plan, status_fd)
     else:
         pid = launch.spawn(lambda fd: launch.child_exec(plan, fd))
         entry = {"sid": pid, "pgid": pid, "uid": account.pw_uid, "cgroup": cgroup}
     if job_id:
         family.record(jobs, job_id, entry)
     if status_fd >= 0:
-        os.close(status_fd)  # end-of-file for the caller: the payload is running
+        _report(status_fd, f"0 started {pid}\n")
+        os.close(status_fd)
     outcome = launch.wait(pid, config.mode != "namespace", started)
     if cgroup:
         family.remove_cgroup(cgroup)
