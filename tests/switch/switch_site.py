@@ -129,6 +129,11 @@ class Site:
         self.installs[name] = wrapper
         return wrapper
 
+    def audit_unprivileged(self, name: str, account: str = "pilot") -> list[dict[str, object]]:
+        """The audit records an unprivileged switch kept in its own state directory."""
+        path = Path(f"/tmp/pilotage-exec-{pwd.getpwnam(account).pw_uid}/audit.jsonl")
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
     def audit(self, name: str) -> list[dict[str, object]]:
         """The audit records of the install ``name``."""
         path = self.root / f"audit-{name}" / "audit.jsonl"

@@ -294,10 +294,12 @@ def _start_namespace(config: Config, plan: Any, environ: Mapping[str, str]) -> i
     from .state import state_dir
 
     hidden_files = [environ[PILOT_CREDENTIAL]] if environ.get(PILOT_CREDENTIAL) else []
-    namespace.enter([*config.hide, state_dir()], hidden_files)
+    hidden_dirs = [*config.hide, state_dir()]
+    namespace.enter()
 
     def init(report_fd: int) -> Any:
         os.setsid()
+        namespace.hide(hidden_dirs, hidden_files)
         code = namespace.run_init(lambda: _fork_payload(plan, report_fd))
         os._exit(code)
 
@@ -325,18 +327,30 @@ def _signal(
     entry = family.lookup(jobs, job_id)
     if entry.get("uid") != account.pw_uid:
         raise ClientError(f"The job {job_id} does not run as {account.pw_name}.")
-    # Why: as the job's own uid, the kernel refuses any process of another account.
-    if os.geteuid() == 0:
-        launch.become(account.pw_uid, account.pw_gid, [account.pw_gid])
-    init = entry.get("init")
-    if isinstance(init, int):
+    read_fd, write_fd = os.pipe()
+    child = os.fork()
+    if child == 0:
+        # Why: as the job's own uid, the kernel refuses any process of another account.
+        # A child does it, so the switch itself stays root to write the audit record.
+        count = 0
         try:
-            os.kill(init, sig)
-            count = 1
-        except (ProcessLookupError, PermissionError):
-            count = 0
-    else:
-        count = family.signal_family(entry, sig)
+            if os.geteuid() == 0:
+                launch.become(account.pw_uid, account.pw_gid, [account.pw_gid])
+            init = entry.get("init")
+            if isinstance(init, int):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(init, sig)
+                    count = 1
+            else:
+                count = family.signal_family(entry, sig)
+            os.write(write_fd, str(count).encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as pipe:
+        said = pipe.read()
+    os.waitpid(child, 0)
+    count = int(said) if said.isdigit() else 0
     audit.update(event="signal", job=job_id, signal=sig.name, signalled=count, exit=0)
     _audit(config, audit)
     return 0

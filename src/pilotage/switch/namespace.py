@@ -41,8 +41,8 @@ def _mount(source: str, target: str, fstype: str | None, flags: int, data: str =
         raise OSError(errno, f"mount {target}: {os.strerror(errno)}")
 
 
-def enter(hide_dirs: list[str], hide_files: list[str]) -> None:
-    """Unshare the namespaces, map our uid to itself, hide what the payload must not see."""
+def enter() -> None:
+    """Unshare the user, mount, IPC and PID namespaces; map our uid and gid to themselves."""
     try:
         with open("/proc/sys/user/max_user_namespaces") as f:
             if int(f.read()) == 0:
@@ -64,6 +64,20 @@ def enter(hide_dirs: list[str], hide_files: list[str]) -> None:
             f.write(f"{uid} {uid} 1")
         with open("/proc/self/gid_map", "w") as f:
             f.write(f"{gid} {gid} 1")
+    except OSError as exc:
+        raise SiteError(f"The namespace cannot be set up ({exc}).") from None
+
+
+def hide(hide_dirs: list[str], hide_files: list[str]) -> None:
+    """In a mount namespace of our own, cover what the payload must not see.
+
+    Called in the namespace's init, so the switch itself keeps its view (its state
+    directory, for the audit record and the job registry, is among the hidden).
+    """
+    try:
+        if _libc.unshare(CLONE_NEWNS) != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, f"unshare: {os.strerror(errno)}")
         _mount("none", "/", None, MS_REC | MS_PRIVATE)
         for directory in hide_dirs:
             if os.path.isdir(directory):
