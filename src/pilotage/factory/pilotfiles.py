@@ -1,0 +1,96 @@
+"""What each entry's pilots download: the agent, the validation script, configuration.
+
+One file set per entry (its ``pilot.json`` differs), published with
+:func:`pilotage.factory.manifest.publish`:
+
+- ``agent.pyz`` — the agent's zipapp (standard library only);
+- ``validate.py`` — the validation step (:mod:`pilotage.factory.validate`);
+- ``pilot.json`` — the server's URL, the entry's name and site, what a pilot offers
+  (cpus, memory, disk, gpus), the node's minimums, the max walltime, the switch mode,
+  and where the site's own checks are;
+- ``ca.pem`` — the CA the agent trusts for the server;
+- ``factory.pub`` — added by ``publish``: the key the manifest is signed with.
+
+Nothing secret: the files go over plain HTTP and through caches. The pilot token comes
+through the batch system (see :mod:`pilotage.factory.bootstrap`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from pilotage.factory import validate
+from pilotage.factory.entries import Entry
+from pilotage.factory.manifest import Published, publish
+from pilotage.pilot.zipapp import build_zipapp
+
+#: The switch modes of a VO (seed 000 §3.2).
+VO_SWITCH_MODES = ("required", "optional", "never")
+
+
+@dataclass(frozen=True)
+class PilotConfig:
+    """The VO-side settings every entry's ``pilot.json`` carries."""
+
+    server_url: str
+    ca_pem: bytes
+    #: The VO's switch mode for this entry, as the frontend decided it.
+    switch: str = "never"
+    #: Where the site's own checks are on the node (``PILOTAGE_SITE_CHECKS`` overrides).
+    site_checks: str | None = None
+    min_python: tuple[int, int] = (3, 11)
+
+    def __post_init__(self) -> None:
+        if self.switch not in VO_SWITCH_MODES:
+            raise ValueError(f"switch mode {self.switch!r} is not one of {VO_SWITCH_MODES}")
+
+
+def pilot_json(entry: Entry, config: PilotConfig) -> bytes:
+    """The ``pilot.json`` of one entry."""
+    a = entry.attrs
+    document = {
+        "version": 1,
+        "server_url": config.server_url,
+        "entry": entry.name,
+        "site": a.site,
+        "offer": {
+            "cpus": a.cpus,
+            "memory_mb": a.memory_mb,
+            "disk_mb": a.disk_mb,
+            "gpus": a.gpus,
+        },
+        # A node with less than half of what the entry promises is not worth a pilot.
+        "require": {
+            "python": list(config.min_python),
+            "cpus": 1,
+            "memory_mb": a.memory_mb // 2,
+            "disk_mb": a.disk_mb // 2,
+        },
+        "max_walltime_s": a.max_walltime_s,
+        "switch": config.switch,
+        "site_checks": config.site_checks,
+    }
+    return json.dumps(document, indent=2, sort_keys=True).encode() + b"\n"
+
+
+def entry_files(entry: Entry, config: PilotConfig, agent: bytes) -> dict[str, bytes]:
+    """The file set of one entry (without ``factory.pub``, which ``publish`` adds)."""
+    return {
+        "agent.pyz": agent,
+        "validate.py": Path(validate.__file__).read_bytes(),
+        "pilot.json": pilot_json(entry, config),
+        "ca.pem": config.ca_pem,
+    }
+
+
+def publish_entries(
+    root: Path, entries: list[Entry], config: PilotConfig, key: Ed25519PrivateKey
+) -> dict[str, Published]:
+    """Build the agent once and publish every entry's set; by entry name."""
+    root.mkdir(parents=True, exist_ok=True)
+    agent = build_zipapp(root / "agent.pyz").read_bytes()
+    return {e.name: publish(root, entry_files(e, config, agent), key) for e in entries}
