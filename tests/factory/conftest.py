@@ -268,3 +268,70 @@ def batch(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BatchSyste
         backend = SlurmBatch({"log_dir": str(log_dir), "slurm_conf": str(slurm.conf)})
     yield backend
     backend.close()
+
+
+@dataclass(frozen=True)
+class Squid:
+    """A running Squid: its proxy URL and its access log."""
+
+    url: str
+    access_log: Path
+
+
+@pytest.fixture(scope="session")
+def squid_proxy(require_service: Require) -> Iterator[Squid]:
+    """Squid on 127.0.0.1, a free port, a memory-only cache, from a throwaway config."""
+    squid = shutil.which("squid") or (
+        "/usr/sbin/squid" if os.path.exists("/usr/sbin/squid") else None
+    )
+    if squid is None:
+        require_service("Squid", "install squid")
+    base = Path(tempfile.mkdtemp(prefix="pilotage-squid-"))
+    port = free_port()
+    user = ""
+    if os.geteuid() == 0:
+        import pwd
+
+        account = pwd.getpwnam("proxy")  # Debian's squid user
+        os.chown(base, account.pw_uid, account.pw_gid)
+        user = "cache_effective_user proxy\n"
+    (base / "squid.conf").write_text(
+        f"http_port 127.0.0.1:{port}\n{user}"
+        f"pid_filename {base}/squid.pid\n"
+        f"access_log stdio:{base}/access.log squid\n"
+        f"cache_log {base}/cache.log\n"
+        "cache_store_log none\n"
+        f"coredump_dir {base}\n"
+        "cache_mem 64 MB\n"
+        "maximum_object_size_in_memory 16 MB\n"
+        "maximum_object_size 16 MB\n"
+        "acl loopback src 127.0.0.1/32\n"
+        "http_access allow loopback\n"
+        "http_access deny all\n"
+        "shutdown_lifetime 1 seconds\n"
+        "logfile_rotate 0\n"
+    )
+    with (base / "stdout.log").open("ab") as out:
+        process = subprocess.Popen(
+            [squid, "-N", "-f", str(base / "squid.conf")], stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+
+        def listening() -> bool:
+            if process.poll() is not None:
+                logs = [base / "stdout.log", base / "cache.log"]
+                text = "".join(p.read_text(errors="replace") for p in logs if p.exists())
+                raise RuntimeError(f"squid exited: {text}")
+            with socket.socket() as probe:
+                return probe.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_for(listening, 30, "squid", base / "cache.log")
+        yield Squid(f"http://127.0.0.1:{port}", base / "access.log")
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        shutil.rmtree(base, ignore_errors=True)
