@@ -52,11 +52,62 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
+class AuthzSettings:
+    """Who may hold each role (docs/security.md, "Authorization").
+
+    Each entry is an exact identity (a DN in grid form such as ``/O=Example/CN=Alice``,
+    or a token subject), ``re:<regular expression>`` matched against the whole identity,
+    or ``fqan:<FQAN>`` for members of a VO group or role (``fqan:/vo/Role=pilot``). A
+    role with no entry keeps the tokens the pool's admins mint for it; X.509 login grants
+    only ``user`` without an entry, never another role.
+    """
+
+    user: tuple[str, ...] = ()
+    pilot: tuple[str, ...] = ()
+    frontend: tuple[str, ...] = ()
+    factory: tuple[str, ...] = ()
+    admin: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class X509Settings:
+    """Trusting X.509 credentials (login, delegation)."""
+
+    #: Trust directory in the grid layout (``<hash>.0``, ``<hash>.r0``); empty: X.509 off.
+    ca_dir: str = ""
+    #: Refuse a chain whose CA has no CRL in the trust directory.
+    require_crl: bool = False
+
+
+@dataclass(frozen=True)
+class CredentialSettings:
+    """The credential store: sessions, submit-time lifetimes, releases to pilots."""
+
+    #: Longest session token an X.509 login returns (never beyond the proxy's end).
+    session_lifetime_s: int = 12 * 3600
+    #: Walltime of a job whose submit file names none (``allowed_job_duration``).
+    default_walltime_s: int = 24 * 3600
+    #: How long a stored credential must outlive a job's walltime at submit.
+    lifetime_margin_s: int = 3600
+    #: Lifetime of a proxy released to a pilot (never beyond the stored credential).
+    release_lifetime_s: int = 3600
+    #: Released proxies are limited (RFC 3820 limited policy) unless this is false.
+    release_limited: bool = True
+    #: A claim's first retrieval key must be used within this many seconds.
+    retrieval_key_ttl_s: int = 600
+    #: A delegation's key pair waits this long for the client's signed proxy.
+    delegation_ttl_s: int = 300
+
+
+@dataclass(frozen=True)
 class Settings:
     """Every section of ``pilotage.toml``."""
 
     pool: PoolSettings = field(default_factory=PoolSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
+    authz: AuthzSettings = field(default_factory=AuthzSettings)
+    x509: X509Settings = field(default_factory=X509Settings)
+    credentials: CredentialSettings = field(default_factory=CredentialSettings)
 
     @property
     def issuer(self) -> str:
@@ -137,7 +188,13 @@ def load_settings(path: Path | None, env: dict[str, str] | None = None) -> Setti
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise OperatorError(f"configuration file {path} is not valid TOML: {exc}") from None
-    sections = {"pool": PoolSettings, "server": ServerSettings}
+    sections: dict[str, type[Any]] = {
+        "pool": PoolSettings,
+        "server": ServerSettings,
+        "authz": AuthzSettings,
+        "x509": X509Settings,
+        "credentials": CredentialSettings,
+    }
     for name, table in data.items():
         if name not in sections:
             raise OperatorError(
@@ -147,8 +204,7 @@ def load_settings(path: Path | None, env: dict[str, str] | None = None) -> Setti
         if not isinstance(table, dict):
             raise OperatorError(f"configuration file {path}: '{name}' must be a [section]")
     return Settings(
-        pool=_section(PoolSettings, "pool", data.get("pool", {}), env),
-        server=_section(ServerSettings, "server", data.get("server", {}), env),
+        **{name: _section(cls, name, data.get(name, {}), env) for name, cls in sections.items()}
     )
 
 

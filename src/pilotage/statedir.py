@@ -10,12 +10,15 @@ Layout::
     spool/                  sandboxes, content-addressed
     server.sock             the server's Unix socket (local users, peer credentials)
     server.url              the server's HTTPS URL, written when it listens
+    credentials/store.key   the credential store's AES-256 key (0600; pilotage.credentials.store)
+    audit/credentials.log   every delegation and credential release attempt, as JSON lines
 """
 
 from __future__ import annotations
 
 import os
 import re
+import secrets
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +105,14 @@ class StateDir:
     def url_file(self) -> Path:
         return self.root / "server.url"
 
+    @property
+    def store_key(self) -> Path:
+        return self.root / "credentials" / "store.key"
+
+    @property
+    def credential_audit_log(self) -> Path:
+        return self.root / "audit" / "credentials.log"
+
     def sqlite_url(self) -> str:
         return f"sqlite:///{self.root / 'pilotage.db'}"
 
@@ -122,8 +133,8 @@ class StateDir:
         """Create whatever is missing; never overwrite a key. Returns what was created."""
         created: list[str] = []
         self.root.mkdir(parents=True, exist_ok=True, mode=0o755)
-        for sub, mode in (("ca", 0o700), ("server", 0o700), ("tokens", 0o700), ("spool", 0o700)):
-            (self.root / sub).mkdir(exist_ok=True, mode=mode)
+        for sub in ("ca", "server", "tokens", "spool", "credentials", "audit"):
+            (self.root / sub).mkdir(exist_ok=True, mode=0o700)
         if not self.ca_cert.exists():
             cert, key = pki.create_pool_ca(f"pilotage pool CA {pool_name}")
             pki.write_private(self.ca_key, key)
@@ -142,6 +153,9 @@ class StateDir:
         if not self.signing_key.exists():
             pki.write_private(self.signing_key, pki.create_token_signing_key())
             created.append(str(self.signing_key))
+        if not self.store_key.exists():
+            pki.write_private(self.store_key, secrets.token_bytes(32))
+            created.append(str(self.store_key))
         if not self.config.exists():
             self.config.write_text(DEFAULT_CONFIG.format(name=pool_name), encoding="utf-8")
             created.append(str(self.config))

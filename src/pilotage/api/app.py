@@ -9,8 +9,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from pilotage import __version__
-from pilotage.api import admin, pilots, users
+from pilotage.api import admin, credentials, pilots, users
+from pilotage.api.auth import Authenticator
 from pilotage.api.context import ServerContext
+from pilotage.credentials.service import CredentialService
 from pilotage.errors import PilotageError, Transient
 
 log = logging.getLogger("pilotage.api")
@@ -37,9 +39,13 @@ def create_app(ctx: ServerContext) -> FastAPI:
     """The server's FastAPI application over ``ctx``."""
     app = FastAPI(title="pilotage", version=__version__, docs_url=None, redoc_url=None)
     app.state.ctx = ctx
+    app.state.credentials = creds = CredentialService.build(ctx.state, ctx.settings)
+    # The [authz] rules apply to every token, so the authenticator carries them.
+    ctx.authenticator = Authenticator(ctx.issuer, ctx.settings.server.admins, creds.rules)
     app.include_router(users.router)
     app.include_router(pilots.router)
     app.include_router(admin.router)
+    app.include_router(credentials.router)
 
     @app.exception_handler(PilotageError)
     async def on_pilotage_error(_request: Request, exc: PilotageError) -> JSONResponse:

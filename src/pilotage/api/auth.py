@@ -9,7 +9,8 @@ Two ways in, and nothing else:
 * a bearer token (JWT signed by the pool's issuer) over TLS, or over the socket.
 
 The local uid maps to the user of that name; root, the server's own user and the
-configured admins get the admin role.
+configured admins get the admin role. A token's role holds only if the ``[authz]``
+rules allow its subject that role (:mod:`pilotage.credentials.authz`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 from starlette.requests import HTTPConnection
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from pilotage.credentials.authz import RoleRules
 from pilotage.credentials.tokens import Role, TokenIssuer
 from pilotage.errors import Denied, Unauthenticated
 
@@ -41,6 +43,7 @@ class Principal:
     name: str
     role: Role
     via: str  # "socket" or "token"
+    groups: tuple[str, ...] = ()  # VO groups (FQANs) a token carries
 
     @property
     def admin(self) -> bool:
@@ -75,9 +78,12 @@ class PeerCredentialProtocol(HttpToolsProtocol):
 class Authenticator:
     """Turns a request into a :class:`Principal`, or refuses it."""
 
-    def __init__(self, issuer: TokenIssuer, admins: tuple[str, ...]) -> None:
+    def __init__(
+        self, issuer: TokenIssuer, admins: tuple[str, ...], rules: RoleRules | None = None
+    ) -> None:
         self.issuer = issuer
         self.admins = frozenset(admins)
+        self.rules = rules
         self.server_uid = os.getuid()
 
     def principal(self, conn: HTTPConnection) -> Principal:
@@ -87,7 +93,9 @@ class Authenticator:
             if scheme.lower() != "bearer" or not token.strip():
                 raise Unauthenticated("the Authorization header must be 'Bearer <token>'")
             claims = self.issuer.verify(token.strip())
-            return Principal(claims.subject, claims.role, "token")
+            if self.rules is not None:
+                self.rules.check_token(claims.subject, claims.role, claims.groups)
+            return Principal(claims.subject, claims.role, "token", claims.groups)
         peer = (conn.scope.get("extensions") or {}).get(PEER_KEY)
         if peer is not None:
             return self._local(peer[1])

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pilotage.api.auth import Principal, require
 from pilotage.api.context import ServerContext, actor_of
 from pilotage.collector import pilots as pilot_registry
+from pilotage.credentials.lifetime import require_lifetime
 from pilotage.credentials.tokens import Role
 from pilotage.errors import BadInput, NotFound
 from pilotage.queue import jobs as queue
@@ -62,6 +63,8 @@ def new_cluster(ctx: Ctx, who: User) -> dict[str, int]:
 @router.post("/clusters/{cluster_id}/jobs", status_code=201)
 def commit_cluster(cluster_id: int, body: ClusterSubmission, ctx: Ctx, who: User) -> dict[str, int]:
     with ctx.store.write() as conn:
+        # Refused before anything is stored: a job's credential must outlive the job.
+        require_lifetime(conn, who.name, body.jobs, ctx.settings.credentials, ctx.clock())
         count = queue.commit_cluster(conn, cluster_id, actor_of(who), body.jobs, ctx.clock())
     return {"cluster_id": cluster_id, "jobs": count}
 

@@ -8,6 +8,7 @@ usage; 3 not found; 4 not authenticated or denied; 5 server unreachable; 6 confl
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from dataclasses import dataclass
@@ -45,7 +46,15 @@ class Globals:
         return StateDir(self.state_dir)
 
     def client(self) -> Client:
-        return Client(locate(self.state, self.server, self.token, self.ca))
+        token = self.token
+        # A session token saved by 'pilotage login' serves remote calls that name none; it
+        # is never sent over the socket, where the kernel already says who we are.
+        if token is None and self.server is not None and not os.environ.get("PILOTAGE_TOKEN"):
+            from pilotage.cli.credentials import saved_token_path
+
+            saved = saved_token_path()
+            token = saved if saved.exists() else None
+        return Client(locate(self.state, self.server, token, self.ca))
 
 
 @app.callback()
@@ -69,10 +78,12 @@ def root(
 
 
 def _register() -> None:
-    from pilotage.cli import jobs, pool
+    from pilotage.cli import admin, credentials, jobs, pool
 
     jobs.register(app)
     pool.register(app)
+    credentials.register(app)
+    app.add_typer(admin.app, name="admin")
     for name, module in (("ca", "pilotage.cli.ca"), ("proxy", "pilotage.cli.proxy")):
         try:
             sub = __import__(module, fromlist=["app"])

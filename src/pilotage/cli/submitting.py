@@ -56,6 +56,9 @@ def submit(client: Client, path: Path, owner: str) -> tuple[int, int]:
     text = read_description(path)
     iwd = Path.cwd()
     check_inputs(parse_submit(text, source=str(path), iwd=iwd, cluster_id=0, owner=owner))
+    identities = _proxy_identities(
+        parse_submit(text, source=str(path), iwd=iwd, cluster_id=0, owner=owner)
+    )
     cluster_id = int(client.call("POST", "/api/v1/clusters")["cluster_id"])
     specs = parse_submit(text, source=str(path), iwd=iwd, cluster_id=cluster_id, owner=owner)
     uploaded: dict[tuple[tuple[str, str], ...], str] = {}
@@ -65,10 +68,19 @@ def submit(client: Client, path: Path, owner: str) -> tuple[int, int]:
         if members and members not in uploaded:
             uploaded[members] = _upload(client, list(members))
         digest = uploaded.get(members) if members else None
-        final.append(spec.model_copy(update={"input_sandbox": digest}))
+        identity = identities.get(spec.x509userproxy) if spec.x509userproxy else None
+        final.append(spec.model_copy(update={"input_sandbox": digest, "x509_identity": identity}))
     body = ClusterSubmission(jobs=final).model_dump(mode="json")
     answer = client.call("POST", f"/api/v1/clusters/{cluster_id}/jobs", json=body)
     return cluster_id, int(answer["jobs"])
+
+
+def _proxy_identities(specs: list[JobSpec]) -> dict[str, str]:
+    """The identity of each proxy file the jobs name (``x509userproxy``), read once each."""
+    from pilotage.cli.credentials import proxy_identity
+
+    paths = {spec.x509userproxy for spec in specs if spec.x509userproxy is not None}
+    return {path: proxy_identity(Path(path)) for path in sorted(paths)}
 
 
 def _upload(client: Client, members: list[tuple[str, str]]) -> str:

@@ -63,6 +63,14 @@ class JobSpec(BaseModel):
     iwd: str = "/"
     #: Digest of the input sandbox uploaded for this job (``None``: no input sandbox).
     input_sandbox: str | None = None
+    #: The proxy file on the submit host (``x509userproxy``), stored like ``iwd``; the
+    #: client reads its identity into ``x509_identity`` before sending the job.
+    x509userproxy: str | None = Field(default=None, min_length=1, max_length=4096)
+    #: The X.509 identity (grid-form DN) whose delegated credential the job runs with;
+    #: the server checks it against the credential store at submit and at each release.
+    x509_identity: str | None = Field(default=None, min_length=1, max_length=512)
+    #: The walltime the job asks for, in seconds (``allowed_job_duration``).
+    max_walltime_s: int | None = Field(default=None, ge=1, le=366 * 86400)
 
     @field_validator("executable")
     @classmethod
@@ -122,3 +130,10 @@ class ClusterSubmission(BaseModel):
 
     v: int = WIRE_VERSION
     jobs: list[JobSpec] = Field(min_length=1, max_length=100_000)
+
+    @field_validator("v")
+    @classmethod
+    def _version(cls, v: int) -> int:
+        if v != WIRE_VERSION:
+            raise ValueError(f"version {v} is not supported; this server speaks {WIRE_VERSION}")
+        return v

@@ -28,6 +28,7 @@ from typing import NoReturn, TypeVar
 
 import pydantic
 
+from pilotage.credentials.proxy import default_proxy_path
 from pilotage.errors import BadInput
 from pilotage.queue import submit_values as values
 from pilotage.queue.spec import ATTR_NAME, JobSpec
@@ -83,6 +84,7 @@ _FIELDS = {
     **{c: c for c in ("request_cpus", "request_gpus", "requirements", "rank", "priority")},
     "request_memory_mb": "request_memory",
     "request_disk_mb": "request_disk",
+    "max_walltime_s": "allowed_job_duration",
 }
 #: Commands accepted for compatibility: checked, then without effect.
 _CHECK_ONLY = ("universe", "should_transfer_files", "when_to_transfer_output", "notification")
@@ -335,6 +337,7 @@ class _JobBuilder:
             for name, s in parser.attrs.values()
         }
         fields: dict[str, object] = {
+            "x509userproxy": self.proxy_path(iwd),
             "executable": executable,
             "transfer_executable": transfer_executable,
             "input": stdin,
@@ -354,6 +357,16 @@ class _JobBuilder:
             first = error.errors()[0]
             where = ".".join(str(part) for part in first["loc"])
             parser.fail(self.line, f"job {self.scope['process']}: {where}: {first['msg']}")
+
+    def proxy_path(self, iwd: str) -> str | None:
+        """The job's proxy file: ``x509userproxy``, else the default one when
+        ``use_x509userproxy`` is true (``$X509_USER_PROXY`` or ``/tmp/x509up_u<uid>``)."""
+        path = self.get("x509userproxy", values.parse_text)
+        if path is not None:
+            return _absolute(iwd, path)
+        if self.get("use_x509userproxy", values.parse_bool):
+            return str(default_proxy_path())
+        return None
 
     def check_sandbox_names(self, executable: str | None, inputs: list[str]) -> None:
         """Refuse two different files that would land under one name in the job's directory."""

@@ -176,6 +176,13 @@ def parse_input_name(value: str) -> str:
     return value
 
 
+def parse_duration(value: str) -> int:
+    """``allowed_job_duration``: the job's walltime, a whole number of seconds."""
+    if not _INTEGER.fullmatch(value) or not 1 <= int(value) <= 366 * 86400:
+        raise ValueError(f"{value!r} is not a number of seconds between 1 and 31622400")
+    return int(value)
+
+
 #: Every command the language knows, with the parser that checks its value.
 COMMANDS: dict[str, Callable[[str], object]] = {
     "executable": parse_text,
@@ -201,6 +208,9 @@ COMMANDS: dict[str, Callable[[str], object]] = {
     "when_to_transfer_output": partial(parse_choice, choices=("ON_EXIT", "ON_EXIT_OR_EVICT")),
     "notification": partial(parse_choice, choices=("never", "error", "complete", "always")),
     "getenv": parse_getenv,
+    "use_x509userproxy": parse_bool,
+    "x509userproxy": parse_text,
+    "allowed_job_duration": parse_duration,
 }
 
 

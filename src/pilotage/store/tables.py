@@ -125,3 +125,83 @@ claims = sa.Table(
     sa.Index("ix_claims_state_lease", "state", "lease_expires_at"),
     sa.Index("ix_claims_pilot_state", "pilot_id", "state"),
 )
+
+# --- The credential store (migration 0003): see pilotage.credentials and docs/security.md.
+
+#: One delegated X.509 credential per owner; its private key sealed (AES-GCM, store.key).
+stored_credentials = sa.Table(
+    "stored_credentials",
+    metadata,
+    sa.Column("owner", sa.String(256), primary_key=True),
+    # Invariant: a re-delegation never changes identity_rfc4514 (it is refused instead).
+    sa.Column("identity_dn", sa.String(512), nullable=False),
+    sa.Column("identity_rfc4514", sa.String(512), nullable=False),
+    sa.Column("chain_pem", sa.Text, nullable=False),  # certificates only, leaf first
+    sa.Column("key_sealed", sa.LargeBinary, nullable=False),
+    sa.Column("limited", sa.Boolean, nullable=False),
+    sa.Column("not_after", sa.Float, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+#: A delegation in progress: the key pair the server made, waiting for the signed proxy.
+delegations = sa.Table(
+    "delegations",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("owner", sa.String(256), nullable=False),
+    sa.Column("key_sealed", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
+
+#: One-time keys that let a claim's pilot fetch its job's credential (stored hashed).
+retrieval_keys = sa.Table(
+    "retrieval_keys",
+    metadata,
+    sa.Column("key_hash", sa.String(64), primary_key=True),  # SHA-256 hex of the key
+    sa.Column("claim_id", sa.String(64), nullable=False),
+    # 0: the key handed out with the claim; n+1: the key returned with release n.
+    sa.Column("generation", sa.Integer, nullable=False),
+    sa.Column("pilot_id", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("used_at", sa.Float, nullable=True),
+    sa.UniqueConstraint("claim_id", "generation", name="uq_retrieval_keys_claim_generation"),
+)
+
+#: Login nonces (stored hashed); each is spent by the first attempt that names it.
+login_nonces = sa.Table(
+    "login_nonces",
+    metadata,
+    sa.Column("nonce_hash", sa.String(64), primary_key=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False, index=True),
+    sa.Column("used_at", sa.Float, nullable=True),
+)
+
+#: VO membership: the FQANs (groups and roles) each identity holds.
+vo_members = sa.Table(
+    "vo_members",
+    metadata,
+    sa.Column("identity", sa.String(512), primary_key=True),
+    sa.Column("fqan", sa.String(256), primary_key=True),
+    sa.Column("added_by", sa.String(256), nullable=False),
+    sa.Column("added_at", sa.Float, nullable=False),
+)
+
+#: Every delegation and release attempt, granted or refused (also as JSON lines on disk).
+credential_audit = sa.Table(
+    "credential_audit",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False, index=True),
+    sa.Column("event", sa.String(32), nullable=False),  # delegate, key, release
+    sa.Column("outcome", sa.String(16), nullable=False),  # granted, refused
+    sa.Column("caller", sa.String(512), nullable=False),
+    sa.Column("pilot_id", sa.String(64), nullable=True),
+    sa.Column("claim_id", sa.String(64), nullable=True),
+    sa.Column("job_id", sa.String(32), nullable=True),  # CLUSTER.PROC
+    sa.Column("identity", sa.String(512), nullable=True),
+    sa.Column("reason", sa.Text, nullable=True),
+)
