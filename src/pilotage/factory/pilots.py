@@ -89,12 +89,14 @@ class Pilot:
     #: Why it is held, failed or finished, when known.
     reason: str = ""
     releases: int = 0
+    #: The frontend whose request the pilot was submitted for.
+    frontend: str = ""
 
 
-def new_pilot(pilot_id: str, entry: str, backend_id: str, at: float) -> Pilot:
+def new_pilot(pilot_id: str, entry: str, backend_id: str, at: float, frontend: str = "") -> Pilot:
     """A pilot just submitted: IDLE (queued at its entry)."""
     log.info("pilot %s submitted to entry %s as %s", pilot_id, entry, backend_id)
-    return Pilot(pilot_id, entry, backend_id, PilotState.IDLE, at, at)
+    return Pilot(pilot_id, entry, backend_id, PilotState.IDLE, at, at, frontend=frontend)
 
 
 def transition(pilot: Pilot, event: PilotEvent, at: float, reason: str = "") -> Pilot:
