@@ -17,7 +17,8 @@ import ssl
 from pathlib import Path
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
+from pydantic import ValidationError
 
 from pilotage.errors import OperatorError
 from pilotage.siteauthz.wire import DecisionRequest, DecisionResponse
@@ -54,11 +55,20 @@ def create_app(holder: PolicyHolder) -> FastAPI:
     """The decision API: ``POST /v1/decision``, ``GET /v1/health``."""
     app = FastAPI(title="pilotage site-authz", version="1", docs_url=None, redoc_url=None)
 
-    @app.post("/v1/decision")
-    def decide(request: DecisionRequest) -> DecisionResponse:
-        # A plain def: pool leases touch the gridmapdir, so this runs in the thread pool.
-        pilot = request.pilot.to_subject() if request.pilot is not None else None
-        return DecisionResponse.of(holder.current.decide(request.user.to_subject(), pilot))
+    async def decide(request: Request) -> Response:
+        # Why a raw route: FastAPI's body and response machinery cost more than the
+        # decision itself; pydantic still parses and checks both messages. Why async: the
+        # only blocking work, a new pool lease, is a few syscalls under flock.
+        try:
+            asked = DecisionRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            return Response(exc.json(), status_code=422, media_type="application/json")
+        pilot = asked.pilot.to_subject() if asked.pilot is not None else None
+        decision = holder.current.decide(asked.user.to_subject(), pilot)
+        return Response(DecisionResponse.of(decision).model_dump_json(),
+                        media_type="application/json")  # fmt: skip
+
+    app.router.add_route("/v1/decision", decide, methods=["POST"])
 
     @app.get("/v1/health")
     async def health() -> dict[str, int]:
@@ -72,6 +82,10 @@ def bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Why: a response leaves in two writes (head, body); with Nagle on, the second waits
+    # for the client's delayed ACK, 40 ms, and a decision took 45 ms instead of 1.
+    # Accepted connections inherit the option from the listening socket on Linux.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
