@@ -10,7 +10,6 @@ from fastapi.responses import JSONResponse
 
 from pilotage import __version__
 from pilotage.api import admin, credentials, pilots, users
-from pilotage.api.auth import Authenticator
 from pilotage.api.context import ServerContext
 from pilotage.credentials.service import CredentialService
 from pilotage.errors import PilotageError, Transient
@@ -40,8 +39,9 @@ def create_app(ctx: ServerContext) -> FastAPI:
     app = FastAPI(title="pilotage", version=__version__, docs_url=None, redoc_url=None)
     app.state.ctx = ctx
     app.state.credentials = creds = CredentialService.build(ctx.state, ctx.settings)
-    # The [authz] rules apply to every token, so the authenticator carries them.
-    ctx.authenticator = Authenticator(ctx.issuer, ctx.settings.server.admins, creds.rules)
+    # The [authz] rules apply to every token, so the authenticator carries them (set on the
+    # context's own authenticator: whatever wraps it, a cache say, must see them too).
+    ctx.authenticator.rules = creds.rules
     app.include_router(users.router)
     app.include_router(pilots.router)
     app.include_router(admin.router)

@@ -283,14 +283,29 @@ def _pilot_attempt(
         require(who, Role.PILOT)
         with ctx.store.read() as conn:
             claim = release.claim_of(conn, claim_id)
-        record = dataclasses.replace(
-            record, pilot_id=claim.pilot_id, job_id=claim.job_ref, identity=claim.x509_identity
-        )
+        record = _about(record, claim)
         release.require_held(claim, who.name)
     except PilotageError as exc:
-        _refused(ctx, creds, record, exc)
+        _refused(ctx, creds, _with_claim(ctx, record), exc)
         raise
     return record, claim
+
+
+def _about(record: AuditRecord, claim: release.HeldClaim) -> AuditRecord:
+    return dataclasses.replace(
+        record, pilot_id=claim.pilot_id, job_id=claim.job_ref, identity=claim.x509_identity
+    )
+
+
+def _with_claim(ctx: ServerContext, record: AuditRecord) -> AuditRecord:
+    """``record`` naming the claim's pilot, job and identity when the claim exists."""
+    if record.claim_id is None or record.job_id is not None:
+        return record
+    try:
+        with ctx.store.read() as conn:
+            return _about(record, release.claim_of(conn, record.claim_id))
+    except NotFound:
+        return record
 
 
 @router.post("/pilot/v1/claims/{claim_id}/credential-key", status_code=201)
