@@ -13,9 +13,11 @@ from typing import Any
 
 import sqlalchemy as sa
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from sqlalchemy.pool import NullPool
 
 from credentials.x509_pool import ProtocolPilot, X509Pool, error_of
+from pilotage.credentials.proxy import make_proxy_request
 from pilotage.store.tables import credential_audit
 from pilotage.switch.x509 import validate_chain
 
@@ -134,8 +136,18 @@ def test_release_settings_and_a_changed_identity(
         time.sleep(1.5)
         assert error_of(pilot.fetch(claims[0], stale)[0])[:2] == (403, "RetrievalKeyExpired")
 
+        # A weak key in the CSR is bad input, and the refusal does not spend the key.
+        key = pilot.key(claims[1]).json()["key"]
+        weak, _ = make_proxy_request(key_bits=1024)
+        weak_pem = weak.public_bytes(serialization.Encoding.PEM).decode()
+        answer = http.post(
+            f"/pilot/v1/claims/{claims[1]}/credential",
+            json={"v": 1, "key": key, "csr_pem": weak_pem},
+        )
+        assert error_of(answer)[:2] == (422, "BadInput")
+
         # Full proxies when configured, and never beyond the stored credential's end.
-        released, _ = pilot.fetch(claims[1], pilot.key(claims[1]).json()["key"])
+        released, _ = pilot.fetch(claims[1], key)
         assert released.status_code == 200, released.text
         with x509_pool.https(pool.token("alice", "user")) as alice:
             stored_end = alice.get("/api/v1/credential").json()["not_after"]

@@ -50,7 +50,7 @@ from pilotage.credentials.proxy import sign_proxy_request
 from pilotage.credentials.store import StoreKey
 from pilotage.errors import BadInput, NotFound
 from pilotage.store.tables import claims, jobs, pilots, retrieval_keys
-from pilotage.switch.credential_errors import CredentialError
+from pilotage.switch.credential_errors import CredentialError, WeakKey
 
 
 @dataclass(frozen=True)
@@ -175,6 +175,8 @@ def release(
             lifetime_s=settings.release_lifetime_s,
             limited=settings.release_limited or stored.limited,
         )
+    except WeakKey as exc:
+        raise BadInput(f"csr_pem: {exc.message}") from None
     except CredentialError as exc:
         raise StoredCredentialUnusable(
             f"the stored credential of {held.owner} cannot sign: {exc.message}"
