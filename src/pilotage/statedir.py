@@ -43,6 +43,18 @@ idle_timeout_s = 1200.0   # an agent with nothing to run exits after this long
 max_sandbox_mb = 256      # largest input or output sandbox accepted
 max_attempts = 5          # a job started and lost this many times is held
 # admins = ["alice"]      # Unix users with the admin role (besides root and the pool's owner)
+
+# Who may hold each role: exact identities, "re:<regex>" or "fqan:<FQAN>" (docs/security.md).
+# [authz]
+# user = ["re:^/DC=org/DC=example/.*$"]
+# pilot = ["fqan:/pilotage/Role=pilot"]
+
+# [x509]
+# ca_dir = "/etc/grid-security/certificates"   # trust directory; empty: no X.509 login
+
+# [credentials]
+# lifetime_margin_s = 3600     # a job's credential must outlive its walltime by this much
+# release_lifetime_s = 3600    # lifetime of the proxies released to pilots
 """
 
 
