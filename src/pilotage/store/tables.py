@@ -205,3 +205,48 @@ credential_audit = sa.Table(
     sa.Column("identity", sa.String(512), nullable=True),
     sa.Column("reason", sa.Text, nullable=True),
 )
+
+# --- Pilot provisioning (migration 0002): see pilotage.api.provisioning.
+
+#: Each factory entry's ad, as its factory last advertised it, with its pilot counts.
+entry_ads = sa.Table(
+    "entry_ads",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    # Invariant: only the factory that first advertised an entry updates it.
+    sa.Column("factory", sa.String(256), nullable=False),
+    sa.Column("ad", sa.Text, nullable=False),  # JSON: attribute -> literal
+    sa.Column("pilots", sa.Text, nullable=False),  # JSON: counts by state, total and per frontend
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+#: What each frontend wants at each entry (the constant-pressure request).
+pilot_requests = sa.Table(
+    "pilot_requests",
+    metadata,
+    sa.Column("frontend", sa.String(256), primary_key=True),
+    sa.Column("entry", sa.String(64), primary_key=True),
+    sa.Column("idle_wanted", sa.Integer, nullable=False),
+    sa.Column("max_running", sa.Integer, nullable=False),
+    sa.Column("removal", sa.String(16), nullable=False),  # none, idle, all
+    sa.Column("remove_idle", sa.Integer, nullable=False),
+    sa.Column("switch_mode", sa.String(16), nullable=False),  # required, optional, never
+    sa.Column("pilot_token", sa.Text, nullable=True),  # handed to the factory only
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+#: Pilots' validation outcomes (the bootstrap's ``pilotage-validation`` lines).
+validation_reports = sa.Table(
+    "validation_reports",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("reporter", sa.String(256), nullable=False),
+    sa.Column("entry", sa.String(64), nullable=False),
+    sa.Column("pilot", sa.String(128), nullable=False),
+    sa.Column("ok", sa.Boolean, nullable=False),
+    sa.Column("reason", sa.String(64), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("details", sa.Text, nullable=False),  # JSON: further structured fields
+    sa.Index("ix_validation_reports_entry_at", "entry", "at"),
+)
