@@ -13,7 +13,7 @@ from pilotage.credentials import delegation
 from pilotage.credentials.errors import UnknownDelegation
 from pilotage.credentials.store import StoreKey
 from pilotage.credentials.x509_testing import spare_key
-from pilotage.errors import InternalError, OperatorError
+from pilotage.errors import Conflict, InternalError, OperatorError
 from pilotage.statedir import StateDir
 from pilotage.store.engine import Store
 
@@ -74,5 +74,13 @@ def test_a_pending_delegation_serves_one_attempt_before_it_times_out(db_url: str
             delegation.take(conn, "alice", once.delegation_id, store_key, now=1001.0)
         with pytest.raises(UnknownDelegation, match="no delegation"), store.write() as conn:
             delegation.take(conn, "alice", once.delegation_id, store_key, now=1002.0)
+        # Each pending delegation costs an RSA key generation: a few per owner at once.
+        with store.write() as conn:
+            for _ in range(delegation.MAX_PENDING):
+                delegation.start(conn, "carol", store_key, ttl_s=60, now=2000.0)
+        with pytest.raises(Conflict, match="4 delegations in progress"), store.write() as conn:
+            delegation.start(conn, "carol", store_key, ttl_s=60, now=2001.0)
+        with store.write() as conn:  # once they time out, they are swept
+            delegation.start(conn, "carol", store_key, ttl_s=60, now=2061.0)
     finally:
         store.dispose()

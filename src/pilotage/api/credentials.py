@@ -169,13 +169,18 @@ def finish_delegation(
                 validated.identity_dn, Role.USER, vo.groups_of(conn, validated.identity_dn)
             )
             creds.audit.insert(conn, record)
-            stored = store.get(conn, who.name)
     except PilotageError as exc:
         _refused(ctx, creds, record, exc)
         raise
     creds.audit.append(record)
-    assert stored is not None
-    return {**_stored_view(stored), "refreshed": refreshed}
+    return {
+        "owner": who.name,
+        "identity": validated.identity_dn,
+        "not_after": validated.not_after.timestamp(),
+        "limited": validated.limited,
+        "updated_at": now,
+        "refreshed": refreshed,
+    }
 
 
 @router.get("/api/v1/credential")

@@ -40,6 +40,7 @@ from pilotage.credentials.errors import (
 )
 from pilotage.credentials.proxy import make_proxy_request
 from pilotage.credentials.store import StoreKey
+from pilotage.errors import Conflict
 from pilotage.store.tables import delegations
 from pilotage.switch.certificate import CredentialKey
 from pilotage.switch.x509 import (
@@ -49,6 +50,9 @@ from pilotage.switch.x509 import (
     load_credential,
     validate_chain,
 )
+
+#: Delegations one owner may have in progress at once.
+MAX_PENDING = 4
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,17 @@ def start(
     conn: sa.Connection, owner: str, store_key: StoreKey, *, ttl_s: float, now: float
 ) -> PendingDelegation:
     """Make the key pair and CSR of a new delegation by ``owner``."""
+    # Abandoned delegations hold nothing of value (a key nobody certified); drop them.
+    conn.execute(sa.delete(delegations).where(delegations.c.expires_at < now))
+    pending = conn.execute(
+        sa.select(sa.func.count()).select_from(delegations).where(delegations.c.owner == owner)
+    ).scalar_one()
+    # Why: each key pair costs the server an RSA key generation; a user needs one or two.
+    if pending >= MAX_PENDING:
+        raise Conflict(
+            f"{owner} already has {pending} delegations in progress; finish them or wait "
+            f"{int(ttl_s)} s"
+        )
     csr, key = make_proxy_request()
     delegation_id = secrets.token_hex(16)
     expires_at = now + ttl_s
@@ -76,8 +91,6 @@ def start(
             expires_at=expires_at,
         )
     )
-    # Abandoned delegations hold nothing of value (a key nobody certified); drop them.
-    conn.execute(sa.delete(delegations).where(delegations.c.expires_at < now))
     pem = csr.public_bytes(serialization.Encoding.PEM).decode()
     return PendingDelegation(delegation_id, pem, expires_at)
 

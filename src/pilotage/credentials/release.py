@@ -131,8 +131,13 @@ def issue_first_key(
             f"claim {held.claim_id} already had its key; it is handed out once"
         )
     expires_at = now + settings.retrieval_key_ttl_s
-    # The unique (claim_id, generation) makes a concurrent second issue fail, not succeed.
-    return _new_key(conn, held, 0, expires_at, now), expires_at
+    try:
+        return _new_key(conn, held, 0, expires_at, now), expires_at
+    except sa.exc.IntegrityError:
+        # Why: the unique (claim_id, generation) lets only one of two concurrent asks win.
+        raise RetrievalKeyAlreadyIssued(
+            f"claim {held.claim_id} already had its key; it is handed out once"
+        ) from None
 
 
 def release(

@@ -28,7 +28,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from pilotage.errors import InternalError, OperatorError
+from pilotage.errors import Conflict, InternalError, OperatorError
 from pilotage.store.tables import stored_credentials
 from pilotage.switch.certificate import CredentialKey, load_private_key
 from pilotage.switch.x509 import ValidatedChain
@@ -170,7 +170,14 @@ def put(
         sa.update(stored_credentials).where(stored_credentials.c.owner == owner).values(**values)
     )
     if updated.rowcount == 0:
-        conn.execute(sa.insert(stored_credentials).values(owner=owner, created_at=now, **values))
+        try:
+            conn.execute(
+                sa.insert(stored_credentials).values(owner=owner, created_at=now, **values)
+            )
+        except sa.exc.IntegrityError:
+            raise Conflict(
+                f"another delegation of {owner} was stored at the same moment; delegate again"
+            ) from None
 
 
 def remove(conn: sa.Connection, owner: str) -> bool:
