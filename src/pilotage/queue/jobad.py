@@ -85,6 +85,13 @@ def build_job_ad(spec: JobSpec, *, cluster_id: int, proc_id: int, owner: str, qd
     ad["QDate"] = int(qdate)
     ad["Cmd"] = spec.executable
     ad["Arguments"] = json.dumps(spec.arguments)
+    # Whose credential the job runs with is the server's word, never a +Attr of the user's.
+    if spec.x509_identity is not None:
+        ad["x509userproxysubject"] = spec.x509_identity
+    elif "x509userproxysubject" in ad:
+        del ad["x509userproxysubject"]
+    if spec.max_walltime_s is not None:
+        ad["AllowedJobDuration"] = spec.max_walltime_s
     ad["Requirements"] = classad2.ExprTree(requirements_of(spec))
     if spec.rank is not None:
         ad["Rank"] = classad2.ExprTree(spec.rank)
