@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from pilotage.config import load_settings
 from pilotage.credentials import delegation
-from pilotage.credentials.errors import UnknownDelegation
+from pilotage.credentials.errors import UnknownDelegation, X509Disabled
+from pilotage.credentials.service import CredentialService
 from pilotage.credentials.store import StoreKey
 from pilotage.credentials.x509_testing import spare_key
 from pilotage.errors import Conflict, InternalError, OperatorError
@@ -84,3 +86,19 @@ def test_a_pending_delegation_serves_one_attempt_before_it_times_out(db_url: str
             delegation.start(conn, "carol", store_key, ttl_s=60, now=2061.0)
     finally:
         store.dispose()
+
+
+def test_without_a_trust_directory_x509_is_refused_and_a_bad_one_stops_the_server(
+    tmp_path: Path,
+) -> None:
+    state = StateDir(tmp_path / "state")
+    state.init(pool_name="t")
+    service = CredentialService.build(state, load_settings(None, env={}))
+    with pytest.raises(X509Disabled, match="no \\[x509\\] ca_dir"):
+        service.trust()
+    missing = {"PILOTAGE_X509_CA_DIR": str(tmp_path / "nowhere")}
+    with pytest.raises(OperatorError, match=r"\[x509\] ca_dir: The trust directory"):
+        CredentialService.build(state, load_settings(None, env=missing))
+    state.store_key.unlink()
+    with pytest.raises(OperatorError, match="run 'pilotage init'"):
+        CredentialService.build(state, load_settings(None, env={}))
