@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import secrets
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
@@ -75,3 +77,27 @@ def test_payload_cannot_signal_the_pilot(site: Site, creds: Credentials) -> None
 def test_payload_exit_code_and_collision(site: Site, creds: Credentials) -> None:
     assert _run(site, creds, ["sh", "-c", "exit 9"]).returncode == 9
     assert _run(site, creds, ["sh", "-c", "exit 203"]).returncode == 204
+
+
+@pytest.mark.usefixtures("namespaces")
+def test_signal_reaches_every_process_of_a_namespace_job(site: Site, creds: Credentials) -> None:
+    job = f"ns-{secrets.token_hex(4)}"
+    process = subprocess.Popen(
+        [str(site.installs["namespace"]), "--", "sh", "-c", "sleep 120 & sleep 120 & wait"],
+        env={"PATH": "/usr/bin:/bin", "PILOTAGE_EXEC_USER_CREDENTIAL": str(creds.made["alice"]),
+             "PILOTAGE_EXEC_JOB_ID": job},
+        user="pilot", group="pilot", extra_groups=[],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        time.sleep(1.5)
+        result = run_switch(
+            site.installs["namespace"], ["--signal", "TERM", "--job", job],
+            user=creds.made["alice"], sudo=False,
+        )  # fmt: skip
+        assert (result.returncode, result.stderr) == (0, "")
+        process.communicate(timeout=10)
+        assert process.returncode == 128 + 15  # the shell died of SIGTERM, its init said so
+    finally:
+        process.kill()
+        process.communicate()

@@ -106,7 +106,9 @@ def run_init(start_payload: Callable[[], int]) -> int:
         raise SiteError(f"The namespace cannot mount /proc ({exc}).") from None
     payload = start_payload()
     for sig in FORWARDED:
-        signal.signal(sig, lambda number, _frame: os.kill(payload, number))
+        # As the namespace's pid 1, kill(-1) reaches every process inside but itself:
+        # the whole job, however it forked.
+        signal.signal(sig, lambda number, _frame: os.kill(-1, number))
     while True:
         # pid 1 reaps every orphan of the namespace; only the payload's status counts.
         pid, status = os.waitpid(-1, 0)
