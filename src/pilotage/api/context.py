@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import BinaryIO, cast
+from typing import BinaryIO, TypeVar, cast
 
+import jwt
+import sqlalchemy as sa
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import HTTPConnection
 
 from pilotage.api.auth import Authenticator, Principal
 from pilotage.config import Settings
@@ -20,6 +24,58 @@ from pilotage.queue.history import Actor
 from pilotage.queue.spool import Spool
 from pilotage.statedir import StateDir
 from pilotage.store.engine import Store
+
+T = TypeVar("T")
+
+
+class VerifiedTokens:
+    """Callers of recently verified bearer tokens, so a pilot's every call does not
+    verify its token's signature again (an ES256 verification costs about as much as
+    the rest of a dispatch call).
+
+    A token is served from here only while it is unexpired and for at most ``ttl_s``
+    after it was verified, so a retired signing key stops working within ``ttl_s``.
+    Anything but a bearer token goes to the authenticator every time.
+    """
+
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        clock: Callable[[], float],
+        *,
+        ttl_s: float = 60.0,
+        size: int = 10_000,
+    ) -> None:
+        self._authenticator = authenticator
+        self._clock = clock
+        self._ttl_s = ttl_s
+        self._size = size
+        # Invariant: an entry (principal, until) was verified by the authenticator and
+        # ``until`` is no later than the token's expiry.
+        self._known: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
+
+    def principal(self, conn: HTTPConnection) -> Principal:
+        header = conn.headers.get("authorization")
+        now = self._clock()
+        known = self._known.get(header) if header is not None else None
+        if known is not None:
+            if now < known[1]:
+                return known[0]
+            del self._known[header]  # type: ignore[arg-type]
+        who = self._authenticator.principal(conn)
+        if header is not None and who.via == "token":
+            until = min(now + self._ttl_s, _expiry(header))
+            self._known[header] = (who, until)
+            if len(self._known) > self._size:
+                self._known.popitem(last=False)
+        return who
+
+
+def _expiry(header: str) -> float:
+    """The expiry of the (just verified) bearer token in ``header``."""
+    token = header.partition(" ")[2].strip()
+    claims = jwt.decode(token, options={"verify_signature": False})
+    return float(claims["exp"])
 
 
 @dataclass
@@ -34,6 +90,10 @@ class ServerContext:
     authenticator: Authenticator
     ads: AdCache = field(default_factory=AdCache)
     clock: Callable[[], float] = time.time
+    tokens: VerifiedTokens = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tokens = VerifiedTokens(self.authenticator, self.clock)
 
     @classmethod
     def build(cls, state: StateDir, settings: Settings, store: Store) -> ServerContext:
@@ -55,6 +115,11 @@ class ServerContext:
     @property
     def is_postgres(self) -> bool:
         return not self.store.is_sqlite
+
+    async def write(self, work: Callable[[sa.Connection], T]) -> T:
+        """Run ``work(conn)`` in a write transaction without blocking the event loop;
+        its result once committed (see :class:`pilotage.store.engine.WriteQueue`)."""
+        return await self.store.queue().run(work)
 
     async def receive_tar(self, request: Request) -> tuple[str, int]:
         """Take a tar body into the spool, refusing it past the size limit."""

@@ -1,22 +1,30 @@
 """The pilot API (docs/pilot-protocol.md): register, ask for work, renew, report, leave.
 
 Every call needs the pilot role, and a pilot may act only on itself and its own claims.
+
+These calls come from every pilot of the pool, all the time, so they stay on the event
+loop: authentication is cached (:class:`pilotage.api.context.VerifiedTokens`), the
+database work goes to the store's write queue (many calls to a commit, see
+:class:`pilotage.store.engine.WriteQueue`), and answers are serialised once, by their
+own model, instead of being validated again on the way out.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
 
 from pilotage.api.auth import Principal, require
 from pilotage.api.context import ServerContext
-from pilotage.api.users import Ctx, context
+from pilotage.api.users import Ctx
 from pilotage.api.wire import (
+    Claim,
     Heartbeat,
     HeartbeatAnswer,
     PilotExit,
@@ -31,76 +39,101 @@ from pilotage.credentials.tokens import Role
 from pilotage.errors import NotFound
 from pilotage.queue import claims
 from pilotage.queue.states import Trigger
-from pilotage.store.tables import claims as claim_table
 
 router = APIRouter(prefix="/pilot/v1")
 
 
-def pilot(request: Request) -> Principal:
+async def _context(request: Request) -> ServerContext:
+    # A coroutine, so FastAPI calls it on the loop rather than in a worker thread.
+    ctx: ServerContext = request.app.state.ctx
+    return ctx
+
+
+async def pilot(request: Request) -> Principal:
     """The caller, who must hold the pilot role."""
-    return require(context(request).authenticator.principal(request), Role.PILOT)
+    ctx: ServerContext = request.app.state.ctx
+    return require(ctx.tokens.principal(request), Role.PILOT)
 
 
+LoopCtx = Annotated[ServerContext, Depends(_context)]
 Pilot = Annotated[Principal, Depends(pilot)]
 
 
-@router.post("/pilots", status_code=201)
-def register(body: PilotRegistration, ctx: Ctx, who: Pilot) -> Registered:
-    with ctx.store.write() as conn:
-        pilot_id = registry.register(conn, who.name, body, ctx.clock())
+def _answer(model: BaseModel, status_code: int = 200) -> Response:
+    """``model`` as the JSON body of the answer (the route declares its schema)."""
+    return Response(model.model_dump_json(), status_code, media_type="application/json")
+
+
+@router.post("/pilots", status_code=201, response_model=Registered)
+async def register(body: PilotRegistration, ctx: LoopCtx, who: Pilot) -> Response:
+    pilot_id = await ctx.write(lambda conn: registry.register(conn, who.name, body, ctx.clock()))
     s = ctx.settings.server
-    return Registered(
+    registered = Registered(
         pilot_id=pilot_id,
         lease_s=s.lease_s,
         heartbeat_s=s.heartbeat_s,
         idle_timeout_s=s.idle_timeout_s,
         max_sandbox_bytes=ctx.spool.max_bytes,
     )
+    return _answer(registered, 201)
 
 
-def _work(ctx: ServerContext, pilot_id: str, who: Principal, req: WorkRequest) -> WorkAnswer:
-    now = ctx.clock()
-    with ctx.store.write() as conn:
-        row = registry.owned(conn, pilot_id, who.name)
-        registry.touch(conn, pilot_id, now)
-        claim = claims.dispatch(
-            conn,
-            row,
-            req.free,
-            req.time_left_s,
-            settings=ctx.settings.server,
-            ads=ctx.ads,
-            now=now,
-            is_postgres=ctx.is_postgres,
-        )
-    return WorkAnswer(
-        claim=claim, retry_after_s=ctx.settings.server.retry_after_s, retire=row.retire
+def _touch_every_s(ctx: ServerContext) -> float:
+    """How stale ``last_seen_at`` may get before a call writes it again: a small part of
+    the silence after which the reaper declares a pilot lost."""
+    return min(1.0, ctx.settings.server.heartbeat_s / 4)
+
+
+def _next_claim(
+    ctx: ServerContext, conn: sa.Connection, pilot: sa.Row[Any], req: WorkRequest, now: float
+) -> Claim | None:
+    return claims.dispatch(
+        conn,
+        pilot,
+        req.free,
+        req.time_left_s,
+        settings=ctx.settings.server,
+        ads=ctx.ads,
+        now=now,
+        is_postgres=ctx.is_postgres,
     )
 
 
-@router.post("/pilots/{pilot_id}/claims")
-def ask_for_work(pilot_id: str, body: WorkRequest, ctx: Ctx, who: Pilot) -> WorkAnswer:
-    return _work(ctx, pilot_id, who, body)
+@router.post("/pilots/{pilot_id}/claims", response_model=WorkAnswer)
+async def ask_for_work(pilot_id: str, body: WorkRequest, ctx: LoopCtx, who: Pilot) -> Response:
+    def work(conn: sa.Connection) -> WorkAnswer:
+        now = ctx.clock()
+        pilot = registry.owned(conn, pilot_id, who.name)
+        registry.require_active(pilot)
+        registry.touch(conn, pilot, now, every_s=_touch_every_s(ctx))
+        claim = _next_claim(ctx, conn, pilot, body, now)
+        return WorkAnswer(
+            claim=claim, retry_after_s=ctx.settings.server.retry_after_s, retire=pilot.retire
+        )
+
+    return _answer(await ctx.write(work))
 
 
-@router.post("/pilots/{pilot_id}/heartbeat")
-def heartbeat(pilot_id: str, body: Heartbeat, ctx: Ctx, who: Pilot) -> HeartbeatAnswer:
-    now = ctx.clock()
-    with ctx.store.write() as conn:
+@router.post("/pilots/{pilot_id}/heartbeat", response_model=HeartbeatAnswer)
+async def heartbeat(pilot_id: str, body: Heartbeat, ctx: LoopCtx, who: Pilot) -> Response:
+    def work(conn: sa.Connection) -> HeartbeatAnswer:
+        now = ctx.clock()
         row = registry.owned(conn, pilot_id, who.name)
         registry.require_active(row)
-        registry.touch(conn, pilot_id, now)
+        registry.touch(conn, row, now)
         renewed, revoked = claims.heartbeat(
             conn, pilot_id, body.claims, lease_s=ctx.settings.server.lease_s, now=now
         )
-    return HeartbeatAnswer(renewed=renewed, revoked=revoked, retire=row.retire)
+        return HeartbeatAnswer(renewed=renewed, revoked=revoked, retire=row.retire)
+
+    return _answer(await ctx.write(work))
 
 
 @router.get("/claims/{claim_id}/input")
 def claim_input(claim_id: str, ctx: Ctx, who: Pilot) -> StreamingResponse:
     """The input sandbox of the job a live claim holds."""
     with ctx.store.read() as conn:
-        live = claims.live_claim(conn, claim_id, _pilot_of(conn, claim_id, who))
+        live, _pilot = claims.held_claim(conn, claim_id, who.name)
         job = claims.job_of_claim(conn, live.claim_id)
     digest = json.loads(job.spec)["input_sandbox"]
     if digest is None:
@@ -116,34 +149,48 @@ def claim_input(claim_id: str, ctx: Ctx, who: Pilot) -> StreamingResponse:
 
 
 @router.put("/claims/{claim_id}/output", status_code=204)
-async def claim_output(claim_id: str, request: Request, ctx: Ctx, who: Pilot) -> Response:
+async def claim_output(claim_id: str, request: Request, ctx: LoopCtx, who: Pilot) -> Response:
     """Keep the output sandbox of a live claim's job."""
-    with ctx.store.read() as conn:
-        claims.live_claim(conn, claim_id, _pilot_of(conn, claim_id, who))
+    await ctx.write(lambda conn: claims.held_claim(conn, claim_id, who.name))
     digest, size = await ctx.receive_tar(request)
-    with ctx.store.write() as conn:
-        live = claims.live_claim(conn, claim_id, _pilot_of(conn, claim_id, who))
+
+    def work(conn: sa.Connection) -> None:
+        live, _pilot = claims.held_claim(conn, claim_id, who.name)
         job = claims.job_of_claim(conn, live.claim_id)
         claims.attach_output(conn, live, job.owner, digest, size, now=ctx.clock())
+
+    await ctx.write(work)
     return Response(status_code=204)
 
 
-@router.post("/claims/{claim_id}/result")
-def claim_result(claim_id: str, body: Result, ctx: Ctx, who: Pilot) -> WorkAnswer:
-    now = ctx.clock()
-    with ctx.store.write() as conn:
-        pilot_id = _pilot_of(conn, claim_id, who)
-        live = claims.live_claim(conn, claim_id, pilot_id)
-        claims.report(conn, live, body, pilot=pilot_id, now=now)
+@router.post("/claims/{claim_id}/result", response_model=WorkAnswer)
+async def claim_result(claim_id: str, body: Result, ctx: LoopCtx, who: Pilot) -> Response:
+    """Record a job's result and, with ``next``, claim the pilot's next job in the same
+    transaction."""
+    retry_after_s = ctx.settings.server.retry_after_s
+
+    def work(conn: sa.Connection) -> tuple[sa.Row[Any], Claim | None]:
+        now = ctx.clock()
+        live, pilot = claims.held_claim(conn, claim_id, who.name)
+        claims.report(conn, live, body, pilot=live.pilot_id, now=now)
+        registry.touch(conn, pilot, now, every_s=_touch_every_s(ctx))
+        claim = None
+        if body.next is not None and pilot.state == "active":
+            claim = _next_claim(ctx, conn, pilot, body.next, now)
+        return pilot, claim
+
+    pilot, claim = await ctx.write(work)
     if body.next is None:
-        return WorkAnswer(claim=None, retry_after_s=ctx.settings.server.retry_after_s)
-    return _work(ctx, pilot_id, who, body.next)
+        return _answer(WorkAnswer(claim=None, retry_after_s=retry_after_s))
+    # The result is kept either way; a pilot that may not get work any more hears so.
+    registry.require_active(pilot)
+    return _answer(WorkAnswer(claim=claim, retry_after_s=retry_after_s, retire=pilot.retire))
 
 
 @router.post("/pilots/{pilot_id}/exit", status_code=204)
-def pilot_exit(pilot_id: str, body: PilotExit, ctx: Ctx, who: Pilot) -> Response:
-    now = ctx.clock()
-    with ctx.store.write() as conn:
+async def pilot_exit(pilot_id: str, body: PilotExit, ctx: LoopCtx, who: Pilot) -> Response:
+    def work(conn: sa.Connection) -> None:
+        now = ctx.clock()
         registry.owned(conn, pilot_id, who.name)
         for claim_id, job_id in claims.pilot_claims(conn, pilot_id):
             claims.release_claim(
@@ -156,15 +203,6 @@ def pilot_exit(pilot_id: str, body: PilotExit, ctx: Ctx, who: Pilot) -> Response
                 now=now,
             )
         registry.leave(conn, pilot_id, "exited", body.reason, now)
+
+    await ctx.write(work)
     return Response(status_code=204)
-
-
-def _pilot_of(conn: sa.Connection, claim_id: str, who: Principal) -> str:
-    """The pilot holding ``claim_id``, checked to belong to the caller's identity."""
-    pilot_id = conn.execute(
-        sa.select(claim_table.c.pilot_id).where(claim_table.c.id == claim_id)
-    ).scalar()
-    if pilot_id is None:
-        raise NotFound(f"claim {claim_id} does not exist")
-    registry.owned(conn, pilot_id, who.name)
-    return str(pilot_id)

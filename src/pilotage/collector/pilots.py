@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 from typing import Any
@@ -12,6 +13,17 @@ from pilotage.api.wire import PilotRegistration, Resources
 from pilotage.errors import Conflict, Denied, NotFound
 from pilotage.queue.jobad import parse_expr, slot_ad
 from pilotage.store.tables import claims, pilots
+
+_P = sa.bindparam
+# Statements of the dispatch path, built once (see pilotage.queue.claims).
+_PILOT = sa.select(pilots).where(pilots.c.id == _P("pilot"))
+_USED = sa.select(
+    sa.func.coalesce(sa.func.sum(claims.c.request_cpus), 0),
+    sa.func.coalesce(sa.func.sum(claims.c.request_memory_mb), 0),
+    sa.func.coalesce(sa.func.sum(claims.c.request_disk_mb), 0),
+    sa.func.coalesce(sa.func.sum(claims.c.request_gpus), 0),
+).where(claims.c.pilot_id == _P("pilot"), claims.c.state == "active")
+_TOUCH = sa.update(pilots).where(pilots.c.id == _P("pilot")).values(last_seen_at=_P("now"))
 
 
 def register(conn: sa.Connection, subject: str, reg: PilotRegistration, now: float) -> str:
@@ -45,12 +57,17 @@ def register(conn: sa.Connection, subject: str, reg: PilotRegistration, now: flo
 
 def owned(conn: sa.Connection, pilot_id: str, subject: str) -> sa.Row[Any]:
     """The pilot row, if it exists and belongs to ``subject``; else NotFound or Denied."""
-    row = conn.execute(sa.select(pilots).where(pilots.c.id == pilot_id)).first()
+    row = conn.execute(_PILOT, {"pilot": pilot_id}).first()
     if row is None:
         raise NotFound(f"pilot {pilot_id} is not registered")
-    if row.subject != subject:
-        raise Denied(f"pilot {pilot_id} was registered by another identity")
+    check_owner(row, subject)
     return row
+
+
+def check_owner(row: sa.Row[Any], subject: str) -> None:
+    """Refuse a pilot row registered by another identity than ``subject``."""
+    if row.subject != subject:
+        raise Denied(f"pilot {row.id} was registered by another identity")
 
 
 def require_active(row: sa.Row[Any]) -> None:
@@ -61,14 +78,7 @@ def require_active(row: sa.Row[Any]) -> None:
 
 def free_resources(conn: sa.Connection, row: sa.Row[Any]) -> Resources:
     """The pilot's resources not carved out by its live claims (the server's own count)."""
-    used = conn.execute(
-        sa.select(
-            sa.func.coalesce(sa.func.sum(claims.c.request_cpus), 0),
-            sa.func.coalesce(sa.func.sum(claims.c.request_memory_mb), 0),
-            sa.func.coalesce(sa.func.sum(claims.c.request_disk_mb), 0),
-            sa.func.coalesce(sa.func.sum(claims.c.request_gpus), 0),
-        ).where(claims.c.pilot_id == row.id, claims.c.state == "active")
-    ).one()
+    used = conn.execute(_USED, {"pilot": row.id}).one()
     return Resources(
         cpus=max(0, row.cpus - int(used[0])),
         memory_mb=max(0, row.memory_mb - int(used[1])),
@@ -79,8 +89,9 @@ def free_resources(conn: sa.Connection, row: sa.Row[Any]) -> Resources:
 
 def offer_ad(row: sa.Row[Any], free: Resources, time_left_s: float) -> Any:
     """The slot ad a pilot offers now: its attributes with its free resources."""
-    stored = json.loads(row.ad)
-    attrs: dict[str, Any] = {name: parse_expr(v, name) for name, v in stored["attrs"].items()}
+    registered, start = _registered_ad(row.ad)
+    # Parsed afresh for every ad: an expression tree belongs to the ad it is put in.
+    attrs: dict[str, Any] = {name: parse_expr(value, name) for name, value in registered}
     attrs.update(
         {
             "Name": row.name,
@@ -98,12 +109,24 @@ def offer_ad(row: sa.Row[Any], free: Resources, time_left_s: float) -> Any:
             "TimeToLive": int(time_left_s),
         }
     )
-    return slot_ad(attrs, stored["start"])
+    return slot_ad(attrs, start)
 
 
-def touch(conn: sa.Connection, pilot_id: str, now: float) -> None:
-    """Note that the pilot was heard from."""
-    conn.execute(sa.update(pilots).where(pilots.c.id == pilot_id).values(last_seen_at=now))
+@functools.lru_cache(maxsize=4096)
+def _registered_ad(text: str) -> tuple[tuple[tuple[str, str], ...], str]:
+    """A pilot's stored ad as its attribute expressions and its start expression."""
+    stored = json.loads(text)
+    return tuple(stored["attrs"].items()), str(stored["start"])
+
+
+def touch(conn: sa.Connection, row: sa.Row[Any], now: float, *, every_s: float = 0.0) -> None:
+    """Note that the pilot was heard from, unless it was less than ``every_s`` ago.
+
+    ``every_s`` spares the dispatch path a write per request; keep it well under the
+    silence after which the reaper declares a pilot lost.
+    """
+    if now - row.last_seen_at >= every_s:
+        conn.execute(_TOUCH, {"pilot": row.id, "now": now})
 
 
 def leave(conn: sa.Connection, pilot_id: str, state: str, reason: str, now: float) -> None:

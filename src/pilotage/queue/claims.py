@@ -3,6 +3,13 @@
 Invariant: a job is RUNNING under exactly one live claim; every change to a running job
 is guarded by that claim's id, so a report from an older claim (a pilot that lost its
 lease, then came back) changes nothing. This is what keeps a job from running twice.
+
+The dispatch path (ask for work, report) runs for every job, so its statements are
+built once, below, with bound parameters: building and cache-keying a SQLAlchemy
+statement costs several times more than running it on SQLite. The two transitions it
+records (IDLE → RUNNING on a claim, RUNNING → COMPLETED on an exit) are exactly
+:func:`history.apply`'s guarded update plus event row, prebuilt; the rarer transitions
+go through :func:`history.apply` itself.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,11 +30,123 @@ from pilotage.errors import Conflict, Denied, NotFound
 from pilotage.queue import history, spool
 from pilotage.queue.jobad import load_ad, symmetric_match
 from pilotage.queue.states import HoldCode, JobState, Trigger, transition
-from pilotage.store.tables import claims, jobs
+from pilotage.store.tables import claims, job_events, jobs, pilots
 
-#: How many idle jobs one request may examine before giving up (autoclusters lift this).
+#: How many idle jobs (and priority levels) one request may examine before giving up
+#: (autoclusters lift this).
 MAX_EXAMINED = 2000
 PAGE = 64
+
+_P = sa.bindparam
+_IDLE = JobState.IDLE.value
+_CLAIM = transition(JobState.IDLE, Trigger.CLAIM)
+_EXIT = transition(JobState.RUNNING, Trigger.EXIT)
+
+#: The best priority among idle jobs (NULL: none is idle), and the best one below ``below``.
+_TOP_PRIORITY = sa.select(sa.func.max(jobs.c.priority)).where(jobs.c.state == _IDLE)
+_PRIORITY_BELOW = _TOP_PRIORITY.where(jobs.c.priority < _P("below"))
+
+
+def _page_at(priority: Any) -> sa.Select[Any]:
+    """Idle jobs of one priority that fit the free resources, oldest first, after ``after``.
+
+    An equality on (state, priority) and a range on id: a range scan of the index
+    ``ix_jobs_state_prio``, however long the queue is.
+    """
+    return (
+        sa.select(jobs.c.id, jobs.c.ad, jobs.c.priority)
+        .where(
+            jobs.c.state == _IDLE,
+            jobs.c.priority == priority,
+            jobs.c.id > _P("after"),
+            jobs.c.request_cpus <= _P("cpus"),
+            jobs.c.request_memory_mb <= _P("memory_mb"),
+            jobs.c.request_disk_mb <= _P("disk_mb"),
+            jobs.c.request_gpus <= _P("gpus"),
+        )
+        .order_by(jobs.c.id)
+        .limit(PAGE)
+    )
+
+
+_FIRST_PAGE = _page_at(_TOP_PRIORITY.scalar_subquery())
+_PAGE = _page_at(_P("priority"))
+
+#: On PostgreSQL: lock an idle job, skipping one another server is taking right now.
+_TAKE = (
+    sa.select(jobs.c.id)
+    .where(jobs.c.id == _P("job_id"), jobs.c.state == _IDLE)
+    .with_for_update(skip_locked=True)
+)
+
+#: history.apply's guarded update for a claim; it answers what the claim needs.
+_CLAIM_JOB = (
+    sa.update(jobs)
+    .where(jobs.c.id == _P("job_id"), jobs.c.state == _CLAIM.from_state.value)
+    .values(
+        state=_CLAIM.to_state.value,
+        entered_state_at=_P("at"),
+        claim_id=_P("new_claim"),
+        pilot_id=_P("by_pilot"),
+        site=_P("at_site"),
+        attempts=jobs.c.attempts + 1,
+    )
+    .returning(
+        jobs.c.cluster_id,
+        jobs.c.proc_id,
+        jobs.c.owner,
+        jobs.c.spec,
+        jobs.c.request_cpus,
+        jobs.c.request_memory_mb,
+        jobs.c.request_disk_mb,
+        jobs.c.request_gpus,
+    )
+)
+
+#: history.apply's guarded update for an exit. Invariant: claim_id is set exactly while
+#: RUNNING, so it is cleared here.
+_EXIT_JOB = (
+    sa.update(jobs)
+    .where(
+        jobs.c.id == _P("job_id"),
+        jobs.c.state == _EXIT.from_state.value,
+        jobs.c.claim_id == _P("held_by"),
+    )
+    .values(
+        state=_EXIT.to_state.value,
+        entered_state_at=_P("at"),
+        claim_id=None,
+        exit_code=_P("code"),
+        exit_signal=_P("sig"),
+        completed_at=_P("at"),
+        wall_s=_P("wall"),
+        cpu_s=_P("cpu"),
+        max_rss_kb=_P("rss"),
+    )
+)
+
+_INSERT_EVENT = sa.insert(job_events)
+_INSERT_CLAIM = sa.insert(claims)
+
+#: history.end_claim, prebuilt.
+_END_CLAIM = (
+    sa.update(claims)
+    .where(claims.c.id == _P("claim"), claims.c.state == "active")
+    .values(state="ended", ended_at=_P("at"), end_reason=_P("why"))
+)
+
+#: A claim with its pilot's whole row: the pilot's columns keep their names.
+_CLAIM_AND_PILOT = (
+    sa.select(
+        claims.c.id.label("claim_id"),
+        claims.c.job_id,
+        claims.c.state.label("claim_state"),
+        claims.c.end_reason,
+        pilots,
+    )
+    .join_from(claims, pilots, claims.c.pilot_id == pilots.c.id)
+    .where(claims.c.id == _P("claim"))
+)
 
 
 class AdCache:
@@ -55,34 +175,33 @@ class LiveClaim:
     pilot_id: str
 
 
-def _candidates(conn: sa.Connection, free: Resources, after: tuple[int, int] | None) -> list[Any]:
-    query = (
-        sa.select(jobs.c.id, jobs.c.ad, jobs.c.priority)
-        .where(
-            jobs.c.state == JobState.IDLE.value,
-            jobs.c.request_cpus <= free.cpus,
-            jobs.c.request_memory_mb <= free.memory_mb,
-            jobs.c.request_disk_mb <= free.disk_mb,
-            jobs.c.request_gpus <= free.gpus,
-        )
-        .order_by(jobs.c.priority.desc(), jobs.c.id)
-        .limit(PAGE)
-    )
-    if after is not None:
-        prio, last_id = after
-        query = query.where(
-            sa.or_(jobs.c.priority < prio, sa.and_(jobs.c.priority == prio, jobs.c.id > last_id))
-        )
-    return list(conn.execute(query).all())
+def _candidates(conn: sa.Connection, free: Resources) -> Iterator[Any]:
+    """Idle jobs that fit ``free``, best first: priority descending, then oldest first.
 
-
-def _take(conn: sa.Connection, job_id: int, is_postgres: bool) -> bool:
-    """Check that an idle job is still free to take; on PostgreSQL lock it, skipping a row
-    another server is taking right now instead of waiting for it."""
-    query = sa.select(jobs.c.id).where(jobs.c.id == job_id, jobs.c.state == JobState.IDLE.value)
-    if is_postgres:
-        query = query.with_for_update(skip_locked=True)
-    return conn.execute(query).first() is not None
+    One priority at a time along the index, so no request ever sorts the whole queue;
+    at most ``MAX_EXAMINED`` jobs and priority levels are looked at.
+    """
+    fits = {
+        "cpus": free.cpus,
+        "memory_mb": free.memory_mb,
+        "disk_mb": free.disk_mb,
+        "gpus": free.gpus,
+        "after": -1,
+    }
+    budget = MAX_EXAMINED
+    page = conn.execute(_FIRST_PAGE, fits).all()
+    priority = page[0].priority if page else conn.execute(_TOP_PRIORITY).scalar()
+    while priority is not None and budget > 0:
+        while page:
+            yield from page[:budget]
+            budget -= len(page)
+            if len(page) < PAGE or budget <= 0:
+                break
+            page = conn.execute(_PAGE, {**fits, "priority": priority, "after": page[-1].id}).all()
+        budget -= 1
+        priority = conn.execute(_PRIORITY_BELOW, {"below": priority}).scalar()
+        if priority is not None and budget > 0:
+            page = conn.execute(_PAGE, {**fits, "priority": priority}).all()
 
 
 def dispatch(
@@ -111,58 +230,88 @@ def dispatch(
     if free.cpus < 1 or free.memory_mb < 1:
         return None
     slot = pilot_registry.offer_ad(pilot, free, min(time_left_s, pilot.expires_at - now))
-    examined = 0
-    after: tuple[int, int] | None = None
-    while examined < MAX_EXAMINED:
-        page = _candidates(conn, free, after)
-        if not page:
-            return None
-        for row in page:
-            examined += 1
-            if symmetric_match(ads.get(row.id, row.ad), slot) and _take(conn, row.id, is_postgres):
-                claim = _claim(conn, row.id, pilot, settings=settings, now=now)
-                if claim is not None:
-                    return claim
-        after = (page[-1].priority, page[-1].id)
+    for row in _candidates(conn, free):
+        if not symmetric_match(ads.get(row.id, row.ad), slot):
+            continue
+        # On SQLite the write lock already keeps every other writer out; the guarded
+        # update below is what makes the claim atomic on both databases.
+        if is_postgres and conn.execute(_TAKE, {"job_id": row.id}).first() is None:
+            continue
+        claim = _claim(conn, row.id, pilot, settings=settings, now=now)
+        if claim is not None:
+            return claim
     return None
+
+
+def _event(
+    job_id: int,
+    change: Any,
+    *,
+    actor: str,
+    now: float,
+    reason: str | None,
+    claim_id: str,
+    pilot_id: str,
+) -> dict[str, Any]:
+    """The event row history.apply writes for ``change``."""
+    return {
+        "job_id": job_id,
+        "at": now,
+        "from_state": change.from_state.value,
+        "to_state": change.to_state.value,
+        "trigger": change.trigger.value,
+        "actor": actor,
+        "reason": reason,
+        "claim_id": claim_id,
+        "pilot_id": pilot_id,
+    }
 
 
 def _claim(
     conn: sa.Connection, job_id: int, pilot: sa.Row[Any], *, settings: ServerSettings, now: float
 ) -> Claim | None:
     claim_id = "c-" + secrets.token_urlsafe(18)
-    won = history.apply(
-        conn,
-        job_id,
-        transition(JobState.IDLE, Trigger.CLAIM),
-        actor=f"pilot:{pilot.id}",
-        now=now,
-        values={
-            "claim_id": claim_id,
-            "pilot_id": pilot.id,
-            "site": pilot.site,
-            "attempts": jobs.c.attempts + 1,
+    row = conn.execute(
+        _CLAIM_JOB,
+        {
+            "job_id": job_id,
+            "at": now,
+            "new_claim": claim_id,
+            "by_pilot": pilot.id,
+            "at_site": pilot.site,
         },
-        claim_id=claim_id,
-        pilot_id=pilot.id,
+    ).first()
+    if row is None:
+        return None  # taken meanwhile (by another server on PostgreSQL)
+    conn.execute(
+        _INSERT_EVENT,
+        _event(
+            job_id,
+            _CLAIM,
+            actor=f"pilot:{pilot.id}",
+            now=now,
+            reason=None,
+            claim_id=claim_id,
+            pilot_id=pilot.id,
+        ),
     )
-    if not won:
-        return None
-    row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).one()
     lease_end = now + settings.lease_s
     conn.execute(
-        sa.insert(claims).values(
-            id=claim_id,
-            job_id=job_id,
-            pilot_id=pilot.id,
-            created_at=now,
-            lease_expires_at=lease_end,
-            state="active",
-            request_cpus=row.request_cpus,
-            request_memory_mb=row.request_memory_mb,
-            request_disk_mb=row.request_disk_mb,
-            request_gpus=row.request_gpus,
-        )
+        _INSERT_CLAIM,
+        {
+            "id": claim_id,
+            "job_id": job_id,
+            "pilot_id": pilot.id,
+            "created_at": now,
+            "lease_expires_at": lease_end,
+            "state": "active",
+            "ended_at": None,
+            "end_reason": None,
+            "request_cpus": row.request_cpus,
+            "request_memory_mb": row.request_memory_mb,
+            "request_disk_mb": row.request_disk_mb,
+            "request_gpus": row.request_gpus,
+        },
     )
     spec = json.loads(row.spec)
     executable = spec["executable"]
@@ -187,6 +336,21 @@ def _claim(
         request_gpus=row.request_gpus,
         has_input_sandbox=spec["input_sandbox"] is not None,
     )
+
+
+def held_claim(conn: sa.Connection, claim_id: str, subject: str) -> tuple[LiveClaim, sa.Row[Any]]:
+    """A live claim held by a pilot of ``subject``, with that pilot's row, in one query.
+
+    Raises NotFound (no such claim), Denied (another identity's pilot) or Conflict (the
+    claim has ended), in that order.
+    """
+    row = conn.execute(_CLAIM_AND_PILOT, {"claim": claim_id}).first()
+    if row is None:
+        raise NotFound(f"claim {claim_id} does not exist")
+    pilot_registry.check_owner(row, subject)
+    if row.claim_state != "active":
+        raise Conflict(f"claim {claim_id} is no longer live ({row.end_reason})")
+    return LiveClaim(row.claim_id, row.job_id, row.id), row
 
 
 def live_claim(conn: sa.Connection, claim_id: str, pilot_id: str) -> LiveClaim:
@@ -240,14 +404,48 @@ def report(
 ) -> JobState:
     """Record how a job ended; returns its new state."""
     if result.failure is not None:
-        change, values = _failure(result.failure)
-    else:
-        change = transition(JobState.RUNNING, Trigger.EXIT)
-        values = {"exit_code": result.exit_code, "exit_signal": result.signal}
-        values["completed_at"] = now
+        return _report_failure(conn, live, result, result.failure, pilot=pilot, now=now)
+    won = conn.execute(
+        _EXIT_JOB,
+        {
+            "job_id": live.job_id,
+            "held_by": live.claim_id,
+            "at": now,
+            "code": result.exit_code,
+            "sig": result.signal,
+            "wall": result.wall_s,
+            "cpu": result.cpu_s,
+            "rss": result.max_rss_kb,
+        },
+    ).rowcount
+    if won != 1:
+        raise Conflict(f"claim {live.claim_id} no longer holds its job; the report is ignored")
+    event = _event(
+        live.job_id,
+        _EXIT,
+        actor=f"pilot:{pilot}",
+        now=now,
+        reason=_exit_text(result),
+        claim_id=live.claim_id,
+        pilot_id=pilot,
+    )
+    conn.execute(_INSERT_EVENT, event)
+    conn.execute(_END_CLAIM, {"claim": live.claim_id, "at": now, "why": _EXIT.trigger.value})
+    return _EXIT.to_state
+
+
+def _report_failure(
+    conn: sa.Connection,
+    live: LiveClaim,
+    result: Result,
+    failure: Failure,
+    *,
+    pilot: str,
+    now: float,
+) -> JobState:
+    change, values = _failure(failure)
     values.update({"wall_s": result.wall_s, "cpu_s": result.cpu_s})
     values["max_rss_kb"] = result.max_rss_kb
-    reason = result.failure.reason if result.failure else _exit_text(result)
     won = history.apply(
         conn,
         live.job_id,
@@ -255,7 +453,7 @@ def report(
         actor=f"pilot:{pilot}",
         now=now,
         values=values,
-        reason=reason,
+        reason=failure.reason,
         expect_claim=live.claim_id,
         pilot_id=pilot,
     )

@@ -7,15 +7,21 @@ anything and :meth:`Store.read` for one that only reads.
 On SQLite every write transaction starts with ``BEGIN IMMEDIATE`` so that two writers
 never both read and then fail to upgrade their lock; inside one process writers also
 queue on a lock, which is far cheaper than SQLite's sleeping busy handler.
+
+Small, frequent writes from the event loop (the pilot protocol) go through
+:meth:`Store.queue`: one thread runs them, many to a transaction.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import queue
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from alembic import command
@@ -26,6 +32,10 @@ from alembic.script import ScriptDirectory
 from pilotage.errors import OperatorError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+
+log = logging.getLogger("pilotage.store")
+
+T = TypeVar("T")
 
 
 def _alembic_config() -> AlembicConfig:
@@ -49,6 +59,8 @@ class Store:
         self.url = normalise_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
         self._write_lock = threading.Lock() if self.is_sqlite else None
+        self._queue: WriteQueue | None = None
+        self._queue_lock = threading.Lock()
         if self.is_sqlite:
             self.engine = self._sqlite_engine("BEGIN IMMEDIATE")
             self._read_engine = self._sqlite_engine("BEGIN")
@@ -87,7 +99,7 @@ class Store:
 
         return engine
 
-    @contextmanager
+    @contextlib.contextmanager
     def write(self) -> Iterator[sa.Connection]:
         """A transaction that may change the database; committed on success."""
         if self._write_lock is None:
@@ -97,7 +109,7 @@ class Store:
         with self._write_lock, self.engine.begin() as conn:
             yield conn
 
-    @contextmanager
+    @contextlib.contextmanager
     def read(self) -> Iterator[sa.Connection]:
         """A read-only transaction (a consistent snapshot)."""
         with self._read_engine.begin() as conn:
@@ -134,7 +146,123 @@ class Store:
                 "start 'pilotage server' without --no-migrate once to upgrade it"
             )
 
+    def queue(self) -> WriteQueue:
+        """The store's :class:`WriteQueue` (started on first use, stopped by dispose)."""
+        with self._queue_lock:
+            if self._queue is None:
+                self._queue = WriteQueue(self)
+            return self._queue
+
     def dispose(self) -> None:
-        """Close every pooled connection."""
+        """Stop the write queue; close every pooled connection."""
+        with self._queue_lock:
+            if self._queue is not None:
+                self._queue.close()
+                self._queue = None
         self.engine.dispose()
         self._read_engine.dispose()
+
+
+class WriteQueue:
+    """One thread that runs short write transactions for coroutines, many to a commit.
+
+    :meth:`run` hands a function of a connection to the thread and awaits its result.
+    The thread takes every function waiting and runs them in one transaction, each in
+    its own savepoint, so one that raises leaves no trace and does not disturb the
+    others, then commits once. This is group commit: one commit (one WAL append, one
+    round trip) serves a whole batch, the event loop never blocks on the database or
+    its lock, and no pool of threads fights over the write lock and the GIL.
+
+    Invariant: a result (or exception) reaches its caller only after the batch
+    committed, so nobody acts on a change that could still roll back. If the commit
+    fails, every function of the batch gets that error.
+    """
+
+    #: At most this many functions share one transaction (bounds how long it holds locks).
+    MAX_BATCH = 64
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._pending: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="write-queue", daemon=True)
+        self._thread.start()
+
+    async def run(self, work: Callable[[sa.Connection], T]) -> T:
+        """Run ``work(conn)`` in a write transaction; return its result once committed."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._pending.put(_Work(work, future, loop))
+        return await future
+
+    def close(self) -> None:
+        """Finish the functions already queued, then stop the thread."""
+        self._pending.put(None)
+        self._thread.join(timeout=30)
+
+    def _serve(self) -> None:
+        while True:
+            first = self._pending.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < self.MAX_BATCH:
+                try:
+                    more = self._pending.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                batch.append(more)
+            self._run_batch(batch)
+            if stop:
+                return
+
+    def _run_batch(self, batch: list[_Work]) -> None:
+        outcomes: list[tuple[_Work, bool, Any]] = []
+        try:
+            with self._store.write() as conn:
+                for work in batch:
+                    try:
+                        with conn.begin_nested():
+                            outcomes.append((work, True, work.function(conn)))
+                    except Exception as exc:  # noqa: BLE001  (handed to the caller)
+                        outcomes.append((work, False, exc))
+        except Exception as exc:  # noqa: BLE001  (the commit failed: nothing of it holds)
+            log.warning("a batch of %d writes failed: %s", len(batch), exc)
+            outcomes = [(work, False, exc) for work in batch]
+        loops: dict[asyncio.AbstractEventLoop, list[tuple[_Work, bool, Any]]] = {}
+        for outcome in outcomes:
+            loops.setdefault(outcome[0].loop, []).append(outcome)
+        for loop, done in loops.items():
+            # A closed loop raises RuntimeError: nobody awaits its results any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, done)
+
+
+class _Work:
+    """A queued function and where its result goes."""
+
+    __slots__ = ("function", "future", "loop")
+
+    def __init__(
+        self,
+        function: Callable[[sa.Connection], Any],
+        future: asyncio.Future[Any],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.function = function
+        self.future = future
+        self.loop = loop
+
+
+def _settle(done: list[tuple[_Work, bool, Any]]) -> None:
+    """Hand results and exceptions to their futures (on their event loop)."""
+    for work, ok, value in done:
+        if work.future.cancelled():
+            continue  # the caller went away; what it asked for is done regardless
+        if ok:
+            work.future.set_result(value)
+        else:
+            work.future.set_exception(value)
