@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -47,9 +48,12 @@ def example_dir() -> Path:
     )
 
 
-def start_server(state: StateDir, db: str | None, log: Path) -> subprocess.Popen[bytes]:
+def start_server(
+    state: StateDir, db: str | None, log: Path, extra_env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """Start ``pilotage server`` on a free port and wait until it answers."""
     env = dict(os.environ, PILOTAGE_STATE_DIR=str(state.root), PILOTAGE_SERVER_PORT="0")
+    env.update(extra_env or {})
     if db:
         env["PILOTAGE_SERVER_DB"] = db
     command = [sys.executable, "-m", "pilotage.cli", "server", "--log-level", "warning"]

@@ -78,10 +78,11 @@ def root(
 
 
 def _register() -> None:
-    from pilotage.cli import admin, credentials, jobs, pool
+    from pilotage.cli import admin, credentials, jobs, pool, provisioning
 
     jobs.register(app)
     pool.register(app)
+    provisioning.register(app)
     credentials.register(app)
     app.add_typer(admin.app, name="admin")
     for name, module in (("ca", "pilotage.cli.ca"), ("proxy", "pilotage.cli.proxy")):

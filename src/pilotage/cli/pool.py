@@ -163,8 +163,17 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option(help="Leave the pool running at the end.")
         ] = False,
         db: Annotated[str | None, typer.Option(help="Database URL (default: SQLite).")] = None,
+        provisioning: Annotated[
+            bool,
+            typer.Option(help="Run a factory and a frontend: pilots only where jobs can run."),
+        ] = False,
     ) -> None:
         """Start a throwaway pool with local pilots, run an example cluster, show results."""
         from pilotage.demo import run_demo
+
+        if provisioning:
+            from pilotage.demo_provisioning import run_provisioning_demo
+
+            raise typer.Exit(run_provisioning_demo(db=db))
 
         raise typer.Exit(run_demo(jobs=jobs, pilots=pilots, keep_running=keep_running, db=db))
