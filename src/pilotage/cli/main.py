@@ -85,12 +85,23 @@ def _register() -> None:
     provisioning.register(app)
     credentials.register(app)
     app.add_typer(admin.app, name="admin")
-    for name, module in (("ca", "pilotage.cli.ca"), ("proxy", "pilotage.cli.proxy")):
+    for name, module in (
+        ("ca", "pilotage.cli.ca"),
+        ("proxy", "pilotage.cli.proxy"),
+        ("site-authz", "pilotage.cli.siteauthz"),
+    ):
         try:
             sub = __import__(module, fromlist=["app"])
         except ImportError:
             continue
         app.add_typer(sub.app, name=name)
+
+
+#: Click's exceptions, and those of the click fork that newer typer versions carry inside
+#: (``typer._click``, whose exceptions derive from ``typer.TyperException``).
+_EXITS = (click.exceptions.Exit, typer.Exit)
+_ABORTS = (click.exceptions.Abort, typer.Abort)
+_USAGE_ERRORS = (click.ClickException, getattr(typer, "TyperException", click.ClickException))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -102,12 +113,12 @@ def main(argv: list[str] | None = None) -> None:
         # Without standalone mode click returns the code of a typer.Exit instead of exiting.
         code = app(args=args, standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
-    except click.exceptions.Exit as exc:
+    except _EXITS as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except _ABORTS:
         print("pilotage: interrupted", file=sys.stderr)
         sys.exit(130)
-    except click.ClickException as exc:
+    except _USAGE_ERRORS as exc:
         exc.show()
         sys.exit(2)
     except PilotageError as exc:
