@@ -18,9 +18,9 @@ from starlette.requests import HTTPConnection
 from pilotage.api.auth import Authenticator, Principal
 from pilotage.config import Settings
 from pilotage.credentials.tokens import TokenIssuer
-from pilotage.errors import BadInput
 from pilotage.queue.claims import AdCache
 from pilotage.queue.history import Actor
+from pilotage.queue.sandbox import SandboxTooLarge
 from pilotage.queue.spool import Spool
 from pilotage.statedir import StateDir
 from pilotage.store.engine import Store
@@ -126,14 +126,14 @@ class ServerContext:
         limit = self.spool.max_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise BadInput(f"the sandbox is {declared} bytes; the limit is {limit} bytes")
+            raise SandboxTooLarge(f"the sandbox is {declared} bytes; the limit is {limit} bytes")
         buffer = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)  # noqa: SIM115
         try:
             size = 0
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > limit:
-                    raise BadInput(f"the sandbox exceeds the limit of {limit} bytes")
+                    raise SandboxTooLarge(f"the sandbox exceeds the limit of {limit} bytes")
                 buffer.write(chunk)
             buffer.seek(0)
             return await run_in_threadpool(self.spool.store, cast(BinaryIO, buffer))

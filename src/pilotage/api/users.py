@@ -90,12 +90,18 @@ def list_jobs(
     owner: str | None = None,
     finished: bool | None = None,
 ) -> list[dict[str, Any]]:
-    """Jobs visible to the caller; ``finished`` picks history (true) or the queue (false)."""
+    """Jobs visible to the caller; ``finished`` picks history (true) or the queue (false).
+
+    A job id named explicitly must exist (in any state): an unknown one is NotFound.
+    """
     states = _states(state)
     if not states and finished is not None:
         states = list(FINISHED if finished else ACTIVE)
+    refs = _refs(id)
     with ctx.store.read() as conn:
-        rows = queue.select_jobs(conn, actor_of(who), refs=_refs(id), states=states, owner=owner)
+        if refs:
+            queue.require_jobs(conn, actor_of(who), refs)
+        rows = queue.select_jobs(conn, actor_of(who), refs=refs, states=states, owner=owner)
     return [queue.job_view(r) for r in rows]
 
 

@@ -8,6 +8,7 @@ kernel vouches for who we are.
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -81,7 +82,8 @@ class Client:
                 base_url=endpoint.url, transport=transport, headers=headers, timeout=TIMEOUT
             )
         else:
-            verify: Any = str(endpoint.ca) if endpoint.ca else True
+            # A context, not the CA's path: httpx deprecates verify=<str>.
+            verify: Any = ssl.create_default_context(cafile=endpoint.ca) if endpoint.ca else True
             self._http = httpx.Client(
                 base_url=endpoint.url, verify=verify, headers=headers, timeout=TIMEOUT
             )

@@ -208,15 +208,29 @@ def register(app: typer.Typer) -> None:
             jobs = client.call("GET", "/api/v1/jobs", params={"id": ids})
             for job, placed in bring_back(client, jobs):
                 typer.echo(f"job {job['id']}: {', '.join(placed) or 'no output files'}")
+            me = client.call("GET", "/api/v1/whoami")["name"]
+        if any(job["owner"] != me for job in jobs):
+            raise typer.Exit(4)
 
 
 def bring_back(
     client: Client, jobs: list[dict[str, Any]]
 ) -> list[tuple[dict[str, Any], list[str]]]:
-    """Fetch the outputs of finished jobs and write their log files."""
+    """Fetch the outputs of finished jobs and write their log files; only the caller's own
+    jobs (another's are named on standard error and skipped)."""
     done = []
     logs: dict[str, list[tuple[dict[str, Any], list[dict[str, Any]]]]] = {}
+    me = client.call("GET", "/api/v1/whoami")["name"]
     for job in jobs:
+        if job["owner"] != me:
+            # A job's iwd and log paths are its owner's words: writing them as anyone else
+            # (root, an admin) would let the owner choose what that caller overwrites.
+            typer.echo(
+                f"pilotage: job {job['id']} belongs to {job['owner']}; only its owner can "
+                "bring its outputs back",
+                err=True,
+            )
+            continue
         if job["state"] == "COMPLETED":
             done.append((job, fetch_outputs(client, job)))
         if job.get("log"):
