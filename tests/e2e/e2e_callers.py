@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -171,8 +172,6 @@ def spool_files(pool: Pool) -> list[str]:
 
 def closed_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on (bound, then released)."""
-    import socket
-
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]

@@ -8,14 +8,16 @@ yours / not your role) with one sentence, and nothing stored changes.
 from __future__ import annotations
 
 import base64
+import io
 import json
+import tarfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import httpx
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
 from e2e_callers import LocalUsers, ProtocolPilot, refusal, snapshot, submit_api
 
 from pilotage.credentials import pki
@@ -50,7 +52,7 @@ def _bad_tokens(pool: Pool) -> dict[str, tuple[str, str]]:
     as_admin = _b64({**claims, "sub": "root", "scope": "pilotage:admin"})
     same_kid = jwt.encode(
         claims,
-        pki_key(pki.create_token_signing_key()),
+        serialization.load_pem_private_key(pki.create_token_signing_key(), None),
         algorithm="ES256",
         headers={"kid": own.current_kid, "typ": "JWT"},
     )
@@ -88,13 +90,6 @@ def _bad_tokens(pool: Pool) -> dict[str, tuple[str, str]]:
             "not by this pool's issuer",
         ),
     }
-
-
-def pki_key(pem: bytes) -> object:
-    """A private key object from PEM (PyJWT signs with key objects)."""
-    from cryptography.hazmat.primitives import serialization
-
-    return serialization.load_pem_private_key(pem, password=None)
 
 
 def test_bad_tokens_get_401_naming_the_check_and_change_nothing(
@@ -222,6 +217,7 @@ def test_token_users_see_and_change_only_their_own_jobs(pool: Pool, clients: Cli
         bob.post(f"/api/v1/clusters/{opened}/jobs", json={"v": 1, "jobs": [_spec()]})
     )
     assert (status, message) == (403, f"cluster {opened} belongs to alice, not bob")
+    assert snapshot(pool) == before
     digest = sandbox.json()["digest"]
     bob_cluster = bob.post("/api/v1/clusters").json()["cluster_id"]
     before = snapshot(pool)
@@ -243,9 +239,6 @@ def _spec(**fields: object) -> dict[str, object]:
 
 
 def _tar_of(files: dict[str, bytes]) -> bytes:
-    import io
-    import tarfile
-
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w") as tar:
         for name, data in files.items():
@@ -267,8 +260,8 @@ def test_local_users_are_known_by_the_socket_and_kept_apart(
     submitted = local_users.cli(pool, "alice", "submit", "job.submit", "--json", cwd=work)
     assert submitted.returncode == 0, submitted.stderr
     assert json.loads(submitted.stdout) == {"cluster": 1, "jobs": 2}
-    whoami = local_users.cli(pool, "bob", "q", "--json")
-    assert whoami.returncode == 0 and json.loads(whoami.stdout) == []
+    bobs_queue = local_users.cli(pool, "bob", "q", "--json")
+    assert bobs_queue.returncode == 0 and json.loads(bobs_queue.stdout) == []
     mine = json.loads(local_users.cli(pool, "alice", "q", "--json").stdout)
     assert [(j["id"], j["owner"], j["state"]) for j in mine] == [
         ("1.0", "alice", "IDLE"),
@@ -304,7 +297,7 @@ def test_local_users_are_known_by_the_socket_and_kept_apart(
 
 @SQLITE_ONLY
 def test_nothing_is_written_where_the_submitter_chose_when_root_fetches(
-    pool: Pool, clients: Clients, tmp_path: Path
+    pool: Pool, clients: Clients
 ) -> None:
     """A job's iwd and log paths are the submitter's words: an admin bringing outputs back
     must not let them pick what root overwrites."""

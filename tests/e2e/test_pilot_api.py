@@ -41,8 +41,9 @@ def _job(pool: Pool, job_id: str) -> dict[str, object]:
 
 
 def test_a_pilot_cannot_act_for_another_identitys_pilot_or_claim(
-    pool: Pool, clients: Clients
+    make_pool: Callable[..., Pool], clients: Clients
 ) -> None:
+    pool = make_pool(lease_s="120")  # no lease runs out while the test looks at the claim
     inputs = _tar({"in.txt": b"input\n"})
     with pool.admin() as admin:
         digest = admin.upload("/api/v1/sandboxes", io.BytesIO(inputs))["digest"]

@@ -24,11 +24,15 @@ LIMIT = 1024 * 1024  # max_sandbox_mb = 1
 TAR = {"Content-Type": "application/x-tar"}
 
 
-def _member(name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", link: str = "") -> tuple:
+Member = tuple[str, bytes, bytes, str]
+
+
+def _member(name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", link: str = "") -> Member:
+    """A tar member to write: name, tar type, data (regular files), link target."""
     return name, kind, data, link
 
 
-def _tar(*members: tuple[str, bytes, bytes, str]) -> bytes:
+def _tar(*members: Member) -> bytes:
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name, kind, data, link in members:
@@ -116,7 +120,8 @@ TOO_LARGE: dict[str, tuple[bytes, str]] = {
 
 @pytest.fixture
 def small_pool(make_pool: Callable[..., Pool]) -> Pool:
-    return make_pool(max_sandbox_mb="1", max_sandbox_members="20")
+    # A long lease: no claim runs out while a test sends it one refused output after another.
+    return make_pool(max_sandbox_mb="1", max_sandbox_members="20", lease_s="120")
 
 
 def _chunks(data: bytes) -> Iterator[bytes]:
