@@ -69,7 +69,7 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         proxy: Annotated[
             Path | None,
-            typer.Option(envvar="X509_USER_PROXY", help="Proxy file [/tmp/x509up_u<uid>]."),
+            typer.Option(envvar="X509_USER_PROXY", help="Proxy file (default /tmp/x509up_u<uid>)."),
         ] = None,
         role: Annotated[Role, typer.Option(help="The role to ask for.")] = Role.USER,
     ) -> None:
@@ -104,7 +104,7 @@ def register(app: typer.Typer) -> None:
         ] = "12:00",
         proxy: Annotated[
             Path | None,
-            typer.Option(envvar="X509_USER_PROXY", help="Proxy file [/tmp/x509up_u<uid>]."),
+            typer.Option(envvar="X509_USER_PROXY", help="Proxy file (default /tmp/x509up_u<uid>)."),
         ] = None,
         destroy: Annotated[
             bool, typer.Option(help="Remove your stored credential instead.")

@@ -102,7 +102,8 @@ def init_cmd(
     ] = None,
     bits: Annotated[int, typer.Option(min=2048, help="RSA key size of the proxy.")] = 2048,
     out: Annotated[
-        Path | None, typer.Option(envvar="X509_USER_PROXY", help="Output [/tmp/x509up_u<uid>].")
+        Path | None,
+        typer.Option(envvar="X509_USER_PROXY", help="Output (default /tmp/x509up_u<uid>)."),
     ] = None,
     ca_dir: Annotated[
         Path | None, typer.Option(envvar="X509_CERT_DIR", help="Trust directory to verify with.")
@@ -142,7 +143,10 @@ def info_cmd(
     file: Annotated[
         Path | None,
         typer.Option(
-            "--file", "-f", envvar="X509_USER_PROXY", help="Proxy file [/tmp/x509up_u<uid>]."
+            "--file",
+            "-f",
+            envvar="X509_USER_PROXY",
+            help="Proxy file (default /tmp/x509up_u<uid>).",
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
