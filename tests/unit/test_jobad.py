@@ -57,3 +57,15 @@ def test_custom_attributes_reach_the_ad() -> None:
     spec = JobSpec(executable="x", attrs={"Experiment": '"cms"', "Weight": "2 * 3"})
     ad = load_ad(build_job_ad(spec, cluster_id=1, proc_id=0, owner="bob", qdate=10))
     assert ad["Experiment"] == "cms" and ad.eval("Weight") == 6
+
+
+@pytest.mark.parametrize("text", ["blue ]", "x == 1 ;", "x == 1 ; y", "1); __q = (2", "a &&"])
+def test_trailing_text_is_not_silently_dropped(text: str) -> None:
+    with pytest.raises(BadInput, match="is not a valid ClassAd expression"):
+        check_spec_expressions(JobSpec(executable="x", requirements=text))
+
+
+@pytest.mark.parametrize("name", ["AcctGroup", "User", "x509userproxysubject"])
+def test_accounting_and_identity_attributes_are_the_pools(name: str) -> None:
+    with pytest.raises(BadInput, match="is set by the pool"):
+        check_spec_expressions(JobSpec(executable="x", attrs={name: '"cms"'}))

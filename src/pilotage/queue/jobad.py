@@ -30,6 +30,10 @@ RESERVED = frozenset(
         "jobprio",
         "qdate",
         "globaljobid",
+        # Fair share charges usage to these: the pool decides them, not the job.
+        "acctgroup",
+        "user",
+        "x509userproxysubject",
     }
 )
 
@@ -40,11 +44,29 @@ RESOURCE_CLAUSES = (
 )
 
 
+def whole_expression(text: str) -> Any:
+    """Parse ``text`` as exactly one ClassAd expression, or raise ``ValueError``.
+
+    ``classad2`` stops at the end of the first expression and ignores what follows
+    (``blue ]`` parses as ``blue``). Parsing it inside parentheses, as the first of two
+    attributes of an ad, makes any trailing text a syntax error, and counting the
+    attributes catches text that closes the parentheses itself to add attributes.
+    """
+    try:
+        probe = classad2.ClassAd(f"[__e = ({text}\n); __z = 1]")
+        expr = classad2.ExprTree(text)
+    except Exception:  # noqa: BLE001  (classad2 raises its own untyped exception)
+        raise ValueError(text) from None
+    if len(probe) != 2:
+        raise ValueError(text)
+    return expr
+
+
 def parse_expr(text: str, what: str) -> Any:
     """Parse a ClassAd expression or raise :class:`BadInput` naming ``what``."""
     try:
-        return classad2.ExprTree(text)
-    except Exception:  # noqa: BLE001  (classad2 raises its own untyped exception)
+        return whole_expression(text)
+    except ValueError:
         raise BadInput(f"{what} '{text}' is not a valid ClassAd expression") from None
 
 

@@ -23,9 +23,7 @@ from collections.abc import Callable
 from fractions import Fraction
 from functools import partial
 
-import classad2
-import htcondor2  # noqa: F401  (registers the list functions ClassAd expressions may call)
-
+from pilotage.queue.jobad import whole_expression
 from pilotage.queue.spec import ENV_NAME
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")
@@ -121,8 +119,8 @@ def parse_choice(value: str, choices: tuple[str, ...]) -> str:
 def parse_expression(value: str) -> str:
     """Check that ``value`` is one ClassAd expression and return it unchanged."""
     try:
-        classad2.ExprTree(value)
-    except classad2.ClassAdException:
+        whole_expression(value)
+    except ValueError:
         raise ValueError(f"{value!r} is not a valid ClassAd expression") from None
     return value
 
