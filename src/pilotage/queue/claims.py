@@ -72,35 +72,42 @@ def _page_at(priority: Any) -> sa.Select[Any]:
 _FIRST_PAGE = _page_at(_TOP_PRIORITY.scalar_subquery())
 _PAGE = _page_at(_P("priority"))
 
-#: On PostgreSQL: lock an idle job, skipping one another server is taking right now.
-_TAKE = (
+
+def _claim_job(job: Any) -> sa.Update:
+    """history.apply's guarded update for a claim; it answers what the claim needs."""
+    return (
+        sa.update(jobs)
+        .where(jobs.c.id == job, jobs.c.state == _CLAIM.from_state.value)
+        .values(
+            state=_CLAIM.to_state.value,
+            entered_state_at=_P("at"),
+            claim_id=_P("new_claim"),
+            pilot_id=_P("by_pilot"),
+            site=_P("at_site"),
+            attempts=jobs.c.attempts + 1,
+        )
+        .returning(
+            jobs.c.cluster_id,
+            jobs.c.proc_id,
+            jobs.c.owner,
+            jobs.c.spec,
+            jobs.c.request_cpus,
+            jobs.c.request_memory_mb,
+            jobs.c.request_disk_mb,
+            jobs.c.request_gpus,
+        )
+    )
+
+
+#: On SQLite the write lock already keeps every other writer out.
+_CLAIM_JOB = _claim_job(_P("job_id"))
+#: On PostgreSQL the job is first locked, skipping one another server is taking right now
+#: rather than waiting for it (a locked job matches nothing, so nothing is updated).
+_CLAIM_JOB_PG = _claim_job(
     sa.select(jobs.c.id)
     .where(jobs.c.id == _P("job_id"), jobs.c.state == _IDLE)
     .with_for_update(skip_locked=True)
-)
-
-#: history.apply's guarded update for a claim; it answers what the claim needs.
-_CLAIM_JOB = (
-    sa.update(jobs)
-    .where(jobs.c.id == _P("job_id"), jobs.c.state == _CLAIM.from_state.value)
-    .values(
-        state=_CLAIM.to_state.value,
-        entered_state_at=_P("at"),
-        claim_id=_P("new_claim"),
-        pilot_id=_P("by_pilot"),
-        site=_P("at_site"),
-        attempts=jobs.c.attempts + 1,
-    )
-    .returning(
-        jobs.c.cluster_id,
-        jobs.c.proc_id,
-        jobs.c.owner,
-        jobs.c.spec,
-        jobs.c.request_cpus,
-        jobs.c.request_memory_mb,
-        jobs.c.request_disk_mb,
-        jobs.c.request_gpus,
-    )
+    .scalar_subquery()
 )
 
 #: history.apply's guarded update for an exit. Invariant: claim_id is set exactly while
@@ -231,15 +238,10 @@ def dispatch(
         return None
     slot = pilot_registry.offer_ad(pilot, free, min(time_left_s, pilot.expires_at - now))
     for row in _candidates(conn, free):
-        if not symmetric_match(ads.get(row.id, row.ad), slot):
-            continue
-        # On SQLite the write lock already keeps every other writer out; the guarded
-        # update below is what makes the claim atomic on both databases.
-        if is_postgres and conn.execute(_TAKE, {"job_id": row.id}).first() is None:
-            continue
-        claim = _claim(conn, row.id, pilot, settings=settings, now=now)
-        if claim is not None:
-            return claim
+        if symmetric_match(ads.get(row.id, row.ad), slot):
+            claim = _claim(conn, row.id, pilot, settings=settings, now=now, pg=is_postgres)
+            if claim is not None:
+                return claim
     return None
 
 
@@ -268,11 +270,18 @@ def _event(
 
 
 def _claim(
-    conn: sa.Connection, job_id: int, pilot: sa.Row[Any], *, settings: ServerSettings, now: float
+    conn: sa.Connection,
+    job_id: int,
+    pilot: sa.Row[Any],
+    *,
+    settings: ServerSettings,
+    now: float,
+    pg: bool,
 ) -> Claim | None:
+    """Claim one job if it is still idle (the guarded update makes this atomic)."""
     claim_id = "c-" + secrets.token_urlsafe(18)
     row = conn.execute(
-        _CLAIM_JOB,
+        _CLAIM_JOB_PG if pg else _CLAIM_JOB,
         {
             "job_id": job_id,
             "at": now,

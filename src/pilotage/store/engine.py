@@ -167,11 +167,16 @@ class WriteQueue:
     """One thread that runs short write transactions for coroutines, many to a commit.
 
     :meth:`run` hands a function of a connection to the thread and awaits its result.
-    The thread takes every function waiting and runs them in one transaction, each in
-    its own savepoint, so one that raises leaves no trace and does not disturb the
-    others, then commits once. This is group commit: one commit (one WAL append, one
-    round trip) serves a whole batch, the event loop never blocks on the database or
-    its lock, and no pool of threads fights over the write lock and the GIL.
+    The thread takes every function waiting and runs them in one transaction, then
+    commits once. This is group commit: one commit (one WAL append, one round trip)
+    serves a whole batch, the event loop never blocks on the database or its lock, and
+    no pool of threads fights over the write lock and the GIL.
+
+    A function that raises must leave no trace and must not disturb the others: when one
+    does, the whole transaction is rolled back and the batch runs again with each
+    function in its own savepoint (savepoints cost two statements each, so they are
+    used only then). A function may therefore run twice; only the run that commits
+    counts, so functions must not act outside the transaction.
 
     Invariant: a result (or exception) reaches its caller only after the batch
     committed, so nobody acts on a change that could still roll back. If the commit
@@ -220,7 +225,36 @@ class WriteQueue:
                 return
 
     def _run_batch(self, batch: list[_Work]) -> None:
-        outcomes: list[tuple[_Work, bool, Any]] = []
+        outcomes = self._all_at_once(batch)
+        if outcomes is None:
+            outcomes = self._each_in_a_savepoint(batch)
+        loops: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+        for outcome in outcomes:
+            loops.setdefault(outcome[0].loop, []).append(outcome)
+        for loop, done in loops.items():
+            # A closed loop raises RuntimeError: nobody awaits its results any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, done)
+
+    def _all_at_once(self, batch: list[_Work]) -> list[_Outcome] | None:
+        """Run the batch in one transaction; None if a function of a batch of several
+        raised (everything is rolled back and must run again, one savepoint each)."""
+        outcomes: list[_Outcome] = []
+        try:
+            with self._store.write() as conn:
+                for work in batch:
+                    outcomes.append((work, True, work.function(conn)))
+        except Exception as exc:  # noqa: BLE001  (handed to the callers)
+            if len(outcomes) == len(batch):  # the commit failed: nothing of it holds
+                log.warning("a batch of %d writes failed: %s", len(batch), exc)
+                return [(work, False, exc) for work in batch]
+            if len(batch) > 1:
+                return None
+            return [(batch[0], False, exc)]
+        return outcomes
+
+    def _each_in_a_savepoint(self, batch: list[_Work]) -> list[_Outcome]:
+        outcomes: list[_Outcome] = []
         try:
             with self._store.write() as conn:
                 for work in batch:
@@ -232,13 +266,7 @@ class WriteQueue:
         except Exception as exc:  # noqa: BLE001  (the commit failed: nothing of it holds)
             log.warning("a batch of %d writes failed: %s", len(batch), exc)
             outcomes = [(work, False, exc) for work in batch]
-        loops: dict[asyncio.AbstractEventLoop, list[tuple[_Work, bool, Any]]] = {}
-        for outcome in outcomes:
-            loops.setdefault(outcome[0].loop, []).append(outcome)
-        for loop, done in loops.items():
-            # A closed loop raises RuntimeError: nobody awaits its results any more.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_settle, done)
+        return outcomes
 
 
 class _Work:
@@ -257,7 +285,11 @@ class _Work:
         self.loop = loop
 
 
-def _settle(done: list[tuple[_Work, bool, Any]]) -> None:
+#: A function's work item, whether it returned, and what it returned or raised.
+_Outcome = tuple[_Work, bool, Any]
+
+
+def _settle(done: list[_Outcome]) -> None:
     """Hand results and exceptions to their futures (on their event loop)."""
     for work, ok, value in done:
         if work.future.cancelled():
