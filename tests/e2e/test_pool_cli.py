@@ -71,7 +71,8 @@ def test_hold_release_remove(pool: Pool) -> None:
 
 
 def test_killed_pilot_job_returns_to_idle_and_completes_elsewhere(pool: Pool) -> None:
-    work = _submit_dir(pool, jobs=1, sleep_s=30)
+    # Long enough to be seen RUNNING and killed; it runs again in full after requeueing.
+    work = _submit_dir(pool, jobs=1, sleep_s=4)
     _json(pool.cli("submit", "hello.submit", "--json", cwd=work))
     backend = pool.pilots(1, cpus=1, memory_mb=512)
     (job,) = pool.wait_jobs(["1.0"], ("RUNNING",), timeout=60)
@@ -80,8 +81,6 @@ def test_killed_pilot_job_returns_to_idle_and_completes_elsewhere(pool: Pool) ->
     assert backend.processes["pilot-0"].returncode == -signal.SIGKILL
     (job,) = pool.wait_jobs(["1.0"], ("IDLE",), timeout=60)
     assert job["attempts"] == 1
-    text = (work / "hello.submit").read_text().replace("HELLO_SLEEP=30", "HELLO_SLEEP=0")
-    assert text  # the job itself is unchanged: it runs again as submitted
     pool.pilots(1, cpus=1, memory_mb=512)
     (job,) = pool.wait_jobs(["1.0"], ("COMPLETED",), timeout=120)
     assert job["pilot"] != first_pilot and job["exit_code"] == 0 and job["attempts"] == 2
