@@ -176,6 +176,10 @@ class Accountant:
 
     # --- reading --------------------------------------------------------------------------
 
+    def submitters(self) -> AbstractSet[Submitter]:
+        """Submitters with an account (usage not yet decayed away, or running cpus)."""
+        return self._accounts.keys()
+
     def factor(self, submitter: Submitter) -> float:
         """The priority factor that applies to ``submitter``."""
         factors = self._factors

@@ -250,3 +250,20 @@ validation_reports = sa.Table(
     sa.Column("details", sa.Text, nullable=False),  # JSON: further structured fields
     sa.Index("ix_validation_reports_entry_at", "entry", "at"),
 )
+
+fairshare_state = sa.Table(
+    "fairshare_state",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),  # one row: the accountant's state
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("saved_at", sa.Float, nullable=False),
+)
+
+priority_factors = sa.Table(
+    "priority_factors",
+    metadata,
+    sa.Column("name", sa.String(256), primary_key=True),  # a submitter: owner or group.owner
+    sa.Column("factor", sa.Float, nullable=False),
+    sa.Column("set_by", sa.String(256), nullable=False),
+    sa.Column("set_at", sa.Float, nullable=False),
+)

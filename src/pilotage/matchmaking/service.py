@@ -1,0 +1,200 @@
+"""The matchmaker inside a server process: its index kept in step with the database.
+
+The database is the truth; the index of idle jobs is this process's cache of it. Every
+job transition writes a row in ``job_events`` (the change feed): a job whose newest
+event leaves it IDLE is added, any other is removed. Several server processes on one
+database each follow the same feed. Event ids are allocated before their transaction
+commits, so a row may appear behind the watermark: each catch-up re-reads a window
+behind it (adding and removing are idempotent), and a full reload every
+``full_sync_s`` repairs anything the window missed. A stale entry costs at most one
+failed claim (the claim itself is an atomic compare-and-swap in the database).
+
+Fair share: running cpus per submitter are summed from the live claims at each tick
+(so replicas agree), usage accumulates in the accountant, and its state is saved to the
+database, as are the priority factors admins set.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from pilotage.matchmaking.ads import MatchConfig, Submitter
+from pilotage.matchmaking.autocluster import AutoclusterIndex
+from pilotage.matchmaking.fairshare import Accountant, FairShareConfig
+from pilotage.matchmaking.matchmaker import Matchmaker
+from pilotage.queue.jobad import load_ad
+from pilotage.queue.states import JobState
+from pilotage.store.tables import claims, fairshare_state, job_events, jobs, priority_factors
+
+#: How far behind the watermark each catch-up looks again, in event ids.
+REPLAY_WINDOW = 2000
+
+
+@dataclass(frozen=True)
+class MatchSettings:
+    """The matchmaker's knobs, from ``[server]`` settings."""
+
+    half_life_s: float = 86400.0
+    default_max_wall_time_s: float = 86400.0
+    full_sync_s: float = 60.0
+    save_every_s: float = 30.0
+
+
+class MatchService:
+    """Index, accountant and matchmaker of one server process; thread-safe."""
+
+    def __init__(self, settings: MatchSettings) -> None:
+        self.settings = settings
+        self._lock = threading.RLock()
+        self._config = MatchConfig(default_max_wall_time_s=settings.default_max_wall_time_s)
+        self._fair = FairShareConfig(half_life_s=settings.half_life_s)
+        self.index = AutoclusterIndex(self._config)
+        self.accountant = Accountant(self._fair)
+        self.matchmaker = Matchmaker(self.index, self.accountant)
+        self._watermark = 0
+        self._last_full = float("-inf")
+        self._last_save = float("-inf")
+
+    # -- following the database ------------------------------------------------------
+
+    def sync(self, conn: sa.Connection, now: float) -> None:
+        """Bring the index up to date: a full reload when due, else the change feed."""
+        with self._lock:
+            if now - self._last_full >= self.settings.full_sync_s:
+                self._reload(conn, now)
+            else:
+                self._catch_up(conn)
+
+    def _reload(self, conn: sa.Connection, now: float) -> None:
+        top = conn.execute(sa.select(sa.func.max(job_events.c.id))).scalar() or 0
+        rows = conn.execute(
+            sa.select(jobs.c.id, jobs.c.ad).where(jobs.c.state == JobState.IDLE.value)
+        ).all()
+        index = AutoclusterIndex(self._config)
+        for row in rows:
+            index.add(row.id, load_ad(row.ad))
+        self.index = index
+        self.matchmaker = Matchmaker(index, self.accountant)
+        self._watermark = int(top)
+        self._last_full = now
+        self._load_factors(conn)
+
+    def _catch_up(self, conn: sa.Connection) -> None:
+        since = max(0, self._watermark - REPLAY_WINDOW)
+        events = conn.execute(
+            sa.select(job_events.c.id, job_events.c.job_id)
+            .where(job_events.c.id > since)
+            .order_by(job_events.c.id)
+        ).all()
+        if not events:
+            return
+        changed = {e.job_id for e in events}
+        rows = conn.execute(
+            sa.select(jobs.c.id, jobs.c.state, jobs.c.ad).where(jobs.c.id.in_(changed))
+        ).all()
+        for row in rows:
+            if row.state == JobState.IDLE.value:
+                if self.index.submitter_of(row.id) is None:
+                    self.index.add(row.id, load_ad(row.ad))
+            else:
+                self.index.remove(row.id)
+        self._watermark = max(self._watermark, max(e.id for e in events))
+
+    def _load_factors(self, conn: sa.Connection) -> None:
+        for name, factor in conn.execute(
+            sa.select(priority_factors.c.name, priority_factors.c.factor)
+        ):
+            self.accountant.set_factor(name, float(factor))
+
+    # -- dispatch --------------------------------------------------------------------
+
+    def candidates(self, slot_ad: Any, now: float, limit: int = 8) -> list[int]:
+        """Idle jobs the slot can run, best first (see :class:`Matchmaker`)."""
+        with self._lock:
+            return self.matchmaker.candidates(slot_ad, now, limit)
+
+    def taken(self, job_id: int) -> None:
+        """The job left IDLE (claimed here, or found taken by someone else)."""
+        with self._lock:
+            self.index.remove(job_id)
+
+    # -- fair share ------------------------------------------------------------------
+
+    def tick(self, conn: sa.Connection, now: float) -> bool:
+        """Observe running cpus per submitter; return whether the state is due for saving."""
+        rows = conn.execute(
+            sa.select(jobs.c.owner, sa.func.sum(claims.c.request_cpus))
+            .select_from(claims.join(jobs, claims.c.job_id == jobs.c.id))
+            .where(claims.c.state == "active")
+            .group_by(jobs.c.owner)
+        ).all()
+        running = {Submitter(owner): float(cpus) for owner, cpus in rows}
+        with self._lock:
+            self.accountant.observe(running, at=now)
+            due = now - self._last_save >= self.settings.save_every_s
+            if due:
+                self._last_save = now
+            return due
+
+    def save(self, conn: sa.Connection, now: float) -> None:
+        """Write the accountant's state (one row)."""
+        with self._lock:
+            state = json.dumps(self.accountant.to_dict())
+        updated = conn.execute(
+            sa.update(fairshare_state)
+            .where(fairshare_state.c.id == 1)
+            .values(state=state, saved_at=now)
+        )
+        if updated.rowcount == 0:
+            conn.execute(sa.insert(fairshare_state).values(id=1, state=state, saved_at=now))
+
+    def restore(self, conn: sa.Connection) -> None:
+        """Take up the accountant's saved state, if any (at start)."""
+        row = conn.execute(
+            sa.select(fairshare_state.c.state).where(fairshare_state.c.id == 1)
+        ).first()
+        with self._lock:
+            if row is not None:
+                self.accountant = Accountant.from_dict(json.loads(row.state), self._fair)
+                self.matchmaker = Matchmaker(self.index, self.accountant)
+            self._load_factors(conn)
+
+    def priorities(self, now: float) -> list[dict[str, Any]]:
+        """Every known submitter's usage and priorities (``pilotage userprio``)."""
+        with self._lock:
+            acc = self.accountant
+            known = set(self.index.submitters()) | set(acc.submitters())
+            rows = [
+                {
+                    "submitter": s.name,
+                    "effective_priority": acc.effective_priority(s, now),
+                    "real_priority": acc.real_priority(s, now),
+                    "factor": acc.factor(s),
+                    "usage_cpu_s": acc.usage(s, now),
+                    "running_cpus": acc.running(s),
+                    "idle_jobs": sum(q.live for q in self.index.queues_of(s)),
+                }
+                for s in known
+            ]
+        return sorted(rows, key=lambda r: (r["effective_priority"], r["submitter"]))
+
+    def set_factor(
+        self, conn: sa.Connection, name: str, factor: float, by: str, now: float
+    ) -> None:
+        """Store a priority factor and apply it at once."""
+        with self._lock:
+            self.accountant.set_factor(name, factor)
+        updated = conn.execute(
+            sa.update(priority_factors)
+            .where(priority_factors.c.name == name)
+            .values(factor=factor, set_by=by, set_at=now)
+        )
+        if updated.rowcount == 0:
+            conn.execute(
+                sa.insert(priority_factors).values(name=name, factor=factor, set_by=by, set_at=now)
+            )
