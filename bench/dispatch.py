@@ -11,9 +11,13 @@ run: this measures the server's claim and report path, not an agent.
 
 Figures: starts and completions per second over the steady state (the middle 80 % of
 the events, so the ramp-up and the tail of the last pilots do not count), latency
-percentiles per kind of call as the clients see them, and the server's CPU time per job.
-The clients share the machine with the server; ``--client-procs`` spreads them over
-several processes. ``--profile DIR`` records the server with py-spy while pilots run.
+percentiles per kind of call as the clients see them, and the CPU the server, the
+clients and everything else on the machine used in the steady state. The clients share
+the machine with the server, and on a shared machine throughput figures compare only
+between runs where "everything else" is small. ``--client-procs`` spreads the pilots
+over several processes; ``--profile DIR`` records the server with py-spy (``--gil``:
+where the GIL is held) while pilots run. Each run checks afterwards that every job
+completed, after exactly one claim, with its three events.
 
 Ends with one ``BENCH <name> <value> <unit>`` line per figure (medians over
 ``--repeat`` runs). Figures recorded in docs/benchmarks.md (section "Dispatch").
@@ -33,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -60,10 +65,8 @@ class Record:
     completed: list[float] = field(default_factory=list)
     latency_s: dict[str, list[float]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
-    cpu_s: float = 0.0
 
     def merge(self, other: Record) -> None:
-        self.cpu_s += other.cpu_s
         self.started += other.started
         self.completed += other.completed
         for kind, values in other.latency_s.items():
@@ -153,14 +156,56 @@ def _client_process(
 
         uvloop.install()
     time.sleep(max(0.0, start_at - time.time()))
-    cpu0 = time.process_time()
-    rec = asyncio.run(_pilots(count, first, url, ca, token))
-    rec.cpu_s = time.process_time() - cpu0
-    out.send(rec)
+    out.send(asyncio.run(_pilots(count, first, url, ca, token)))
     out.close()
 
 
-def run_pilots(pool: Pool, token: str, pilots: int, procs: int) -> Record:
+class CpuSampler:
+    """Samples, every ``interval_s``, the CPU seconds used so far by the server, by the
+    client processes and by the whole machine, so the steady state can be cut out."""
+
+    def __init__(self, server_pid: int, interval_s: float = 0.1) -> None:
+        self.server_pid = server_pid
+        self.client_pids: list[int] = []
+        self.samples: list[tuple[float, float, float, float]] = []
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> CpuSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            clients = 0.0
+            for pid in list(self.client_pids):
+                with contextlib.suppress(OSError):
+                    clients += cpu_s(pid)
+            sample = (time.monotonic(), cpu_s(self.server_pid), clients, machine_busy_s())
+            self.samples.append(sample)
+
+    def cores(self, start: float, end: float) -> tuple[float, float, float]:
+        """Cores used by the server, the clients and everything else between two times."""
+        inside = [s for s in self.samples if start <= s[0] <= end]
+        if len(inside) < 2:
+            return (float("nan"),) * 3
+        (t0, server0, clients0, busy0), (t1, server1, clients1, busy1) = inside[0], inside[-1]
+        server, clients = server1 - server0, clients1 - clients0
+        return (
+            server / (t1 - t0),
+            clients / (t1 - t0),
+            (busy1 - busy0 - server - clients) / (t1 - t0),
+        )
+
+
+def run_pilots(
+    pool: Pool, token: str, pilots: int, procs: int, sampler: CpuSampler | None = None
+) -> Record:
     """Run ``pilots`` simulated pilots spread over ``procs`` client processes."""
     ctx = multiprocessing.get_context("spawn")
     start_at = time.time() + 2.0  # time for the spawned interpreters to import
@@ -174,6 +219,8 @@ def run_pilots(pool: Pool, token: str, pilots: int, procs: int) -> Record:
         process = ctx.Process(target=_client_process, args=args, name=f"pilots-{p}")
         process.start()
         sender.close()
+        if sampler is not None and process.pid is not None:
+            sampler.client_pids.append(process.pid)
         children.append((process, receiver))
         first += count
     rec = Record()
@@ -263,14 +310,20 @@ def profiler(pid: int, out: Path | None) -> Iterator[None]:
 # --- figures --------------------------------------------------------------------------
 
 
-def steady_rate(stamps: list[float]) -> float:
-    """Events per second over the middle of the run (``TRIM`` cut at each end)."""
+def steady_window(stamps: list[float]) -> tuple[float, float]:
+    """The first and last time of the middle of the run (``TRIM`` cut at each end)."""
     stamps = sorted(stamps)
     cut = int(len(stamps) * TRIM)
-    middle = stamps[cut : len(stamps) - cut]
-    if len(middle) < 2 or middle[-1] <= middle[0]:
+    return stamps[cut], stamps[len(stamps) - cut - 1]
+
+
+def steady_rate(stamps: list[float]) -> float:
+    """Events per second over the middle of the run (``TRIM`` cut at each end)."""
+    start, end = steady_window(stamps)
+    count = sum(1 for t in stamps if start <= t <= end)
+    if count < 2 or end <= start:
         return float("nan")
-    return (len(middle) - 1) / (middle[-1] - middle[0])
+    return (count - 1) / (end - start)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -294,11 +347,8 @@ def one_run(db: str, pg_server: str | None, args: argparse.Namespace, run: int) 
         submit_s = submit(pool, args.jobs)
         token = pool.token("benchpilots", "pilot")
         out = None if args.profile is None else args.profile / f"server-{db}-{run}.txt"
-        cpu0, busy0, t0 = cpu_s(pool.server.pid), machine_busy_s(), time.monotonic()
-        with profiler(pool.server.pid, out):
-            rec = run_pilots(pool, token, args.pilots, args.client_procs)
-        wall, server_cpu = time.monotonic() - t0, cpu_s(pool.server.pid) - cpu0
-        others_cpu = machine_busy_s() - busy0 - server_cpu - rec.cpu_s
+        with CpuSampler(pool.server.pid) as sampler, profiler(pool.server.pid, out):
+            rec = run_pilots(pool, token, args.pilots, args.client_procs, sampler)
         problem = check_queue(pool, args.jobs)
         events = count_events(db_url)
         if events != 3 * args.jobs:
@@ -311,16 +361,20 @@ def one_run(db: str, pg_server: str | None, args: argparse.Namespace, run: int) 
             shutil.rmtree(root, ignore_errors=True)
     if problem:
         raise SystemExit(f"{db}: the run is not valid: {problem}")
+    completed = steady_rate(rec.completed)
+    server, clients, others = sampler.cores(*steady_window(rec.completed))
     figures = {
         "submitted_per_s": args.jobs / submit_s,
         "started_per_s": steady_rate(rec.started),
-        "completed_per_s": steady_rate(rec.completed),
+        "completed_per_s": completed,
         "overall_completed_per_s": len(rec.completed) / (max(rec.completed) - min(rec.started)),
-        "server_cpu_ms_per_job": 1000 * server_cpu / args.jobs,
-        "client_cpu_ms_per_job": 1000 * rec.cpu_s / args.jobs,
-        # Cores busy with anything else (the kernel's loopback work, other users): the
-        # figures above are only comparable between runs where this is small.
-        "others_cpu_share": max(0.0, others_cpu) / wall,
+        "server_cpu_ms_per_job": 1000 * server / completed,
+        "client_cpu_ms_per_job": 1000 * clients / completed,
+        "server_cpu_share": server,
+        "client_cpu_share": clients,
+        # Cores busy with anything else in the steady state (PostgreSQL, the kernel's
+        # loopback work, other users of the machine): runs compare only when it is small.
+        "others_cpu_share": max(0.0, others),
     }
     for kind in ("register", "claim", "report"):
         lat = rec.latency_s.get(kind, [])
@@ -331,9 +385,10 @@ def one_run(db: str, pg_server: str | None, args: argparse.Namespace, run: int) 
         f"{figures['started_per_s']:.0f} started/s (steady), "
         f"{figures['overall_completed_per_s']:.0f}/s overall; report p50 "
         f"{figures['report_p50_ms']:.1f} ms p99 {figures['report_p99_ms']:.1f} ms; "
-        f"server {figures['server_cpu_ms_per_job']:.2f} CPU ms/job, clients "
-        f"{figures['client_cpu_ms_per_job']:.2f} CPU ms/job, everything else "
-        f"{figures['others_cpu_share']:.2f} cores; "
+        f"CPU: server {figures['server_cpu_share']:.2f} cores "
+        f"({figures['server_cpu_ms_per_job']:.2f} ms/job), clients "
+        f"{figures['client_cpu_share']:.2f} ({figures['client_cpu_ms_per_job']:.2f} ms/job), "
+        f"everything else {figures['others_cpu_share']:.2f}; "
         f"submit {figures['submitted_per_s']:.0f} jobs/s",
         flush=True,
     )
