@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from pilotage.api.wire import Claim, Failure, Resources, Result, Revoked
 from pilotage.collector import pilots as pilot_registry
 from pilotage.config import ServerSettings
-from pilotage.errors import Conflict, Denied, NotFound
+from pilotage.errors import Conflict, NotFound
 from pilotage.queue import history, spool
 from pilotage.queue.jobad import load_ad, symmetric_match
 from pilotage.queue.states import HoldCode, JobState, Trigger, transition
@@ -360,18 +360,6 @@ def held_claim(conn: sa.Connection, claim_id: str, subject: str) -> tuple[LiveCl
     if row.claim_state != "active":
         raise Conflict(f"claim {claim_id} is no longer live ({row.end_reason})")
     return LiveClaim(row.claim_id, row.job_id, row.id), row
-
-
-def live_claim(conn: sa.Connection, claim_id: str, pilot_id: str) -> LiveClaim:
-    """The claim if it is live and this pilot's: else NotFound, Denied or Conflict."""
-    row = conn.execute(sa.select(claims).where(claims.c.id == claim_id)).first()
-    if row is None:
-        raise NotFound(f"claim {claim_id} does not exist")
-    if row.pilot_id != pilot_id:
-        raise Denied(f"claim {claim_id} is held by another pilot")
-    if row.state != "active":
-        raise Conflict(f"claim {claim_id} is no longer live ({row.end_reason})")
-    return LiveClaim(row.id, row.job_id, row.pilot_id)
 
 
 def heartbeat(
