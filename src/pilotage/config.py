@@ -47,6 +47,10 @@ class ServerSettings:
     reap_interval_s: float = 2.0
     #: Seconds an empty pilot is told to wait before asking again.
     retry_after_s: float = 5.0
+    #: Fair share: how fast past usage is forgotten (seconds for usage to halve).
+    fairshare_half_life_s: float = 86400.0
+    #: How often the matchmaker reloads its index of idle jobs from the database whole.
+    match_full_sync_s: float = 30.0
     #: Unix users (besides the server's own user and root) with the admin role.
     admins: tuple[str, ...] = ()
 

@@ -142,6 +142,11 @@ class ProtocolPilot:
         )
 
 
+#: Tables the server rewrites on its own timer (the fair-share accountant's saved state):
+#: they change with time, not with what a caller sends.
+SERVER_BOOKKEEPING = frozenset({"fairshare_state"})
+
+
 def snapshot(pool: Pool, *, volatile: tuple[str, ...] = ()) -> dict[str, Any]:
     """Everything the pool has stored: each table's rows in key order, each spool file.
 
@@ -152,6 +157,8 @@ def snapshot(pool: Pool, *, volatile: tuple[str, ...] = ()) -> dict[str, Any]:
     try:
         with engine.connect() as conn:
             for table in metadata.sorted_tables:
+                if table.name in SERVER_BOOKKEEPING:
+                    continue
                 columns = [c for c in table.columns if f"{table.name}.{c.name}" not in volatile]
                 order = list(table.primary_key.columns)
                 rows = conn.execute(sa.select(*columns).order_by(*order)).all()

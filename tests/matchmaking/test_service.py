@@ -39,21 +39,21 @@ def _slot(cpus: int = 4, memory: int = 8000) -> object:
 def test_index_follows_submits_holds_and_releases(store: Store) -> None:
     service = MatchService(MatchSettings(full_sync_s=3600))
     with store.read() as conn:
-        service.sync(conn, now=100.0)
+        service.repair(conn, now=100.0)
     assert service.candidates(_slot(), now=100.0) == []
     _submit(store, "alice", 3, now=101.0)
     with store.read() as conn:
-        service.sync(conn, now=102.0)
+        service.sync(conn)
     assert len(service.candidates(_slot(), now=102.0)) == 3
     with store.write() as conn:
         queue.act(conn, Actor("alice"), "hold", [queue.JobRef(1, 0)], reason=None, now=103.0)
     with store.read() as conn:
-        service.sync(conn, now=104.0)
+        service.sync(conn)
     assert len(service.candidates(_slot(), now=104.0)) == 2
     with store.write() as conn:
         queue.act(conn, Actor("alice"), "release", [queue.JobRef(1, 0)], reason=None, now=105.0)
     with store.read() as conn:
-        service.sync(conn, now=106.0)
+        service.repair(conn, now=106.0)  # the window re-read
     assert len(service.candidates(_slot(), now=106.0)) == 3
 
 
@@ -62,7 +62,7 @@ def test_only_jobs_that_fit_are_candidates(store: Store) -> None:
     _submit(store, "alice", 2, now=1.0, request_memory_mb=16000)
     _submit(store, "bob", 2, now=2.0, request_memory_mb=100)
     with store.read() as conn:
-        service.sync(conn, now=3.0)
+        service.repair(conn, now=3.0)
     chosen = service.candidates(_slot(memory=8000), now=3.0)
     assert len(chosen) == 2 and all(
         service.index.submitter_of(j) == Submitter("bob") for j in chosen

@@ -14,6 +14,7 @@ from pilotage.api.wire import PilotRegistration, Resources, Result
 from pilotage.collector import pilots as registry
 from pilotage.config import ServerSettings
 from pilotage.errors import Conflict, Denied, NotFound
+from pilotage.matchmaking.service import MatchService, MatchSettings
 from pilotage.queue import claims
 from pilotage.queue import jobs as queue
 from pilotage.queue.history import Actor
@@ -23,6 +24,12 @@ from pilotage.store.tables import job_events, jobs
 
 SETTINGS = ServerSettings()
 ALICE = Actor("alice")
+#: One matchmaker per store, as one server process has.
+_MATCHERS: dict[int, MatchService] = {}
+
+
+def _matcher(store: Store) -> MatchService:
+    return _MATCHERS.setdefault(id(store), MatchService(MatchSettings()))
 
 
 @pytest.fixture
@@ -30,6 +37,7 @@ def store(db_url: str) -> Iterator[Store]:
     store = Store(db_url)
     store.migrate()
     yield store
+    _MATCHERS.pop(id(store), None)
     store.dispose()
 
 
@@ -68,7 +76,7 @@ def ask(store: Store, pilot_id: str, cpus: int = 1, memory_mb: int = 4000) -> An
             offered,
             3600,
             settings=SETTINGS,
-            ads=claims.AdCache(),
+            matcher=_matcher(store),
             now=time.time(),
             is_postgres=not store.is_sqlite,
         )
@@ -121,8 +129,8 @@ def test_jobs_that_do_not_fit_are_passed_over_at_every_priority(store: Store) ->
     assert ask(store, pilot_id, cpus=2) is None
 
 
-def test_a_match_past_the_first_page_is_found(store: Store) -> None:
-    count = claims.PAGE * 2 + 3
+def test_a_match_deep_in_the_queue_is_found(store: Store) -> None:
+    count = 203
     submit(store, *(job(attrs={"Wanted": "false"}) for _ in range(count - 1)))
     (wanted,) = submit(store, job(attrs={"Wanted": "true"}))
     claim = ask(store, register(store, start="TARGET.Wanted =?= true"))
@@ -131,18 +139,6 @@ def test_a_match_past_the_first_page_is_found(store: Store) -> None:
         assert conn.execute(sa.select(jobs.c.state).where(jobs.c.id == wanted)).scalar() == (
             "RUNNING"
         )
-
-
-def test_at_most_max_examined_jobs_are_looked_at(
-    store: Store, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(claims, "MAX_EXAMINED", 5)
-    submit(store, *(job(priority=-p, attrs={"Wanted": "false"}) for p in range(5)))
-    submit(store, job(priority=-9, attrs={"Wanted": "true"}))
-    pilot_id = register(store, start="TARGET.Wanted =?= true")
-    assert ask(store, pilot_id) is None
-    monkeypatch.setattr(claims, "MAX_EXAMINED", 20)
-    assert ask(store, pilot_id) is not None
 
 
 def test_a_claim_and_its_report_are_recorded_as_events(store: Store) -> None:

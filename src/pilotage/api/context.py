@@ -18,7 +18,7 @@ from starlette.requests import HTTPConnection
 from pilotage.api.auth import Authenticator, Principal
 from pilotage.config import Settings
 from pilotage.credentials.tokens import TokenIssuer
-from pilotage.queue.claims import AdCache
+from pilotage.matchmaking.service import MatchService, MatchSettings
 from pilotage.queue.history import Actor
 from pilotage.queue.sandbox import SandboxTooLarge
 from pilotage.queue.spool import Spool
@@ -88,7 +88,7 @@ class ServerContext:
     spool: Spool
     issuer: TokenIssuer
     authenticator: Authenticator
-    ads: AdCache = field(default_factory=AdCache)
+    matcher: MatchService
     clock: Callable[[], float] = time.time
     tokens: VerifiedTokens = field(init=False)
 
@@ -110,6 +110,12 @@ class ServerContext:
             spool=spool,
             issuer=issuer,
             authenticator=Authenticator(issuer, settings.server.admins),
+            matcher=MatchService(
+                MatchSettings(
+                    half_life_s=settings.server.fairshare_half_life_s,
+                    full_sync_s=settings.server.match_full_sync_s,
+                )
+            ),
         )
 
     @property

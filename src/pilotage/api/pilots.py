@@ -93,7 +93,7 @@ def _next_claim(
         req.free,
         req.time_left_s,
         settings=ctx.settings.server,
-        ads=ctx.ads,
+        matcher=ctx.matcher,
         now=now,
         is_postgres=ctx.is_postgres,
     )

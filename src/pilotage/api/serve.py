@@ -98,9 +98,21 @@ def _public_url(host: str, port: int) -> str:
 def _reaper(ctx: ServerContext, stop: threading.Event) -> None:
     while not stop.wait(ctx.settings.server.reap_interval_s):
         try:
-            reap_once(ctx.store, ctx.settings.server, ctx.clock())
+            now = ctx.clock()
+            reap_once(ctx.store, ctx.settings.server, now)
+            _matchmaker_tick(ctx, now)
         except Exception:
             log.exception("reaper pass failed")
+
+
+def _matchmaker_tick(ctx: ServerContext, now: float) -> None:
+    """Repair the matchmaker's index, feed fair share, and save its state when due."""
+    with ctx.store.read() as conn:
+        ctx.matcher.repair(conn, now)
+        due = ctx.matcher.tick(conn, now)
+    if due:
+        with ctx.store.write() as conn:
+            ctx.matcher.save(conn, now)
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -129,6 +141,9 @@ def run(
         store.migrate()
     store.check_current()
     ctx = ServerContext.build(state, settings, store)
+    with store.read() as conn:
+        ctx.matcher.restore(conn)
+        ctx.matcher.repair(conn, ctx.clock())
     app = create_app(ctx)
     tcp = _bind_tcp(settings.server.host, settings.server.port)
     port = tcp.getsockname()[1]

@@ -40,7 +40,9 @@ class MatchSettings:
     """The matchmaker's knobs, from ``[server]`` settings."""
 
     half_life_s: float = 86400.0
-    default_max_wall_time_s: float = 86400.0
+    #: A job that does not say how long it runs (``allowed_job_duration``) is assumed to
+    #: fit any pilot.
+    default_max_wall_time_s: float = 0.0
     full_sync_s: float = 60.0
     save_every_s: float = 30.0
 
@@ -62,13 +64,19 @@ class MatchService:
 
     # -- following the database ------------------------------------------------------
 
-    def sync(self, conn: sa.Connection, now: float) -> None:
-        """Bring the index up to date: a full reload when due, else the change feed."""
+    def sync(self, conn: sa.Connection) -> None:
+        """Take in the events written since the last look (cheap: run before each dispatch)."""
+        with self._lock:
+            self._catch_up(conn, self._watermark)
+
+    def repair(self, conn: sa.Connection, now: float) -> None:
+        """Periodic care: a full reload when due, else re-read a window behind the watermark
+        for events whose transactions committed late."""
         with self._lock:
             if now - self._last_full >= self.settings.full_sync_s:
                 self._reload(conn, now)
             else:
-                self._catch_up(conn)
+                self._catch_up(conn, max(0, self._watermark - REPLAY_WINDOW))
 
     def _reload(self, conn: sa.Connection, now: float) -> None:
         top = conn.execute(sa.select(sa.func.max(job_events.c.id))).scalar() or 0
@@ -84,8 +92,7 @@ class MatchService:
         self._last_full = now
         self._load_factors(conn)
 
-    def _catch_up(self, conn: sa.Connection) -> None:
-        since = max(0, self._watermark - REPLAY_WINDOW)
+    def _catch_up(self, conn: sa.Connection, since: int) -> None:
         events = conn.execute(
             sa.select(job_events.c.id, job_events.c.job_id)
             .where(job_events.c.id > since)
@@ -119,9 +126,18 @@ class MatchService:
             return self.matchmaker.candidates(slot_ad, now, limit)
 
     def taken(self, job_id: int) -> None:
-        """The job left IDLE (claimed here, or found taken by someone else)."""
+        """The job was found no longer idle (another server took it, or it was held)."""
         with self._lock:
             self.index.remove(job_id)
+
+    def claimed(self, job_id: int, cpus: int, now: float) -> None:
+        """This server claimed the job: out of the index, and its submitter is charged at
+        once, so a burst of requests in one second spreads over submitters."""
+        with self._lock:
+            submitter = self.index.submitter_of(job_id)
+            self.index.remove(job_id)
+            if submitter is not None:
+                self.accountant.adjust(submitter, cpus, at=now)
 
     # -- fair share ------------------------------------------------------------------
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections import OrderedDict
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,50 +25,15 @@ from pilotage.api.wire import Claim, Failure, Resources, Result, Revoked
 from pilotage.collector import pilots as pilot_registry
 from pilotage.config import ServerSettings
 from pilotage.errors import Conflict, NotFound
+from pilotage.matchmaking.service import MatchService
 from pilotage.queue import history, spool
-from pilotage.queue.jobad import load_ad, symmetric_match
 from pilotage.queue.states import HoldCode, JobState, Trigger, transition
 from pilotage.store.tables import claims, job_events, jobs, pilots
-
-#: How many idle jobs (and priority levels) one request may examine before giving up
-#: (autoclusters lift this).
-MAX_EXAMINED = 2000
-PAGE = 64
 
 _P = sa.bindparam
 _IDLE = JobState.IDLE.value
 _CLAIM = transition(JobState.IDLE, Trigger.CLAIM)
 _EXIT = transition(JobState.RUNNING, Trigger.EXIT)
-
-#: The best priority among idle jobs (NULL: none is idle), and the best one below ``below``.
-_TOP_PRIORITY = sa.select(sa.func.max(jobs.c.priority)).where(jobs.c.state == _IDLE)
-_PRIORITY_BELOW = _TOP_PRIORITY.where(jobs.c.priority < _P("below"))
-
-
-def _page_at(priority: Any) -> sa.Select[Any]:
-    """Idle jobs of one priority that fit the free resources, oldest first, after ``after``.
-
-    An equality on (state, priority) and a range on id: a range scan of the index
-    ``ix_jobs_state_prio``, however long the queue is.
-    """
-    return (
-        sa.select(jobs.c.id, jobs.c.ad, jobs.c.priority)
-        .where(
-            jobs.c.state == _IDLE,
-            jobs.c.priority == priority,
-            jobs.c.id > _P("after"),
-            jobs.c.request_cpus <= _P("cpus"),
-            jobs.c.request_memory_mb <= _P("memory_mb"),
-            jobs.c.request_disk_mb <= _P("disk_mb"),
-            jobs.c.request_gpus <= _P("gpus"),
-        )
-        .order_by(jobs.c.id)
-        .limit(PAGE)
-    )
-
-
-_FIRST_PAGE = _page_at(_TOP_PRIORITY.scalar_subquery())
-_PAGE = _page_at(_P("priority"))
 
 
 def _claim_job(job: Any) -> sa.Update:
@@ -156,23 +119,6 @@ _CLAIM_AND_PILOT = (
 )
 
 
-class AdCache:
-    """Parsed job ads by job id; ads do not change once submitted."""
-
-    def __init__(self, size: int = 50_000) -> None:
-        self._size = size
-        self._ads: OrderedDict[int, Any] = OrderedDict()
-
-    def get(self, job_id: int, text: str) -> Any:
-        ad = self._ads.get(job_id)
-        if ad is None:
-            ad = load_ad(text)
-            self._ads[job_id] = ad
-            if len(self._ads) > self._size:
-                self._ads.popitem(last=False)
-        return ad
-
-
 @dataclass(frozen=True)
 class LiveClaim:
     """A claim row that is live and held by the asking pilot."""
@@ -182,35 +128,6 @@ class LiveClaim:
     pilot_id: str
 
 
-def _candidates(conn: sa.Connection, free: Resources) -> Iterator[Any]:
-    """Idle jobs that fit ``free``, best first: priority descending, then oldest first.
-
-    One priority at a time along the index, so no request ever sorts the whole queue;
-    at most ``MAX_EXAMINED`` jobs and priority levels are looked at.
-    """
-    fits = {
-        "cpus": free.cpus,
-        "memory_mb": free.memory_mb,
-        "disk_mb": free.disk_mb,
-        "gpus": free.gpus,
-        "after": -1,
-    }
-    budget = MAX_EXAMINED
-    page = conn.execute(_FIRST_PAGE, fits).all()
-    priority = page[0].priority if page else conn.execute(_TOP_PRIORITY).scalar()
-    while priority is not None and budget > 0:
-        while page:
-            yield from page[:budget]
-            budget -= len(page)
-            if len(page) < PAGE or budget <= 0:
-                break
-            page = conn.execute(_PAGE, {**fits, "priority": priority, "after": page[-1].id}).all()
-        budget -= 1
-        priority = conn.execute(_PRIORITY_BELOW, {"below": priority}).scalar()
-        if priority is not None and budget > 0:
-            page = conn.execute(_PAGE, {**fits, "priority": priority}).all()
-
-
 def dispatch(
     conn: sa.Connection,
     pilot: sa.Row[Any],
@@ -218,11 +135,16 @@ def dispatch(
     time_left_s: float,
     *,
     settings: ServerSettings,
-    ads: AdCache,
+    matcher: MatchService,
     now: float,
     is_postgres: bool,
 ) -> Claim | None:
-    """Pick the best idle job for the pilot's free resources and claim it atomically."""
+    """Pick the best idle job for the pilot's free resources and claim it atomically.
+
+    The matchmaker orders the candidates (fair share, job priority, submission order;
+    both sides' Requirements); the database decides: the first candidate still idle is
+    claimed by a guarded update, and one found taken is dropped from the index.
+    """
     pilot_registry.require_active(pilot)
     if pilot.retire or now >= pilot.expires_at:
         return None
@@ -237,11 +159,14 @@ def dispatch(
     if free.cpus < 1 or free.memory_mb < 1:
         return None
     slot = pilot_registry.offer_ad(pilot, free, min(time_left_s, pilot.expires_at - now))
-    for row in _candidates(conn, free):
-        if symmetric_match(ads.get(row.id, row.ad), slot):
-            claim = _claim(conn, row.id, pilot, settings=settings, now=now, pg=is_postgres)
-            if claim is not None:
-                return claim
+    matcher.sync(conn)
+    for job_id in matcher.candidates(slot, now):
+        claim = _claim(conn, job_id, pilot, settings=settings, now=now, pg=is_postgres)
+        if claim is None:
+            matcher.taken(job_id)  # no longer idle: another server took it, or it was held
+            continue
+        matcher.claimed(job_id, claim.request_cpus, now)
+        return claim
     return None
 
 

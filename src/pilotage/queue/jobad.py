@@ -34,6 +34,7 @@ RESERVED = frozenset(
         "acctgroup",
         "user",
         "x509userproxysubject",
+        "maxwalltime",
     }
 )
 
@@ -114,6 +115,8 @@ def build_job_ad(spec: JobSpec, *, cluster_id: int, proc_id: int, owner: str, qd
         del ad["x509userproxysubject"]
     if spec.max_walltime_s is not None:
         ad["AllowedJobDuration"] = spec.max_walltime_s
+        # The matchmaker keeps a job off a pilot that would retire before it could end.
+        ad["MaxWallTime"] = spec.max_walltime_s
     ad["Requirements"] = classad2.ExprTree(requirements_of(spec))
     if spec.rank is not None:
         ad["Rank"] = classad2.ExprTree(spec.rank)
