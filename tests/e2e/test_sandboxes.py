@@ -199,11 +199,6 @@ def test_an_input_sandbox_over_the_limit_stops_a_cli_submit(small_pool: Pool) ->
     assert (queue.returncode, queue.stdout.strip()) == (0, "[]")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="api/pilots.py claim_output spools the tar (renamed into place) before checking "
-    "the claim again; when the lease ran out meanwhile it answers 409 but the file stays",
-)
 def test_an_output_that_arrives_after_its_lease_ended_leaves_nothing_in_the_spool(
     make_pool: Callable[..., Pool], clients: Clients
 ) -> None:

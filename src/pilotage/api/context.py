@@ -21,7 +21,7 @@ from pilotage.credentials.tokens import TokenIssuer
 from pilotage.matchmaking.service import MatchService, MatchSettings
 from pilotage.queue.history import Actor
 from pilotage.queue.sandbox import SandboxTooLarge
-from pilotage.queue.spool import Spool
+from pilotage.queue.spool import Spool, Upload
 from pilotage.statedir import StateDir
 from pilotage.store.engine import Store
 
@@ -129,6 +129,13 @@ class ServerContext:
 
     async def receive_tar(self, request: Request) -> tuple[str, int]:
         """Take a tar body into the spool, refusing it past the size limit."""
+        upload = await self.receive_upload(request)
+        self.spool.keep(upload)
+        return upload.digest, upload.size
+
+    async def receive_upload(self, request: Request) -> Upload:
+        """Check a tar body into a temporary file of the spool (size limit applied); the
+        caller keeps or discards it."""
         limit = self.spool.max_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -142,7 +149,7 @@ class ServerContext:
                     raise SandboxTooLarge(f"the sandbox exceeds the limit of {limit} bytes")
                 buffer.write(chunk)
             buffer.seek(0)
-            return await run_in_threadpool(self.spool.store, cast(BinaryIO, buffer))
+            return await run_in_threadpool(self.spool.receive, cast(BinaryIO, buffer))
         finally:
             buffer.close()
 

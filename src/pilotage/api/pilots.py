@@ -1,6 +1,9 @@
 """The pilot API (docs/pilot-protocol.md): register, ask for work, renew, report, leave.
 
 Every call needs the pilot role, and a pilot may act only on itself and its own claims.
+A pilot token minted for an entry (``<entry>/<frontend>``) registers only pilots of that
+entry and its site; the later calls need no such check, as they act on the registered
+pilot by the same token subject.
 
 These calls come from every pilot of the pool, all the time, so they stay on the event
 loop: authentication is cached (:class:`pilotage.api.context.VerifiedTokens`), the
@@ -66,6 +69,8 @@ def _answer(model: BaseModel, status_code: int = 200) -> Response:
 
 @router.post("/pilots", status_code=201, response_model=Registered)
 async def register(body: PilotRegistration, ctx: LoopCtx, who: Pilot) -> Response:
+    """Join the pool; a token minted for an entry registers only pilots of that entry
+    (:func:`pilotage.collector.pilots.check_entry`, 403 otherwise)."""
     pilot_id = await ctx.write(lambda conn: registry.register(conn, who.name, body, ctx.clock()))
     s = ctx.settings.server
     registered = Registered(
@@ -152,14 +157,21 @@ def claim_input(claim_id: str, ctx: Ctx, who: Pilot) -> StreamingResponse:
 async def claim_output(claim_id: str, request: Request, ctx: LoopCtx, who: Pilot) -> Response:
     """Keep the output sandbox of a live claim's job."""
     await ctx.write(lambda conn: claims.held_claim(conn, claim_id, who.name))
-    digest, size = await ctx.receive_tar(request)
+    upload = await ctx.receive_upload(request)
 
     def work(conn: sa.Connection) -> None:
         live, _pilot = claims.held_claim(conn, claim_id, who.name)
         job = claims.job_of_claim(conn, live.claim_id)
-        claims.attach_output(conn, live, job.owner, digest, size, now=ctx.clock())
+        claims.attach_output(conn, live, job.owner, upload.digest, upload.size, now=ctx.clock())
 
-    await ctx.write(work)
+    # The claim may have ended while the tar arrived: only a recorded output enters the
+    # spool, so a refused late upload leaves nothing behind.
+    try:
+        await ctx.write(work)
+    except BaseException:
+        ctx.spool.discard(upload)
+        raise
+    ctx.spool.keep(upload)
     return Response(status_code=204)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -17,6 +18,15 @@ import sqlalchemy as sa
 from pilotage.errors import NotFound
 from pilotage.queue import sandbox
 from pilotage.store.tables import sandboxes
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A checked tar stream waiting under a temporary name."""
+
+    tmp: Path
+    digest: str
+    size: int
 
 
 class Spool:
@@ -33,16 +43,30 @@ class Spool:
         """Where the sandbox with this digest lives."""
         return self.root / digest[:2] / f"{digest}.tar"
 
-    def store(self, stream: BinaryIO) -> tuple[str, int]:
-        """Check and keep a tar stream; return its digest and size."""
+    def receive(self, stream: BinaryIO) -> Upload:
+        """Check a tar stream into a temporary file; :meth:`keep` or :meth:`discard` it."""
         tmp = self.root / "incoming" / secrets.token_hex(12)
         digest, size = sandbox.spool(
             stream, tmp, max_bytes=self.max_bytes, max_members=self.max_members
         )
-        final = self.path(digest)
+        return Upload(tmp, digest, size)
+
+    def keep(self, upload: Upload) -> None:
+        """Move a checked upload into place under its digest."""
+        final = self.path(upload.digest)
         final.parent.mkdir(exist_ok=True, mode=0o700)
-        os.replace(tmp, final)
-        return digest, size
+        os.replace(upload.tmp, final)
+
+    @staticmethod
+    def discard(upload: Upload) -> None:
+        """Drop an upload that was not wanted after all."""
+        upload.tmp.unlink(missing_ok=True)
+
+    def store(self, stream: BinaryIO) -> tuple[str, int]:
+        """Check and keep a tar stream; return its digest and size."""
+        upload = self.receive(stream)
+        self.keep(upload)
+        return upload.digest, upload.size
 
     def open(self, digest: str) -> BinaryIO:
         """Open a stored sandbox for reading."""
