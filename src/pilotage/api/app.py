@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from pilotage import __version__
-from pilotage.api import admin, credentials, pilots, provisioning, users
+from pilotage.api import admin, credentials, matchmaking, pilots, provisioning, users
 from pilotage.api.context import ServerContext
 from pilotage.credentials.service import CredentialService
 from pilotage.errors import PilotageError, Transient
@@ -47,6 +47,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(credentials.router)
     app.include_router(provisioning.router)
+    app.include_router(matchmaking.router)
 
     @app.exception_handler(PilotageError)
     async def on_pilotage_error(_request: Request, exc: PilotageError) -> JSONResponse:

@@ -110,9 +110,29 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         ids: OptIds = None,
         owner: Annotated[str | None, typer.Option(help="Only this owner's jobs.")] = None,
+        analyze: Annotated[
+            bool,
+            typer.Option(
+                "--analyze",
+                "-analyze",
+                "-better-analyze",
+                help="Why one job does not run: each Requirements clause against the "
+                "pool's slots, the slots that refuse it, its place in fair share.",
+            ),
+        ] = False,
         as_json: Json = False,
     ) -> None:
         """Jobs in the queue (idle, running, held)."""
+        if analyze:
+            if not ids or len(ids) != 1:
+                raise BadInput("-analyze explains one job: name it as CLUSTER.PROC")
+            with ctx.obj.client() as client:
+                analysis = client.call("GET", f"/api/v1/jobs/{ids[0]}/analysis")
+            if as_json:
+                _print_json(analysis)
+            else:
+                typer.echo(analysis["text"])
+            return
         _list(ctx, ids, False, owner, as_json, "Queue")
 
     @app.command("history")

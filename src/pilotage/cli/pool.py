@@ -114,6 +114,42 @@ def register(app: typer.Typer) -> None:
         running = sum(s["jobs"] for s in slots)
         console.print(f"{len(slots)} pilots, {running} running jobs")
 
+    @app.command("userprio")
+    def userprio_cmd(
+        ctx: typer.Context,
+        set_factor: Annotated[
+            tuple[str, float] | None,
+            typer.Option(
+                "--set-factor",
+                help="NAME FACTOR: a submitter's priority factor (admin only); "
+                "2 means half the share of 1.",
+            ),
+        ] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    ) -> None:
+        """User priorities: effective priority (lower is better), usage, factor."""
+        with ctx.obj.client() as client:
+            if set_factor is not None:
+                name, factor = set_factor
+                client.call("PUT", f"/api/v1/userprio/{name}", json={"factor": factor})
+            rows = client.call("GET", "/api/v1/userprio")
+        if as_json:
+            typer.echo(json.dumps(rows, indent=2, sort_keys=True))
+            return
+        table = Table(title="User priorities", title_justify="left")
+        for col in ("SUBMITTER", "EFFECTIVE PRIO", "FACTOR", "USAGE (cpu h)", "RUNNING", "IDLE"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(
+                r["submitter"],
+                f"{r['effective_priority']:.2f}",
+                f"{r['factor']:g}",
+                f"{r['usage_cpu_s'] / 3600:.2f}",
+                f"{r['running_cpus']:g}",
+                str(r["idle_jobs"]),
+            )
+        Console().print(table)
+
     @token_app.command("issue")
     def token_issue(
         ctx: typer.Context,

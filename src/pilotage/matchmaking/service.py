@@ -24,6 +24,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from pilotage.matchmaking.ads import MatchConfig, Submitter
+from pilotage.matchmaking.analysis_text import render_text
+from pilotage.matchmaking.analyze import analyze
 from pilotage.matchmaking.autocluster import AutoclusterIndex
 from pilotage.matchmaking.fairshare import Accountant, FairShareConfig
 from pilotage.matchmaking.matchmaker import Matchmaker
@@ -179,6 +181,19 @@ class MatchService:
                 self.accountant = Accountant.from_dict(json.loads(row.state), self._fair)
                 self.matchmaker = Matchmaker(self.index, self.accountant)
             self._load_factors(conn)
+
+    def analyze(self, job_ad: Any, slot_ads: list[Any], now: float) -> dict[str, Any]:
+        """``q -analyze``: why the job does (not) run on these slots, with the text too."""
+        with self._lock:
+            analysis = analyze(
+                job_ad,
+                slot_ads,
+                accountant=self.accountant,
+                now=now,
+                idle_submitters=tuple(self.index.submitters()),
+                config=self._config,
+            )
+        return {**analysis.to_dict(), "text": render_text(analysis)}
 
     def priorities(self, now: float) -> list[dict[str, Any]]:
         """Every known submitter's usage and priorities (``pilotage userprio``)."""
