@@ -167,3 +167,42 @@ def test_idle_autoclusters_from_the_queue(pool: Pool, remote: Any) -> None:
     assert groups[0]["attrs"] == {"flavour": "beta"}
     assert groups[1]["requirements"] == "true"
     _refused(remote(pool.token("f", "factory")), Denied, "GET", "/api/v1/idle-autoclusters")
+
+
+def test_entry_scoped_pilot_tokens_register_only_their_entry(pool: Pool, remote: Any) -> None:
+    factory = remote(pool.token("factory-1", "factory"))
+    frontend = remote(pool.token("vo-frontend", "frontend"))
+    for name, site in (("alpha", "SITE_A"), ("beta", "SITE_B")):
+        advert = {"ad": {**AD, "Site": site}, "pilots": {"idle": 0, "running": 0, "held": 0}}
+        factory.call("PUT", f"/api/v1/entries/{name}", json=advert)
+    minted = frontend.call(
+        "POST", "/api/v1/pilot-tokens", json={"entry": "alpha", "lifetime_s": 600}
+    )
+    pilot = remote(minted["token"])
+    body = {
+        "name": "pilot-1",
+        "site": "SITE_A",
+        "host": "node1",
+        "cpus": 1,
+        "memory_mb": 512,
+        "disk_mb": 100,
+        "lifetime_s": 600,
+        "attrs": {"EntryName": '"alpha"'},
+    }
+    assert pilot.call("POST", "/pilot/v1/pilots", json=body)["pilot_id"].startswith("p-")
+
+    def refused(**changes: Any) -> str:
+        return _refused(pilot, Denied, "POST", "/pilot/v1/pilots", json={**body, **changes})
+
+    assert 'cannot register a pilot of entry "beta" (EntryName)' in refused(
+        attrs={"EntryName": '"beta"'}
+    )
+    # ClassAd names ignore case: a second spelling cannot smuggle another entry in.
+    assert "(EntryName)" in refused(attrs={"EntryName": '"alpha"', "entryname": '"beta"'})
+    assert "must register with EntryName = 'alpha'" in refused(attrs={})
+    assert "(site SITE_A) cannot register a pilot of site SITE_B" in refused(site="SITE_B")
+
+    # A pilot token an admin issued (no entry in its subject) is not bound to an entry.
+    plain = remote(pool.token("pilot-anywhere", "pilot"))
+    anywhere = {**body, "site": "SITE_B", "attrs": {"EntryName": '"beta"'}}
+    assert plain.call("POST", "/pilot/v1/pilots", json=anywhere)["pilot_id"].startswith("p-")

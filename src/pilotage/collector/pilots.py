@@ -1,4 +1,12 @@
-"""The collector's view of pilots: registration, their slot ads, liveness, departure."""
+"""The collector's view of pilots: registration, their slot ads, liveness, departure.
+
+A pilot whose token is entry-scoped (subject ``<entry>/<frontend>``, as frontends mint
+them, see :mod:`pilotage.api.provisioning`) may register only as a pilot of that entry:
+its ``EntryName`` attribute must name the entry and its site must be the entry's
+advertised ``Site`` (:func:`check_entry`). A token whose subject has no ``/`` (one an
+admin issued) is not bound to an entry. Only registration checks this: every later
+call is tied to the registered pilot by its token subject already.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +20,7 @@ import sqlalchemy as sa
 from pilotage.api.wire import PilotRegistration, Resources
 from pilotage.errors import Conflict, Denied, NotFound
 from pilotage.queue.jobad import parse_expr, slot_ad
-from pilotage.store.tables import claims, pilots
+from pilotage.store.tables import claims, entry_ads, pilots
 
 _P = sa.bindparam
 # Statements of the dispatch path, built once (see pilotage.queue.claims).
@@ -31,6 +39,7 @@ def register(conn: sa.Connection, subject: str, reg: PilotRegistration, now: flo
     for name, value in reg.attrs.items():
         parse_expr(value, f"pilot attribute {name}")
     parse_expr(reg.start, "the pilot's start expression")
+    check_entry(conn, subject, reg)
     pilot_id = "p-" + secrets.token_hex(12)
     ad = {"attrs": reg.attrs, "start": reg.start}
     conn.execute(
@@ -53,6 +62,45 @@ def register(conn: sa.Connection, subject: str, reg: PilotRegistration, now: flo
         )
     )
     return pilot_id
+
+
+def token_entry(subject: str) -> str | None:
+    """The entry an entry-scoped pilot token was minted for (``<entry>/<frontend>``)."""
+    entry, slash, _frontend = subject.partition("/")
+    return entry if slash else None
+
+
+def check_entry(conn: sa.Connection, subject: str, reg: PilotRegistration) -> None:
+    """Refuse a registration claiming another entry or site than its token's entry.
+
+    Every ``EntryName`` attribute (ClassAd names ignore case) must evaluate to the
+    token's entry, and one must be there; the pilot's site must be the ``Site`` of the
+    entry's advertised ad. Raises :class:`Denied` (403) naming what differs.
+    """
+    entry = token_entry(subject)
+    if entry is None:
+        return
+    named = [value for key, value in reg.attrs.items() if key.lower() == "entryname"]
+    if not named:
+        raise Denied(f"a pilot of entry {entry} must register with EntryName = {entry!r}")
+    for value in named:
+        claimed = parse_expr(value, "pilot attribute EntryName").eval()
+        if claimed != entry:
+            raise Denied(
+                f"pilot token minted for entry {entry} cannot register a pilot of entry "
+                f"{value} (EntryName)"
+            )
+    text = conn.execute(
+        sa.select(entry_ads.c.ad).where(entry_ads.c.name == entry)
+    ).scalar_one_or_none()
+    if text is None:
+        raise Denied(f"pilot token minted for entry {entry}, which no factory advertises")
+    site = json.loads(text).get("Site")
+    if reg.site != site:
+        raise Denied(
+            f"pilot token minted for entry {entry} (site {site}) cannot register a pilot "
+            f"of site {reg.site}"
+        )
 
 
 def owned(conn: sa.Connection, pilot_id: str, subject: str) -> sa.Row[Any]:
