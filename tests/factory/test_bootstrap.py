@@ -123,7 +123,8 @@ def test_a_failing_site_check_is_reported_by_name(files: FileServer, tmp_path: P
 
 
 def test_a_pilot_joins_the_pool_and_runs_a_job(files: FileServer, tmp_path: Path) -> None:
-    """Bootstrap, validation, site attributes, agent: a job requiring them completes."""
+    """Bootstrap, validation, site and entry attributes, agent: a job requiring them
+    completes, on a pilot whose token was minted for its entry."""
     root = tmp_path / "pool"
     root.mkdir()
     pool = Pool(root, f"sqlite:///{root / 'pool.db'}", {"heartbeat_s": "1"}).start()
@@ -135,14 +136,22 @@ def test_a_pilot_joins_the_pool_and_runs_a_job(files: FileServer, tmp_path: Path
         config = PilotConfig(
             server_url=pool.url, ca_pem=pool.state.ca_cert.read_bytes(), site_checks=str(checks)
         )
-        e = entry(memory_mb=512, disk_mb=128)
+        e = entry(memory_mb=512, disk_mb=128, extra={"Tier": 2, "Repo": 'atlas "main"'})
         published = publish_entries(files.root, [e], config, Ed25519PrivateKey.generate())
+        with pool.remote(pool.token("factory-1", "factory")) as factory:
+            advert = {"ad": e.ad(), "pilots": {"idle": 0, "running": 0, "held": 0}}
+            factory.call("PUT", "/api/v1/entries/laptop", json=advert)
+        with pool.remote(pool.token("vo-frontend", "frontend")) as frontend:
+            minted = frontend.call(
+                "POST", "/api/v1/pilot-tokens", json={"entry": "laptop", "lifetime_s": 900}
+            )
         work = tmp_path / "submit"
         work.mkdir()
         (work / "job.submit").write_text(
             "executable = /bin/echo\narguments = hello\noutput = out.txt\n"
             "request_memory = 64MB\nrequest_disk = 1MB\n"
-            'requirements = HasCvmfs =?= true && EntryName == "laptop" && Site == "HOME"\n'
+            'requirements = HasCvmfs =?= true && EntryName == "laptop" && Site == "HOME"'
+            ' && Tier == 2 && Repo == "atlas \\"main\\""\n'
             "queue 1\n"
         )
         submitted = pool.cli("submit", "job.submit", "--json", cwd=work)
@@ -152,7 +161,7 @@ def test_a_pilot_joins_the_pool_and_runs_a_job(files: FileServer, tmp_path: Path
         launch = bootstrap_launch(
             f"{files.url}/{published['laptop'].manifest_sha256}",
             published["laptop"].manifest_sha256,
-            pool.token("pilots", "pilot"),
+            minted["token"],
             walltime_s=600,
         )
         (pilot,) = batch.submit(1, launch)

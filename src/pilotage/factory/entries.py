@@ -44,17 +44,58 @@ message names the file, the entry and the key (``entry 'cluster-a': limits.max_i
 from __future__ import annotations
 
 import enum
+import math
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pilotage.errors import OperatorError
+from pilotage.queue.spec import ATTR_NAME
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 Count = Annotated[int, Field(ge=0)]
+
+
+#: Attributes of an entry's ad or of a pilot's slot ad that pilotage sets itself
+#: (lower case: ClassAd names ignore case); an entry's ``extra`` may not use them.
+BUILT_IN_ATTRS = frozenset(
+    name.lower()
+    for name in [
+        "EntryName",
+        "Site",
+        "Cpus",
+        "Memory",
+        "Disk",
+        "GPUs",
+        "TotalCpus",
+        "TotalMemory",
+        "TotalDisk",
+        "TotalGPUs",
+        "TimeToLive",
+        "MaxWallTime",
+        "OpSys",
+        "Arch",
+        "HasSwitch",
+        "SwitchMode",
+        "PolicyMultiUser",
+        "PolicySetuid",
+        "PolicyLogOnly",
+        "PolicyBypassOnError",
+        "Name",
+        "PilotId",
+        "Machine",
+    ]
+)
 
 
 class _Strict(BaseModel):
@@ -108,8 +149,25 @@ class EntryAttrs(_Strict):
     opsys: str = "LINUX"
     arch: str = "X86_64"
     switch: SwitchMode = SwitchMode.NONE
-    #: Further attributes, advertised as they are (strings, numbers, booleans).
+    #: Further attributes, advertised as they are (strings, numbers, booleans), in the
+    #: entry's ad and by every pilot of the entry (through its ``pilot.json``).
     extra: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    @field_validator("extra")
+    @classmethod
+    def _extra_names(
+        cls, extra: dict[str, str | int | float | bool]
+    ) -> dict[str, str | int | float | bool]:
+        for name, value in extra.items():
+            if not ATTR_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid ClassAd attribute name")
+            # ClassAd names ignore case; a built-in one would differ between the entry's
+            # ad and its pilots' ads, where the pilot's own value wins.
+            if name.lower() in BUILT_IN_ATTRS:
+                raise ValueError(f"{name!r} is an attribute pilotage sets itself")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{name}: {value} is not a finite number")
+        return extra
 
 
 class HeldLimits(_Strict):

@@ -6,7 +6,8 @@ One file set per entry (its ``pilot.json`` differs), published with
 - ``agent.pyz`` — the agent's zipapp (standard library only);
 - ``validate.py`` — the validation step (:mod:`pilotage.factory.validate`);
 - ``pilot.json`` — the server's URL, the entry's name and site, what a pilot offers
-  (cpus, memory, disk, gpus), the node's minimums, the max walltime, the switch mode,
+  (cpus, memory, disk, gpus), the entry's extra attributes (as ClassAd expressions,
+  which the pilot advertises), the node's minimums, the max walltime, the switch mode,
   and where the site's own checks are;
 - ``ca.pem`` — the CA the agent trusts for the server;
 - ``factory.pub`` — added by ``publish``: the key the manifest is signed with.
@@ -21,6 +22,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import classad2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from pilotage.factory import validate
@@ -49,8 +51,17 @@ class PilotConfig:
             raise ValueError(f"switch mode {self.switch!r} is not one of {VO_SWITCH_MODES}")
 
 
+def classad_literal(value: str | int | float | bool) -> str:
+    """``value`` as a ClassAd literal (strings quoted and escaped by ``classad2`` itself)."""
+    return str(classad2.ClassAd({"v": value}).lookup("v"))
+
+
 def pilot_json(entry: Entry, config: PilotConfig) -> bytes:
-    """The ``pilot.json`` of one entry."""
+    """The ``pilot.json`` of one entry.
+
+    Covered by the signed manifest like every pilot file, so the entry's attributes the
+    pilot advertises (``attrs``) are the factory's, not whatever a cache served.
+    """
     a = entry.attrs
     document = {
         "version": 1,
@@ -70,6 +81,7 @@ def pilot_json(entry: Entry, config: PilotConfig) -> bytes:
             "memory_mb": a.memory_mb // 2,
             "disk_mb": a.disk_mb // 2,
         },
+        "attrs": {name: classad_literal(value) for name, value in sorted(a.extra.items())},
         "max_walltime_s": a.max_walltime_s,
         "switch": config.switch,
         "site_checks": config.site_checks,

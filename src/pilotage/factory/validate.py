@@ -20,6 +20,11 @@ It prints one line ``pilotage-validation: {json}`` (the factory reads it from th
 pilot's log and forwards it to the collector) and writes ``validation.json``. Exit 0:
 valid, and ``agent-args`` holds the agent's extra flags, one per line; exit 1: refused,
 with a structured ``reason``.
+
+The pilot's attributes (``--attr``), lowest precedence first: the entry's extra
+attributes from ``pilot.json`` (signed, so they are the factory's), the site's checks
+(which know the node), and ``EntryName``, always the entry's (the server refuses a
+pilot whose token was minted for another entry).
 """
 
 from __future__ import annotations
@@ -226,6 +231,7 @@ def validate(files: Path, scratch: Path, token: str) -> dict[str, Any]:
     """Every check; the result to report (raises :class:`Refused`)."""
     check_signature(files)
     config = json.loads((files / "pilot.json").read_text(encoding="utf-8"))
+    entry_attrs(config)  # refused here, before the agent's arguments are written
     node = check_node(config, scratch)
     attrs = check_switch(config)
     site_dir = os.environ.get("PILOTAGE_SITE_CHECKS") or config.get("site_checks")
@@ -250,11 +256,24 @@ def agent_args(files: Path, scratch: Path, token_file: Path, result: dict[str, A
             args.append(f"{flag}={min(int(offer[key]), result['node'][key])}")
     if "gpus" in offer:
         args.append(f"--gpus={int(offer['gpus'])}")
-    attrs = dict(result["attrs"])
+    attrs = entry_attrs(config)
+    attrs.update(result["attrs"])
     if "entry" in config:
-        attrs.setdefault("EntryName", json.dumps(config["entry"]))
+        attrs["EntryName"] = json.dumps(config["entry"])
     args += [f"--attr={k}={v}" for k, v in sorted(attrs.items())]
     return args
+
+
+def entry_attrs(config: dict[str, Any]) -> dict[str, str]:
+    """The entry's extra attributes from ``pilot.json``: name -> ClassAd expression."""
+    found = config.get("attrs", {})
+    if not isinstance(found, dict):
+        raise Refused("pilot_config", "pilot.json: attrs is not an object")
+    for name, expr in found.items():
+        # One argument per line in agent-args: an expression may not span lines.
+        if not _ATTR.match(f"{name}={expr}") or "\n" in str(expr):
+            raise Refused("pilot_config", f"pilot.json: attribute {name!r} is not Key=Expr")
+    return dict(found)
 
 
 def main(argv: list[str]) -> int:
