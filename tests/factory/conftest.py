@@ -1,5 +1,8 @@
 """Real services for the factory's tests: sshd, Slurm (with munge), all thrown away after.
 
+``condor_pool`` uses the host's own HTCondor when one is installed and skips otherwise,
+even under ``CI=true`` (see its docstring).
+
 ``sshd_server`` runs OpenSSH's sshd on 127.0.0.1 on a free port with a throwaway host
 key and one authorized key; ``slurm_cluster`` runs munged, slurmctld and slurmd for
 this host from a minimal slurm.conf. Both are session-scoped (each takes a second or
@@ -26,6 +29,7 @@ from typing import NoReturn
 import pytest
 
 from pilotage.factory.backends.base import BatchSystem
+from pilotage.factory.backends.condor import CondorBatch
 from pilotage.factory.backends.local import LocalBatch
 from pilotage.factory.backends.slurm import SlurmBatch
 from pilotage.factory.backends.ssh import SshBatch
@@ -248,7 +252,26 @@ def slurm_cluster(require_service: Require) -> Iterator[Slurm]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-BACKENDS = ["local", "ssh", "slurm"]
+@pytest.fixture(scope="session")
+def condor_pool(require_service: Require) -> None:
+    """A running HTCondor pool (schedd and startd), reached by this host's condor_q.
+
+    The one exception to ``require_service``'s rule: HTCondor is not packaged for
+    Debian and the ``htcondor`` wheel ships no daemons, so without ``condor_submit``
+    the tests skip even under ``CI=true``. Once HTCondor is installed, a schedd that
+    does not answer is a failure under CI as any other missing service.
+    """
+    if shutil.which("condor_submit") is None:
+        pytest.skip(
+            "HTCondor is not installed (no condor_submit on PATH; Debian has no package "
+            "and the htcondor wheel ships no daemons): skipped even under CI=true"
+        )
+    answer = subprocess.run(["condor_q", "-totals"], capture_output=True, text=True)
+    if answer.returncode != 0:
+        require_service("HTCondor", f"condor_q failed: {answer.stderr.strip()[:300]}")
+
+
+BACKENDS = ["local", "ssh", "slurm", "condor"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -260,6 +283,10 @@ def batch(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BatchSyste
     elif request.param == "ssh":
         server: Sshd = request.getfixturevalue("sshd_server")
         backend = SshBatch(server.params(str(tmp_path / "remote")), grace_s=1)
+    elif request.param == "condor":
+        request.getfixturevalue("condor_pool")
+        os.chmod(tmp_path, 0o755)  # the shadow writes the output as the job's owner
+        backend = CondorBatch({"log_dir": str(tmp_path / "condor-logs")})
     else:
         slurm: Slurm = request.getfixturevalue("slurm_cluster")
         log_dir = tmp_path / "slurm-logs"

@@ -1,4 +1,7 @@
-"""One behaviour for every backend: each test runs on local, ssh and slurm, for real."""
+"""One behaviour for every backend: each test runs on local, ssh, slurm and condor, for real.
+
+condor runs only where HTCondor is installed (skipped elsewhere, even under CI=true).
+"""
 
 from __future__ import annotations
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from pilotage.cli.client import Client
 from pilotage.errors import PilotageError
 from pilotage.factory.backends.base import BatchSystem
+from pilotage.factory.backends.condor import CondorBatch
 from pilotage.factory.backends.local import LocalBatch
 from pilotage.factory.backends.slurm import SlurmBatch
 from pilotage.factory.backends.ssh import SshBatch
@@ -77,6 +78,8 @@ def make_backend(entry: Entry, workdir: Path) -> BatchSystem:
         return SshBatch(entry.params)
     if entry.backend == "slurm":
         return SlurmBatch(entry.params)
+    if entry.backend == "condor":
+        return CondorBatch(entry.params)
     raise PilotageError(f"entry {entry.name}: backend {entry.backend} is not available yet")
 
 
