@@ -70,7 +70,7 @@ def test_entries_requests_and_tokens(pool: Pool, remote: Any) -> None:
     minted = frontend.call(
         "POST", "/api/v1/pilot-tokens", json={"entry": "alpha", "lifetime_s": 600}
     )
-    assert minted["subject"] == "alpha/vo-frontend"
+    assert minted["subject"] == "entry:alpha/vo-frontend"
     _refused(
         factory, Denied, "POST", "/api/v1/pilot-tokens", json={"entry": "alpha", "lifetime_s": 600}
     )
@@ -111,7 +111,7 @@ def test_entries_requests_and_tokens(pool: Pool, remote: Any) -> None:
         BadInput,
         "PUT",
         "/api/v1/requests/vo-frontend/alpha",
-        json={**request, "pilot_token": pool.token("alpha/x", "user")},
+        json={**request, "pilot_token": pool.token("entry:alpha/x", "user")},
     )
 
     [seen] = factory.call("GET", "/api/v1/requests")
@@ -146,7 +146,7 @@ def test_entries_requests_and_tokens(pool: Pool, remote: Any) -> None:
     reports = frontend.call("GET", "/api/v1/validation-reports", params={"entry": "alpha"})
     assert [r["pilot"] for r in reports] == ["p-2", "p-1"]
     assert reports[1]["details"] == {"file": "agent.pyz"}
-    assert reports[1]["reporter"] == "alpha/vo-frontend"
+    assert reports[1]["reporter"] == "entry:alpha/vo-frontend"
 
 
 def test_idle_autoclusters_from_the_queue(pool: Pool, remote: Any) -> None:

@@ -1,7 +1,7 @@
 """The pilot API (docs/pilot-protocol.md): register, ask for work, renew, report, leave.
 
 Every call needs the pilot role, and a pilot may act only on itself and its own claims.
-A pilot token minted for an entry (``<entry>/<frontend>``) registers only pilots of that
+A pilot token minted for an entry (``entry:<entry>/<frontend>``) registers only pilots of that
 entry and its site; the later calls need no such check, as they act on the registered
 pilot by the same token subject.
 

@@ -13,7 +13,7 @@ Who may do what:
   is a conflict;
 - a frontend publishes requests only under its own name, and only for known entries;
   the token a request carries must be a pilot token minted for that entry;
-- a frontend mints only pilot tokens, named ``<entry>/<frontend>``, short-lived
+- a frontend mints only pilot tokens, named ``entry:<entry>/<frontend>``, short-lived
   (:data:`~pilotage.frontend.wire.MAX_PILOT_TOKEN_S`);
 - a factory reads the requests (tokens included) of its own entries only; an admin
   reads every request without its token;
@@ -30,6 +30,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from pilotage.api.auth import Principal, require
 from pilotage.api.users import Ctx, context
+from pilotage.collector import pilots as registry
 from pilotage.credentials.tokens import Role
 from pilotage.errors import BadInput, Conflict, Denied, NotFound, Unauthenticated
 from pilotage.frontend.idle import idle_autoclusters
@@ -182,7 +183,7 @@ def publish_request(
             claims_ = ctx.issuer.verify(body.pilot_token)
         except Unauthenticated as exc:
             raise BadInput(f"pilot_token: {exc.message}") from None
-        if claims_.role is not Role.PILOT or not claims_.subject.startswith(f"{entry}/"):
+        if claims_.role is not Role.PILOT or registry.token_entry(claims_.subject) != entry:
             raise BadInput(f"pilot_token: not a pilot token minted for entry {entry}")
     with ctx.store.write() as conn:
         if conn.execute(sa.update(pilot_requests).where(key).values(**values)).rowcount == 0:
@@ -217,10 +218,10 @@ def list_requests(ctx: Ctx, who: FactoryOrAdmin) -> list[RequestView]:
 
 @router.post("/pilot-tokens", status_code=201, response_model=PilotToken)
 def mint_pilot_token(body: PilotTokenRequest, ctx: Ctx, who: Frontend) -> PilotToken:
-    """A pilot token for one entry, named ``<entry>/<frontend>``."""
+    """A pilot token for one entry, named ``entry:<entry>/<frontend>``."""
     with ctx.store.read() as conn:
         _entry_factory(conn, body.entry)
-    subject = f"{body.entry}/{who.name}"
+    subject = registry.entry_token_subject(body.entry, who.name)
     token = ctx.issuer.mint(subject, Role.PILOT, body.lifetime_s)
     return PilotToken(token=token, subject=subject, expires_at=ctx.issuer.verify(token).expires_at)
 
@@ -243,7 +244,7 @@ def report_validation(body: ValidationReport, ctx: Ctx, who: Reporter) -> dict[s
     """Record a pilot's validation outcome (a pilot for its own entry, or its factory)."""
     with ctx.store.write() as conn:
         owner = _entry_factory(conn, body.entry)
-        if who.role is Role.PILOT and not who.name.startswith(f"{body.entry}/"):
+        if who.role is Role.PILOT and registry.token_entry(who.name) != body.entry:
             raise Denied(f"pilot {who.name} cannot report for entry {body.entry}")
         if who.role is Role.FACTORY and owner != who.name:
             raise Denied(f"entry {body.entry} belongs to another factory")

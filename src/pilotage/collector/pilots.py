@@ -1,6 +1,6 @@
 """The collector's view of pilots: registration, their slot ads, liveness, departure.
 
-A pilot whose token is entry-scoped (subject ``<entry>/<frontend>``, as frontends mint
+A pilot whose token is entry-scoped (subject ``entry:<entry>/<frontend>``, as frontends mint
 them, see :mod:`pilotage.api.provisioning`) may register only as a pilot of that entry:
 its ``EntryName`` attribute must name the entry and its site must be the entry's
 advertised ``Site`` (:func:`check_entry`). A token whose subject has no ``/`` (one an
@@ -64,9 +64,21 @@ def register(conn: sa.Connection, subject: str, reg: PilotRegistration, now: flo
     return pilot_id
 
 
+#: Subjects of the pilot tokens frontends mint for one entry: ``entry:<entry>/<frontend>``.
+#: The prefix keeps them apart from every other subject (a DN has slashes too).
+ENTRY_TOKEN_PREFIX = "entry:"  # noqa: S105  (a name prefix, not a secret)
+
+
+def entry_token_subject(entry: str, frontend: str) -> str:
+    """The subject of a pilot token a frontend mints for ``entry``."""
+    return f"{ENTRY_TOKEN_PREFIX}{entry}/{frontend}"
+
+
 def token_entry(subject: str) -> str | None:
-    """The entry an entry-scoped pilot token was minted for (``<entry>/<frontend>``)."""
-    entry, slash, _frontend = subject.partition("/")
+    """The entry an entry-scoped pilot token was minted for; ``None`` for other tokens."""
+    if not subject.startswith(ENTRY_TOKEN_PREFIX):
+        return None
+    entry, slash, _frontend = subject[len(ENTRY_TOKEN_PREFIX) :].partition("/")
     return entry if slash else None
 
 

@@ -151,7 +151,7 @@ class PilotTokenRequest(Strict):
 
 
 class PilotToken(BaseModel):
-    """A minted pilot token: its subject is ``<entry>/<frontend>``."""
+    """A minted pilot token: its subject is ``entry:<entry>/<frontend>``."""
 
     model_config = ConfigDict(extra="forbid")
 
