@@ -25,10 +25,11 @@ from __future__ import annotations
 import abc
 import re
 import shlex
+import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from pilotage.errors import BadInput
+from pilotage.errors import BadInput, OperatorError, Transient
 from pilotage.factory.pilots import Observed, PilotState
 
 #: The line the job script ends its log with.
@@ -124,6 +125,21 @@ class BatchSystem(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional, no-op default
         """Free what the backend holds (connections, child processes' handles)."""
+
+
+def run_tool(
+    command: list[str], *, env: Mapping[str, str], stdin: str | None, package: str
+) -> subprocess.CompletedProcess[str]:
+    """Run a batch system's command-line tool (``sbatch``, ``condor_q``...) with a time
+    limit; a missing tool is the operator's to install (``package``), a hung one transient."""
+    try:
+        return subprocess.run(
+            command, input=stdin, capture_output=True, text=True, env=dict(env), timeout=120
+        )
+    except FileNotFoundError:
+        raise OperatorError(f"this backend needs {command[0]} ({package})") from None
+    except subprocess.TimeoutExpired:
+        raise Transient(f"{command[0]} did not answer within 120 s") from None
 
 
 def check_count(count: int) -> None:

@@ -54,6 +54,7 @@ from pilotage.factory.backends.base import (
     outcome_from_log,
     param_int,
     param_str,
+    run_tool,
     tail,
 )
 from pilotage.factory.pilots import Observed, PilotState
@@ -272,14 +273,7 @@ class CondorBatch(BatchSystem):
     def _run(
         self, command: list[str], stdin: str | None = None
     ) -> subprocess.CompletedProcess[str]:
-        try:
-            return subprocess.run(
-                command, input=stdin, capture_output=True, text=True, env=self.env, timeout=120
-            )
-        except FileNotFoundError:
-            raise OperatorError(f"the condor backend needs {command[0]} (HTCondor)") from None
-        except subprocess.TimeoutExpired:
-            raise Transient(f"{command[0]} did not answer within 120 s") from None
+        return run_tool(command, env=self.env, stdin=stdin, package="HTCondor")
 
     def _executable(self, launch: Launch) -> Path:
         """The job script without its exports, written once per distinct text."""

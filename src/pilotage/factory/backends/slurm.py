@@ -34,6 +34,7 @@ from pilotage.factory.backends.base import (
     known_params,
     outcome_from_log,
     param_str,
+    run_tool,
     tail,
 )
 from pilotage.factory.pilots import Observed, PilotState
@@ -82,14 +83,7 @@ class SlurmBatch(BatchSystem):
     def _run(
         self, command: list[str], stdin: str | None = None
     ) -> subprocess.CompletedProcess[str]:
-        try:
-            return subprocess.run(
-                command, input=stdin, capture_output=True, text=True, env=self.env, timeout=120
-            )
-        except FileNotFoundError:
-            raise OperatorError(f"the slurm backend needs {command[0]} (slurm-client)") from None
-        except subprocess.TimeoutExpired:
-            raise Transient(f"{command[0]} did not answer within 120 s") from None
+        return run_tool(command, env=self.env, stdin=stdin, package="slurm-client")
 
     def submit(self, count: int, launch: Launch) -> list[str]:
         """One ``sbatch`` per pilot; the script comes on its standard input."""
