@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from pilotage.errors import PilotageError
 from .agent import run
 from .config import DEFAULT_LIFETIME_S, AgentConfig, default_attrs
 from .resources import Resources, detect_cpus, detect_disk_mb, detect_memory_mb
+from .switched import check_switch_mode
 
 
 def _attr(text: str) -> tuple[str, str]:
@@ -41,6 +43,16 @@ def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
         return value
 
     return parse
+
+
+def _command(text: str) -> tuple[str, ...]:
+    try:
+        words = tuple(shlex.split(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a command line ({exc})") from None
+    if not words:
+        raise argparse.ArgumentTypeError("the switch command is empty")
+    return words
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=EXPR",
         help="a slot attribute (repeatable); strings are quoted: OpSys='\"LINUX\"'",
     )
+    p.add_argument(
+        "--switch",
+        type=_command,
+        default=(),
+        metavar="COMMAND",
+        help="run each job under its owner's account through this pilotage-exec command, "
+        "e.g. 'sudo -n -C 5 /opt/pilotage-exec/bin/pilotage-exec' (needs cryptography)",
+    )
     p.add_argument("--version", action="version", version=f"pilotage-agent {__version__}")
     return p
 
@@ -80,6 +100,10 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
     """Fill the node's defaults in; the work directory is made (0700) if missing."""
     workdir: Path = args.workdir.absolute()
     workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if args.switch:
+        check_switch_mode()
+        # Why: each job's directory below is its owner's; they must be able to reach it.
+        workdir.chmod(0o711)
     attrs = default_attrs()
     attrs.update(dict(args.attr))
     resources = Resources(
@@ -100,6 +124,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         idle_timeout_s=args.idle_timeout,
         attrs=attrs,
         start=args.start,
+        switch=args.switch,
     )
 
 

@@ -29,6 +29,7 @@ from .config import REGISTER_PATIENCE_S, AgentConfig
 from .heartbeat import Heartbeat
 from .jobrun import KILL_GRACE_S, JobRun
 from .resources import Resources, Slot, SlotFull
+from .switched import SwitchedRun
 from .wire import VERSION, Claim, JobResult, Registration, WorkAnswer, work_request
 
 log = logging.getLogger("pilotage.pilot")
@@ -227,12 +228,16 @@ class Agent:
 
     def _start(self, claim: Claim, sent: float) -> None:
         assert self.registration is not None
-        run = JobRun(
-            claim,
-            client=self.client,
-            workdir=self.config.workdir,
-            max_sandbox_bytes=self.registration.max_sandbox_bytes,
-            granted_at=sent,
+        settings: dict[str, Any] = {
+            "client": self.client,
+            "workdir": self.config.workdir,
+            "max_sandbox_bytes": self.registration.max_sandbox_bytes,
+            "granted_at": sent,
+        }
+        run = (
+            SwitchedRun(claim, switch=self.config.switch, **settings)
+            if self.config.switch
+            else JobRun(claim, **settings)
         )
         with self._lock:
             try:

@@ -224,11 +224,12 @@ def _raise_for_status(
     status = response.status
     if status < 400:
         return
-    message = ""
+    message = kind = ""
     try:
         body = json.loads(payload)
         if isinstance(body, dict):
             message = str(body.get("message") or body.get("detail") or "")
+            kind = str(body.get("error") or "")
     except ValueError:
         pass
     message = message or f"{response.reason or 'error'}"
@@ -243,7 +244,16 @@ def _raise_for_status(
         raise cls(text, retry_after_s=delay)
     error = cls(text)
     error.http_status = status
+    setattr(error, _KIND, kind)
     raise error
+
+
+_KIND = "server_error_class"
+
+
+def error_kind(exc: PilotageError) -> str:
+    """The server's ``error`` class of a refusal (``JobWithoutCredential``...), or ''."""
+    return str(getattr(exc, _KIND, ""))
 
 
 def _proxy_from_environment(host: str) -> str | None:

@@ -54,6 +54,9 @@ class AgentConfig:
     attrs: dict[str, str] = field(default_factory=default_attrs)
     start: str = "true"
     timeout_s: float = 30.0
+    #: ``--switch``: the command that runs a job's actions under its owner's account
+    #: (``sudo -n -C 5 .../pilotage-exec``); empty: jobs run as the pilot, as before.
+    switch: tuple[str, ...] = ()
 
     @property
     def pilot_name(self) -> str:
@@ -74,4 +77,5 @@ class AgentConfig:
             f"memory_mb={r.memory_mb} disk_mb={r.disk_mb} gpus={r.gpus} "
             f"lifetime_s={self.lifetime_s:.0f} idle_timeout_s={self.idle_timeout_s} "
             f"start={self.start!r} attrs={self.attrs}"
+            + (f" switch={' '.join(self.switch)!r}" if self.switch else "")
         )

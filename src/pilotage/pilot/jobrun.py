@@ -138,7 +138,7 @@ class JobRun:
             self.stop_reason = reason
             self._stopped.set()
             log.info("%s: stopping (%s)", self.tag, reason)
-            if self._proc is not None and not self._exited:
+            if self._running():
                 self._signal(signal.SIGTERM)
                 self._kill_timer = threading.Timer(KILL_GRACE_S, self._kill)
                 self._kill_timer.daemon = True
@@ -146,9 +146,13 @@ class JobRun:
 
     def _kill(self) -> None:
         with self._lock:
-            if self._proc is not None and not self._exited:
+            if self._running():
                 log.info("%s: still running %.0f s after SIGTERM: SIGKILL", self.tag, KILL_GRACE_S)
                 self._signal(signal.SIGKILL)
+
+    def _running(self) -> bool:
+        """Whether the job was started and has not exited (the caller holds ``_lock``)."""
+        return self._proc is not None and not self._exited
 
     def _signal(self, signum: int) -> None:
         assert self._proc is not None
@@ -208,14 +212,16 @@ class JobRun:
             self.stop(f"the server refused {what}")
             raise _Gone from None
 
-    def _fetch_input(self) -> Failure | None:
-        """Download and unpack the input sandbox; a refused one is a failure (code 10)."""
+    def _fetch_input(self, dest: Path | None = None) -> Failure | None:
+        """Download and unpack the input sandbox (into ``dest``, by default the scratch
+        directory); a refused one is a failure (code 10)."""
+        where = dest or self.scratch
 
         def attempt() -> None:
-            remove_tree(self.scratch)
-            os.mkdir(self.scratch, 0o700)
+            remove_tree(where)
+            os.mkdir(where, 0o700)
             with self._client.stream(f"/pilot/v1/claims/{self.claim.claim_id}/input") as body:
-                extract(cast(BinaryIO, _Body(body)), self.scratch, max_bytes=self._max_bytes)
+                extract(cast(BinaryIO, _Body(body)), where, max_bytes=self._max_bytes)
 
         try:
             self._call("input sandbox download", attempt)
@@ -228,14 +234,14 @@ class JobRun:
         log.info("%s: input sandbox unpacked", self.tag)
         return None
 
-    def _start(self) -> subprocess.Popen[bytes] | Failure:
-        """Check the executable and start the job; a failure names what is wrong."""
+    def _checked_program(self, root: Path) -> Path | Failure:
+        """The program to run, the sandbox being unpacked in ``root``; or what is wrong."""
         claim = self.claim
         exe = claim.executable
         if exe.startswith("/") and ".." not in exe.split("/"):
             path = Path(exe)  # not transferred: a program of the node
         elif is_safe_relpath(exe):
-            path = self.scratch / exe
+            path = root / exe
         else:
             return Failure(HoldCode.EXECUTABLE, f"executable {exe!r} is not a usable path")
         if not path.is_file():
@@ -249,10 +255,18 @@ class JobRun:
         ):
             if name is not None and not is_safe_relpath(name):
                 return Failure(HoldCode.START, f"{label} file {name!r} is not a usable path")
-        if claim.input is not None and not (self.scratch / claim.input).is_file():
+        if claim.input is not None and not (root / claim.input).is_file():
             return Failure(
                 HoldCode.START, f"input file {claim.input!r} is missing from the sandbox"
             )
+        return path
+
+    def _start(self) -> subprocess.Popen[bytes] | Failure:
+        """Check the executable and start the job; a failure names what is wrong."""
+        claim = self.claim
+        path = self._checked_program(self.scratch)
+        if isinstance(path, Failure):
+            return path
         streams: list[IO[bytes]] = []
         try:
             stdin = self._open(claim.input, "rb", streams)
@@ -330,9 +344,13 @@ class JobRun:
         except OutputError as exc:
             log.warning("%s: %s", self.tag, exc)
             return Failure(HoldCode.OUTPUT, str(exc))
+        return self._upload(tar, len(names))
+
+    def _upload(self, tar: IO[bytes], count: int) -> Failure | None:
+        """Upload the packed output sandbox ``tar`` (closed after); code 12 if refused."""
         with tar:
             size = tar.seek(0, os.SEEK_END)
-            path = f"/pilot/v1/claims/{claim.claim_id}/output"
+            path = f"/pilot/v1/claims/{self.claim.claim_id}/output"
             try:
                 self._call(
                     "output upload",
@@ -340,7 +358,7 @@ class JobRun:
                 )
             except BadInput as exc:
                 return Failure(HoldCode.OUTPUT, f"the server refused the outputs: {exc.message}")
-        log.info("%s: uploaded %d output files (%d bytes)", self.tag, len(names), size)
+        log.info("%s: uploaded %d output files (%d bytes)", self.tag, count, size)
         return None
 
 

@@ -30,6 +30,7 @@ class HoldCode(enum.IntEnum):
     EXECUTABLE = 11
     OUTPUT = 12
     START = 13
+    IDENTITY = 14
 
 
 def _get(body: Any, key: str, kind: type | tuple[type, ...], what: str) -> Any:
