@@ -10,29 +10,22 @@ a credential is held too, since this pilot runs jobs only under their owner's id
 from __future__ import annotations
 
 import io
-import json
 import os
 import pwd
-import shutil
 import subprocess
 import tarfile
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from credentials.x509_pool import X509Pool
-from pilotage.credentials.tokens import TokenIssuer
-from pilotage.credentials.x509_testing import make_pki
 from pilotage.pilot.switched import NO_CREDENTIAL
 from pilotage.pilot.zipapp import build_zipapp
 from pilotage.testing import Pool
-from switch.switch_site import AUDIENCE, ISSUER, Site, ensure_accounts, interpreter
+from switch.switch_site import Site, ensure_accounts, interpreter
 
 pytestmark = pytest.mark.slow
 
@@ -50,31 +43,13 @@ def db_url(tmp_path: Path) -> str:
 def site(require_service: Callable[[str, str], NoReturn]) -> Iterator[Site]:
     """A site with the switch installed in setuid mode (limited proxies allowed)."""
     ensure_accounts(require_service)
-    root = Path(tempfile.mkdtemp(prefix="pilotage-agent-switch-", dir="/tmp"))
-    root.chmod(0o755)
-    pki = make_pki(root / "ca")
-    pki.ca.export_trust_dir(root / "certificates")
-    (root / "grid-mapfile").write_text("")
-    (root / "gridmapdir").mkdir()
-    (root / "pilot-home").mkdir(mode=0o755)
-    key = ec.generate_private_key(ec.SECP256R1())
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    issuer = TokenIssuer([pem], ISSUER, AUDIENCE)
-    (root / "jwks.json").write_text(json.dumps(issuer.jwks()))
-    the_site = Site(root, pki, issuer)
+    the_site = Site.create("pilotage-agent-switch-", "")
     # The pool releases limited proxies by default (docs/pilot-protocol.md).
     the_site.install("setuid", "setuid", allow_limited="true")
     try:
         yield the_site
     finally:
-        for path in the_site.sudoers:
-            path.unlink(missing_ok=True)
-        shutil.rmtree(root, ignore_errors=True)
-        shutil.rmtree(f"/var/tmp/pilotage-exec-test-{root.name}-setuid", ignore_errors=True)
+        the_site.remove()
 
 
 def _submit(x509_pool: X509Pool, user: str, identity: str | None) -> str:

@@ -9,63 +9,35 @@ Credentials are files of the pilot, mode 0600, as a pilot would hold them.
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
-import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from switch_site import (
-    AUDIENCE,
-    ISSUER,
     Credentials,
     Site,
     ensure_accounts,
 )
-
-from pilotage.credentials.tokens import TokenIssuer
-from pilotage.credentials.x509_testing import make_pki
 
 
 @pytest.fixture(scope="session")
 def site(require_service: Callable[[str, str], NoReturn]) -> Iterator[Site]:
     """The test site, with installs ``setuid``, ``logonly`` and ``namespace``."""
     ensure_accounts(require_service)
-    root = Path(tempfile.mkdtemp(prefix="pilotage-switch-", dir="/tmp"))
-    root.chmod(0o755)
-    pki = make_pki(root / "ca")
-    pki.ca.export_trust_dir(root / "certificates")
-    (root / "grid-mapfile").write_text('"/O=Example/CN=Bob" bob\n')
-    (root / "gridmapdir").mkdir()
-    (root / "pilot-home").mkdir(mode=0o755)
-    key = ec.generate_private_key(ec.SECP256R1())
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    issuer = TokenIssuer([pem], ISSUER, AUDIENCE)
-    (root / "jwks.json").write_text(json.dumps(issuer.jwks()))
+    the_site = Site.create("pilotage-switch-", '"/O=Example/CN=Bob" bob\n')
     pilot = pwd.getpwnam("pilot")
-    os.chown(root / "pilot-home", pilot.pw_uid, pilot.pw_gid)
-    the_site = Site(root, pki, issuer)
+    os.chown(the_site.root / "pilot-home", pilot.pw_uid, pilot.pw_gid)
     the_site.install("setuid", "setuid")
     the_site.install("logonly", "log-only")
     the_site.install("namespace", "namespace", linger="true")
     try:
         yield the_site
     finally:
-        for path in the_site.sudoers:
-            path.unlink(missing_ok=True)
-        shutil.rmtree(root, ignore_errors=True)
-        for name in the_site.installs:
-            shutil.rmtree(f"/var/tmp/pilotage-exec-test-{root.name}-{name}", ignore_errors=True)
+        the_site.remove()
 
 
 @pytest.fixture(scope="session")

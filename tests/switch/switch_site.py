@@ -11,6 +11,7 @@ import pwd
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,9 +19,12 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from pilotage.credentials.proxy import make_proxy, proxy_pem
 from pilotage.credentials.tokens import Role, TokenIssuer
+from pilotage.credentials.x509_testing import make_pki
 from pilotage.switch import install
 
 ACCOUNTS = ("pilot", "alice", "bob", *(f"cms{n:03d}" for n in range(1, 6)))
@@ -90,6 +94,37 @@ class Site:
     issuer: TokenIssuer
     installs: dict[str, Path] = field(default_factory=dict)
     sudoers: list[Path] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, prefix: str, grid_mapfile: str) -> Site:
+        """A fresh site directory under /tmp: CA and trust directory, grid-mapfile,
+        gridmapdir, the pilot's home, and a token issuer whose keys the switch trusts."""
+        root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+        root.chmod(0o755)
+        pki = make_pki(root / "ca")
+        pki.ca.export_trust_dir(root / "certificates")
+        (root / "grid-mapfile").write_text(grid_mapfile)
+        (root / "gridmapdir").mkdir()
+        (root / "pilot-home").mkdir(mode=0o755)
+        key = ec.generate_private_key(ec.SECP256R1())
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        issuer = TokenIssuer([pem], ISSUER, AUDIENCE)
+        (root / "jwks.json").write_text(json.dumps(issuer.jwks()))
+        return cls(root, pki, issuer)
+
+    def remove(self) -> None:
+        """Take away the sudo rules, the site directory and the installs' state."""
+        for path in self.sudoers:
+            path.unlink(missing_ok=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+        for name in self.installs:
+            shutil.rmtree(
+                f"/var/tmp/pilotage-exec-test-{self.root.name}-{name}", ignore_errors=True
+            )
 
     def config_text(self, name: str, mode: str, **extra: str) -> str:
         """The exec.toml of the install ``name``."""
