@@ -12,6 +12,7 @@ forgot it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import http.client
 import logging
 import os
@@ -175,12 +176,8 @@ class JobRun:
             if not self.alive:
                 return None
             failure = self._send_outputs(before)
-            if failure is not None:
-                return JobResult(
-                    result.exit_code, result.signal, result.wall_s, result.cpu_s,
-                    result.max_rss_kb, failure,
-                )  # fmt: skip
-            return result
+            # An output failure is reported with how the job itself ended.
+            return result if failure is None else dataclasses.replace(result, failure=failure)
         except _Gone:
             return None
         except OSError as exc:  # the node's fault (disk full...), not the job's: drop it

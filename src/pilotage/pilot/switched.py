@@ -41,6 +41,7 @@ drops the claim unreported, so its lease lapses and the job is matched again els
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import logging
 import os
@@ -275,12 +276,8 @@ class SwitchedRun(JobRun):
             if not self.alive:
                 return None
             failure = self._collect(before)
-            if failure is not None:
-                return JobResult(
-                    result.exit_code, result.signal, result.wall_s, result.cpu_s,
-                    result.max_rss_kb, failure,
-                )  # fmt: skip
-            return result
+            # An output failure is reported with how the job itself ended.
+            return result if failure is None else dataclasses.replace(result, failure=failure)
         except _Refused as exc:
             return self._refused(exc)
         except _Gone:
