@@ -26,7 +26,7 @@ from pilotage.credentials.x509_testing import (
     spare_key,
 )
 from pilotage.store.engine import Store
-from pilotage.switch.certificate import CredentialKey
+from pilotage.x509.certificate import CredentialKey
 
 ALICE = "/O=Example/CN=Alice"
 

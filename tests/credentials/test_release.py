@@ -19,7 +19,7 @@ from sqlalchemy.pool import NullPool
 from credentials.x509_pool import ProtocolPilot, X509Pool, error_of
 from pilotage.credentials.proxy import make_proxy_request
 from pilotage.store.tables import credential_audit
-from pilotage.switch.x509 import validate_chain
+from pilotage.x509.chain import validate_chain
 
 ALICE = "/O=Example/CN=Alice"
 

@@ -16,8 +16,8 @@ from pilotage.credentials.ca import CertificateAuthority
 from pilotage.credentials.names import parse_subject
 from pilotage.credentials.x509_testing import Pki, make_pki
 from pilotage.errors import BadInput, Conflict, NotFound
-from pilotage.switch.der import subject_hash
-from pilotage.switch.x509 import TrustStore, validate_chain
+from pilotage.x509.chain import TrustStore, validate_chain
+from pilotage.x509.der import subject_hash
 
 
 @pytest.fixture(scope="module")

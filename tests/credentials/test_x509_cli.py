@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pilotage.switch.x509 import TrustStore, load_credential, validate_chain
+from pilotage.x509.chain import TrustStore, load_credential, validate_chain
 
 CA = "from pilotage.cli.ca import app; app()"
 PROXY = "from pilotage.cli.proxy import app; app()"

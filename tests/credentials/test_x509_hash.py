@@ -14,7 +14,7 @@ from cryptography.x509.oid import NameOID
 
 from pilotage.credentials.names import parse_subject
 from pilotage.credentials.x509_testing import forge, spare_key
-from pilotage.switch.der import DerError, canonical_name, subject_hash
+from pilotage.x509.der import DerError, canonical_name, subject_hash
 
 A = x509.NameAttribute
 RDN = x509.RelativeDistinguishedName

@@ -12,8 +12,8 @@ from cryptography import x509
 
 from pilotage.credentials.proxy import make_proxy, proxy_pem
 from pilotage.credentials.x509_testing import Pki, forge, make_pki, proxy_extension, proxy_subject
-from pilotage.switch.certificate import CredentialKey
-from pilotage.switch.x509 import (
+from pilotage.x509.certificate import CredentialKey
+from pilotage.x509.chain import (
     CredentialError,
     PathLengthExceeded,
     ProxyNamingViolation,

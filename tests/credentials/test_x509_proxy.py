@@ -24,15 +24,14 @@ from pilotage.credentials.proxy import (
 )
 from pilotage.credentials.x509_testing import Pki, make_pki, spare_key
 from pilotage.errors import BadInput
-from pilotage.switch.certificate import (
+from pilotage.x509.certificate import (
     PPL_INDEPENDENT,
     PPL_INHERIT_ALL,
     PPL_LIMITED,
     PROXY_CERT_INFO_OID,
     proxy_cert_info,
 )
-from pilotage.switch.der import ProxyCertInfo, decode_proxy_cert_info
-from pilotage.switch.x509 import (
+from pilotage.x509.chain import (
     Expired,
     KeyMismatch,
     ProfileViolation,
@@ -40,6 +39,7 @@ from pilotage.switch.x509 import (
     load_credential,
     validate_chain,
 )
+from pilotage.x509.der import ProxyCertInfo, decode_proxy_cert_info
 
 
 @pytest.fixture(scope="module")

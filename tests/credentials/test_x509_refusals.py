@@ -21,8 +21,8 @@ from pilotage.credentials.x509_testing import (
     proxy_subject,
     spare_key,
 )
-from pilotage.switch.certificate import PPL_INDEPENDENT, PPL_LIMITED
-from pilotage.switch.x509 import (
+from pilotage.x509.certificate import PPL_INDEPENDENT, PPL_LIMITED
+from pilotage.x509.chain import (
     BadSignature,
     Expired,
     KeyMismatch,

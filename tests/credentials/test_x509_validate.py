@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives import serialization
 
 from pilotage.credentials.proxy import make_proxy, proxy_pem
 from pilotage.credentials.x509_testing import Pki, forge, make_pki, proxy_extension, proxy_subject
-from pilotage.switch.certificate import PPL_INDEPENDENT
-from pilotage.switch.x509 import (
+from pilotage.x509.certificate import PPL_INDEPENDENT
+from pilotage.x509.chain import (
     Revoked,
     TrustStore,
     TrustStoreError,

@@ -24,8 +24,8 @@ from pilotage.credentials.ca import IssuedCredential
 from pilotage.credentials.login import login_message, sign_login
 from pilotage.credentials.proxy import make_proxy, make_proxy_request, sign_proxy_request
 from pilotage.credentials.x509_testing import Pki
-from pilotage.switch.certificate import CredentialKey
 from pilotage.testing import Pool
+from pilotage.x509.certificate import CredentialKey
 
 FREE = {"cpus": 1, "memory_mb": 1024, "disk_mb": 1000, "gpus": 0}
 Chain = list[x509.Certificate]
@@ -139,10 +139,14 @@ class ProtocolPilot:
         answer = http.post("/pilot/v1/pilots", json=body)
         assert answer.status_code == 201, answer.text
         self.id: str = answer.json()["pilot_id"]
+        # Per call, not on the client: tests share one client among several pilots.
+        self.headers = {"X-Pilotage-Pilot-Secret": answer.json()["pilot_secret"]}
 
     def claim(self) -> str:
         answer = self.http.post(
-            f"/pilot/v1/pilots/{self.id}/claims", json={"v": 1, "free": FREE, "time_left_s": 3000}
+            f"/pilot/v1/pilots/{self.id}/claims",
+            json={"v": 1, "free": FREE, "time_left_s": 3000},
+            headers=self.headers,
         )
         assert answer.status_code == 200, answer.text
         claim = answer.json()["claim"]
@@ -151,12 +155,14 @@ class ProtocolPilot:
 
     def finish(self, claim_id: str) -> None:
         answer = self.http.post(
-            f"/pilot/v1/claims/{claim_id}/result", json={"v": 1, "exit_code": 0, "wall_s": 0.1}
+            f"/pilot/v1/claims/{claim_id}/result",
+            json={"v": 1, "exit_code": 0, "wall_s": 0.1},
+            headers=self.headers,
         )
         assert answer.status_code == 200, answer.text
 
     def key(self, claim_id: str) -> httpx.Response:
-        return self.http.post(f"/pilot/v1/claims/{claim_id}/credential-key")
+        return self.http.post(f"/pilot/v1/claims/{claim_id}/credential-key", headers=self.headers)
 
     def fetch(self, claim_id: str, key: str) -> tuple[httpx.Response, CredentialKey]:
         """Ask for the job's credential with a fresh key pair; return the answer and key."""
@@ -168,5 +174,6 @@ class ProtocolPilot:
                 "key": key,
                 "csr_pem": csr.public_bytes(serialization.Encoding.PEM).decode(),
             },
+            headers=self.headers,
         )
         return answer, private

@@ -26,8 +26,8 @@ from pilotage.credentials.login import login_message, sign_login
 from pilotage.credentials.proxy import default_proxy_path, sign_proxy_request
 from pilotage.credentials.tokens import Role
 from pilotage.errors import BadInput, NotFound
-from pilotage.switch.certificate import CredentialKey, utc_text
-from pilotage.switch.x509 import load_credential, proxy_info
+from pilotage.x509.certificate import CredentialKey, utc_text
+from pilotage.x509.chain import load_credential, proxy_info
 
 
 def saved_token_path() -> Path:

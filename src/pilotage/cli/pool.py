@@ -45,6 +45,23 @@ def _status_table(slots: list[dict[str, Any]]) -> Table:
     return table
 
 
+def _summary_table(groups: list[dict[str, Any]]) -> Table:
+    """Slots by site and state: what a user (not an admin) is shown."""
+    table = Table(title="Pool slots by site", title_justify="left")
+    for col in ("SITE", "STATE", "PILOTS", "JOBS", "CPUS free/total", "MEMORY MB free/total"):
+        table.add_column(col)
+    for g in groups:
+        table.add_row(
+            g["site"],
+            g["state"],
+            str(g["pilots"]),
+            str(g["jobs"]),
+            f"{g['free_cpus']}/{g['cpus']}",
+            f"{g['free_memory_mb']}/{g['memory_mb']}",
+        )
+    return table
+
+
 def register(app: typer.Typer) -> None:
     """Add the pool verbs to the root command."""
 
@@ -103,16 +120,20 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
     ) -> None:
-        """The pool's slots: each pilot with its free and total resources."""
+        """The pool's slots: each pilot with its free and total resources (admins), or
+        the slots by site and state (users)."""
         with ctx.obj.client() as client:
-            slots = client.call("GET", "/api/v1/slots")
+            status = client.call("GET", "/api/v1/slots")
         if as_json:
-            typer.echo(json.dumps(slots, indent=2, sort_keys=True))
+            typer.echo(json.dumps(status, indent=2, sort_keys=True))
             return
         console = Console()
-        console.print(_status_table(slots))
-        running = sum(s["jobs"] for s in slots)
-        console.print(f"{len(slots)} pilots, {running} running jobs")
+        if status["scope"] == "all":
+            console.print(_status_table(status["slots"]))
+        else:
+            console.print(_summary_table(status["by_site"]))
+        total = status["total"]
+        console.print(f"{total['pilots']} pilots, {total['jobs']} running jobs")
 
     @app.command("userprio")
     def userprio_cmd(
@@ -132,10 +153,11 @@ def register(app: typer.Typer) -> None:
             if set_factor is not None:
                 name, factor = set_factor
                 client.call("PUT", f"/api/v1/userprio/{name}", json={"factor": factor})
-            rows = client.call("GET", "/api/v1/userprio")
+            prio = client.call("GET", "/api/v1/userprio")
         if as_json:
-            typer.echo(json.dumps(rows, indent=2, sort_keys=True))
+            typer.echo(json.dumps(prio, indent=2, sort_keys=True))
             return
+        rows = prio["submitters"]
         table = Table(title="User priorities", title_justify="left")
         for col in ("SUBMITTER", "EFFECTIVE PRIO", "FACTOR", "USAGE (cpu h)", "RUNNING", "IDLE"):
             table.add_column(col)
@@ -148,7 +170,14 @@ def register(app: typer.Typer) -> None:
                 f"{r['running_cpus']:g}",
                 str(r["idle_jobs"]),
             )
-        Console().print(table)
+        console = Console()
+        console.print(table)
+        total = prio["total"]
+        console.print(
+            f"pool: {total['submitters']} submitters, "
+            f"{total['usage_cpu_s'] / 3600:.2f} cpu h, {total['running_cpus']:g} running cpus, "
+            f"{total['idle_jobs']} idle jobs"
+        )
 
     @token_app.command("issue")
     def token_issue(

@@ -23,14 +23,14 @@ from cryptography import x509
 from pilotage.cli.x509_errors import one_sentence_errors
 from pilotage.credentials.proxy import default_proxy_path, make_proxy, write_proxy_file
 from pilotage.errors import BadInput, NotFound
-from pilotage.switch.certificate import (
+from pilotage.x509.certificate import (
     CredentialKey,
     check_key,
     is_ca,
     load_private_key,
     utc_text,
 )
-from pilotage.switch.x509 import TrustStore, load_credential, proxy_info, validate_chain
+from pilotage.x509.chain import TrustStore, load_credential, proxy_info, validate_chain
 
 app = typer.Typer(
     help="RFC 3820 proxy certificates: make one (init), describe one (info).",

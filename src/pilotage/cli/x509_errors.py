@@ -18,7 +18,7 @@ import click
 import typer
 
 from pilotage.errors import PilotageError
-from pilotage.switch.credential_errors import CredentialError, MalformedCredential
+from pilotage.x509.errors import CredentialError, MalformedCredential
 
 EXIT_BAD_INPUT = 2
 EXIT_REFUSED = 4

@@ -37,7 +37,7 @@ from pilotage.credentials.atomic import write_file
 from pilotage.credentials.names import parse_subject
 from pilotage.credentials.trustdir import write_trust_dir
 from pilotage.errors import BadInput, Conflict, NotFound
-from pilotage.switch.certificate import dn_slash, key_matches
+from pilotage.x509.certificate import dn_slash, key_matches
 
 _HOST_NAME = re.compile(
     r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"

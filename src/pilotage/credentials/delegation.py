@@ -42,8 +42,8 @@ from pilotage.credentials.proxy import make_proxy_request
 from pilotage.credentials.store import StoreKey
 from pilotage.errors import Conflict
 from pilotage.store.tables import delegations
-from pilotage.switch.certificate import CredentialKey
-from pilotage.switch.x509 import (
+from pilotage.x509.certificate import CredentialKey
+from pilotage.x509.chain import (
     CredentialError,
     TrustStore,
     ValidatedChain,

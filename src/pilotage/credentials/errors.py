@@ -35,7 +35,7 @@ exactly which check refused. The tree::
 from __future__ import annotations
 
 from pilotage.errors import BadInput, Conflict, Denied, NotFound, Unauthenticated
-from pilotage.switch.credential_errors import CredentialError
+from pilotage.x509.errors import CredentialError
 
 
 class UnknownNonce(Unauthenticated):

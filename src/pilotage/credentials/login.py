@@ -38,8 +38,8 @@ from pilotage.credentials.errors import (
     UnknownNonce,
 )
 from pilotage.store.tables import login_nonces
-from pilotage.switch.certificate import CredentialKey
-from pilotage.switch.x509 import (
+from pilotage.x509.certificate import CredentialKey
+from pilotage.x509.chain import (
     CredentialError,
     TrustStore,
     ValidatedChain,

@@ -12,7 +12,7 @@ import re
 from cryptography import x509
 
 from pilotage.errors import BadInput
-from pilotage.switch.certificate import SHORT_NAMES
+from pilotage.x509.certificate import SHORT_NAMES
 
 _BY_SHORT_NAME = {short.lower(): oid for oid, short in SHORT_NAMES.items()}
 _SLASH_SPLIT = re.compile(r"/(?=[A-Za-z][A-Za-z0-9.]*=)")

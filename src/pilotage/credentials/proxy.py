@@ -29,7 +29,7 @@ from cryptography.x509.oid import NameOID
 
 from pilotage.credentials.atomic import write_file
 from pilotage.errors import BadInput
-from pilotage.switch.certificate import (
+from pilotage.x509.certificate import (
     PPL_INDEPENDENT,
     PPL_INHERIT_ALL,
     PPL_LIMITED,
@@ -40,7 +40,8 @@ from pilotage.switch.certificate import (
     subject_of,
     utc_text,
 )
-from pilotage.switch.credential_errors import (
+from pilotage.x509.der import TAG_INTEGER, TAG_OCTET_STRING, TAG_OID, TAG_SEQUENCE, encode_tlv
+from pilotage.x509.errors import (
     Expired,
     NotYetValid,
     PathLengthExceeded,
@@ -48,8 +49,7 @@ from pilotage.switch.credential_errors import (
     ProxyPolicyViolation,
     WeakKey,
 )
-from pilotage.switch.der import TAG_INTEGER, TAG_OCTET_STRING, TAG_OID, TAG_SEQUENCE, encode_tlv
-from pilotage.switch.proxy_info import proxy_info
+from pilotage.x509.proxy_info import proxy_info
 
 #: Before "now", to absorb clock differences with the hosts that will check the proxy.
 BACKDATE_S = 300

@@ -50,7 +50,7 @@ from pilotage.credentials.proxy import sign_proxy_request
 from pilotage.credentials.store import StoreKey
 from pilotage.errors import BadInput, NotFound
 from pilotage.store.tables import claims, jobs, pilots, retrieval_keys
-from pilotage.switch.credential_errors import CredentialError, WeakKey
+from pilotage.x509.errors import CredentialError, WeakKey
 
 
 @dataclass(frozen=True)

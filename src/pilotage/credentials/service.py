@@ -12,7 +12,7 @@ from pilotage.credentials.errors import X509Disabled
 from pilotage.credentials.store import StoreKey
 from pilotage.errors import OperatorError
 from pilotage.statedir import StateDir
-from pilotage.switch.x509 import CredentialError, TrustStore
+from pilotage.x509.chain import CredentialError, TrustStore
 
 
 @dataclass

@@ -30,8 +30,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pilotage.errors import Conflict, InternalError, OperatorError
 from pilotage.store.tables import stored_credentials
-from pilotage.switch.certificate import CredentialKey, load_private_key
-from pilotage.switch.x509 import ValidatedChain
+from pilotage.x509.certificate import CredentialKey, load_private_key
+from pilotage.x509.chain import ValidatedChain
 
 KEY_BYTES = 32
 _NONCE_BYTES = 12

@@ -2,7 +2,7 @@
 
 For each CA: ``<hash>.0`` (certificate), ``<hash>.r0`` (CRL) and ``<hash>.signing_policy``
 (for Globus-based tools), where ``<hash>`` is OpenSSL's ``subject_hash`` of the CA's
-subject (``openssl x509 -hash``), computed by ``pilotage.switch.der.subject_hash``.
+subject (``openssl x509 -hash``), computed by ``pilotage.x509.der.subject_hash``.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from pilotage.credentials.atomic import write_file
-from pilotage.switch.certificate import dn_slash
-from pilotage.switch.der import subject_hash
+from pilotage.x509.certificate import dn_slash
+from pilotage.x509.der import subject_hash
 
 __all__ = ["subject_hash", "write_trust_dir"]
 

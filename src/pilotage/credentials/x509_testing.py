@@ -21,8 +21,8 @@ from cryptography.x509.oid import NameOID
 
 from pilotage.credentials.ca import CertificateAuthority, IssuedCredential
 from pilotage.credentials.proxy import encode_proxy_cert_info, make_proxy
-from pilotage.switch.certificate import PPL_INHERIT_ALL, PROXY_CERT_INFO_OID, CredentialKey
-from pilotage.switch.x509 import TrustStore
+from pilotage.x509.certificate import PPL_INHERIT_ALL, PROXY_CERT_INFO_OID, CredentialKey
+from pilotage.x509.chain import TrustStore
 
 Extension = tuple[x509.ExtensionType, bool]
 

@@ -93,7 +93,13 @@ def identify(data: bytes, config: Config, cache: Cache, what: str) -> Identity:
 
 
 def _x509_identity(data: bytes, config: Config, digest: str, what: str) -> Identity:
-    from .x509 import CredentialError, TrustStore, TrustStoreError, load_credential, validate_chain
+    from ..x509.chain import (
+        CredentialError,
+        TrustStore,
+        TrustStoreError,
+        load_credential,
+        validate_chain,
+    )
 
     try:
         chain, key = load_credential(data)
@@ -108,7 +114,7 @@ def _x509_identity(data: bytes, config: Config, digest: str, what: str) -> Ident
     except CredentialError as exc:
         raise ClientError(f"The {what} is not valid: {exc.message}") from None
     issuer = result.path[result.proxy_depth + 1].subject if len(result.path) > 1 else None
-    from .certificate import dn_slash
+    from ..x509.certificate import dn_slash
 
     return Identity(
         "x509",
@@ -141,9 +147,9 @@ def claimed(data: bytes) -> tuple[str, float]:
     when it wrote it; never to authorize anything.
     """
     if data.lstrip().startswith(b"-----BEGIN"):
-        from .certificate import load_credential
-        from .credential_errors import CredentialError
-        from .proxy_info import proxy_info
+        from ..x509.certificate import load_credential
+        from ..x509.errors import CredentialError
+        from ..x509.proxy_info import proxy_info
 
         try:
             info = proxy_info(load_credential(data)[0])

@@ -3,9 +3,11 @@
 ``python -m pilotage.switch.install --prefix DIR [--config PATH] [--state-dir DIR]
 [--sudoers FILE --invoker ACCOUNT]`` writes:
 
-- ``DIR/lib/pilotage_exec/``: this package's modules, with the two constants of
+- ``DIR/lib/pilotage/switch/``: this package's modules, with the two constants of
   ``paths.py`` rewritten (the only change), so the installed switch reads *that* config
-  and no caller can point it elsewhere: not by environment, not by flag;
+  and no caller can point it elsewhere: not by environment, not by flag; beside it
+  ``DIR/lib/pilotage/x509/``, the X.509 library it uses, unchanged, and an empty
+  ``DIR/lib/pilotage/__init__.py``;
 - ``DIR/bin/pilotage-exec``: a wrapper run by ``python -IS`` (``--python`` picks which; no
   ``PYTHON*`` variables, no site directories) that puts only that copy and
   ``cryptography`` on ``sys.path``;
@@ -28,7 +30,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-PACKAGE = "pilotage_exec"
+PACKAGE = "pilotage"
 KEPT_VARIABLES = (
     "PILOTAGE_EXEC_USER_CREDENTIAL PILOTAGE_EXEC_PILOT_CREDENTIAL PILOTAGE_EXEC_TARGET_DIR "
     "PILOTAGE_EXEC_JOB_ID PILOTAGE_EXEC_STATUS_FD PILOTAGE_JOB_*"
@@ -73,12 +75,17 @@ def install(prefix: Path, config: str, state_dir: str, python: str = sys.executa
     staging = prefix / "lib" / f".{PACKAGE}.new"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(mode=0o755)
-    for module in sorted(source.glob("*.py")):
-        text = module.read_text()
-        if module.name == "paths.py":
-            text = rewrite_paths(text, config, state_dir)
-        (staging / module.name).write_text(text)
-        (staging / module.name).chmod(0o644)
+    (staging / "__init__.py").write_text("")
+    for package in ("switch", "x509"):
+        (staging / package).mkdir(mode=0o755)
+        for module in sorted((source.parent / package).glob("*.py")):
+            text = module.read_text()
+            if (package, module.name) == ("switch", "paths.py"):
+                text = rewrite_paths(text, config, state_dir)
+            (staging / package / module.name).write_text(text)
+    for path in staging.rglob("*.py"):
+        path.chmod(0o644)
+    (staging / "__init__.py").chmod(0o644)
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     site = str(Path(cryptography.__file__).parent.parent)
@@ -89,7 +96,7 @@ def install(prefix: Path, config: str, state_dir: str, python: str = sys.executa
         '"""pilotage-exec, installed by pilotage.switch.install; see docs/switch.md."""\n'
         "import sys\n\n"
         f"sys.path[:0] = [{str(prefix / 'lib')!r}, {site!r}]\n"
-        f"from {PACKAGE}.main import main\n\n"
+        f"from {PACKAGE}.switch.main import main\n\n"
         "main()\n"
     )
     temporary.chmod(0o755)

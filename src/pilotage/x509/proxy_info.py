@@ -2,7 +2,7 @@
 
 Like ``grid-proxy-info``: subject, issuer, identity, type, path length, time left and key
 size, read from the certificates alone. Nothing here is a reason to trust anything; use
-``x509.validate_chain`` for that. Imports: the standard library, ``cryptography`` and the
+``chain.validate_chain`` for that. Imports: the standard library, ``cryptography`` and the
 sibling ``certificate`` module only.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from cryptography import x509
 
 from .certificate import PROXY_TYPES, dn_slash, key_bits, name_key, proxy_cert_info, subject_of
-from .credential_errors import MalformedCredential
+from .errors import MalformedCredential
 
 
 @dataclass(frozen=True)

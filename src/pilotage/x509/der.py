@@ -1,11 +1,11 @@
-"""The few DER structures the switch reads by hand: ProxyCertInfo and canonical names.
+"""The few DER structures read by hand: ProxyCertInfo and canonical names.
 
 ``cryptography`` parses certificates but hands RFC 3820's ProxyCertInfo extension over as
 raw bytes, and has no OpenSSL-style canonical name (the one behind ``<hash>.0`` file names
 and name comparison). Both are small, so they are decoded here with a strict reader of
 definite-length DER: any trailing byte, overlong length or indefinite form is refused.
 
-Standard library only, like the rest of the switch.
+Standard library only.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Why an X.509 credential was refused: one exception class per rule.
 
-This module belongs to the switch: it imports the standard library only, so a site's
-security officer can read it alone. The tree::
+It imports the standard library only, so a site's security officer can read it alone
+(the switch and the server both raise these). The tree::
 
     CredentialError                 base; ``code`` is a stable string for logs and APIs
     ├── MalformedCredential         unreadable PEM/DER, missing certificate, bad extension

@@ -1,18 +1,18 @@
 """Validation of X.509 credentials and RFC 3820 proxy chains, for the switch and the server.
 
 Read ``validate_chain`` top to bottom, then the rules it calls, each with a ``# Why:``.
-Around it: ``trust_store.py`` (the trusted CAs and CRLs), ``certificate.py`` (reading a
-credential file and one certificate), ``der.py`` (ProxyCertInfo, canonical names),
-``credential_errors.py`` (one exception per refusal), ``proxy_info.py`` (description
-without judgement).
+Around it, in this package: ``trust_store.py`` (the trusted CAs and CRLs),
+``certificate.py`` (reading a credential file and one certificate), ``der.py``
+(ProxyCertInfo, canonical names), ``errors.py`` (one exception per refusal),
+``proxy_info.py`` (description without judgement).
 
 Trust comes only from the site's CA directory in the usual grid layout (``<hash>.0`` CA
 certificates, ``<hash>.r0`` CRLs, ``*.pem``). CA certificates carried inside a credential
 are ignored. A path is: proxies (leaf first), one end-entity certificate (a user's or a
 host's), then CAs of the directory up to a self-signed one.
 
-Imports: the standard library, ``cryptography`` and those sibling switch modules
-(which import no more), nothing else of pilotage.
+Imports: the standard library, ``cryptography`` and the sibling modules of this
+package (which import no more), nothing else of pilotage.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ from .certificate import (
     utc_text,
     verify_signature,
 )
-from .credential_errors import (
+from .der import ProxyCertInfo
+from .errors import (
     BadSignature,
     CredentialError,
     Expired,
@@ -61,7 +62,6 @@ from .credential_errors import (
     UntrustedIssuer,
     WeakKey,
 )
-from .der import ProxyCertInfo
 from .proxy_info import ProxyInfo, proxy_info
 from .trust_store import TrustStore
 

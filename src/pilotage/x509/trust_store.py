@@ -1,9 +1,9 @@
-"""The switch's trusted CAs and CRLs, read from a grid CA directory.
+"""The trusted CAs and CRLs, read from a grid CA directory.
 
 The usual layout (``/etc/grid-security/certificates``): ``<hash>.N`` CA certificates,
 ``<hash>.rN`` CRLs, ``*.pem`` CA certificates; other files (``.signing_policy``,
 ``.namespaces``, ``.info``, ``.crl_url``) are not read. Imports: the standard library,
-``cryptography`` and the sibling switch modules ``certificate`` and ``credential_errors``.
+``cryptography`` and the sibling modules ``certificate`` and ``errors``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from .certificate import PublicKey, is_ca, name_key, subject_of, utc_text
-from .credential_errors import CredentialError, Revoked, TrustStoreError
+from .errors import CredentialError, Revoked, TrustStoreError
 
 _CA_FILE = re.compile(r"^[0-9a-f]{8}\.[0-9]+$|\.pem$")
 _CRL_FILE = re.compile(r"^[0-9a-f]{8}\.r[0-9]+$")

@@ -1,7 +1,7 @@
 """Reading one credential and inspecting one certificate, for the X.509 validator.
 
-Nothing here decides trust; ``x509.py`` does, using these helpers. Imports: the standard
-library, ``cryptography`` and the sibling ``credential_errors`` and ``der`` modules only.
+Nothing here decides trust; ``chain.py`` does, using these helpers. Imports: the standard
+library, ``cryptography`` and the sibling ``errors`` and ``der`` modules only.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.x509.oid import ExtensionOID, NameOID
 
-from .credential_errors import (
+from .der import DerError, ProxyCertInfo, canonical_name, decode_proxy_cert_info
+from .errors import (
     BadSignature,
     KeyMismatch,
     MalformedCredential,
     ProfileViolation,
 )
-from .der import DerError, ProxyCertInfo, canonical_name, decode_proxy_cert_info
 
 PROXY_CERT_INFO_OID = x509.ObjectIdentifier("1.3.6.1.5.5.7.1.14")
 DRAFT_PROXY_CERT_INFO_OID = x509.ObjectIdentifier("1.3.6.1.4.1.3536.1.222")
