@@ -119,6 +119,8 @@ async def _pilot(
             },
         )
         pilot_id = registered["pilot_id"]
+        # Every later call proves the registration's secret (docs/pilot-protocol.md).
+        http.headers["X-Pilotage-Pilot-Secret"] = registered["pilot_secret"]
         await gate.wait()  # every pilot is registered and connected: dispatch starts now
         answer = await _call(http, rec, "claim", f"/pilot/v1/pilots/{pilot_id}/claims", work)
         while answer["claim"] is not None:

@@ -30,6 +30,7 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
+from pilotage.api.wire import PILOT_SECRET_HEADER
 from pilotage.store.tables import metadata
 from pilotage.testing import Pool
 
@@ -82,7 +83,11 @@ def submit_api(client: Any, count: int, **fields: Any) -> int:
 
 
 class ProtocolPilot:
-    """One registered pilot, driven call by call over HTTPS with a pilot token."""
+    """One registered pilot, driven call by call over HTTPS with a pilot token.
+
+    Its client then carries the pilot's secret on every call, as an agent's does: give
+    each pilot a client of its own.
+    """
 
     def __init__(self, http: httpx.Client, name: str = "pilot", **registration: Any) -> None:
         self.http = http
@@ -98,6 +103,8 @@ class ProtocolPilot:
         answer = self.post("/pilot/v1/pilots", json=body)
         assert answer.status_code == 201, answer.text
         self.id: str = answer.json()["pilot_id"]
+        self.secret: str = answer.json()["pilot_secret"]
+        http.headers[PILOT_SECRET_HEADER] = self.secret
 
     def post(self, path: str, **kwargs: Any) -> httpx.Response:
         """POST, waiting out a 503 as an agent does (its Retry-After, bounded)."""

@@ -28,7 +28,7 @@ def test_analyze_names_the_memory_no_slot_has(pool: Pool) -> None:
     pool.pilots(1, cpus=1, memory_mb=512)
     with pool.admin() as admin:  # wait until the pilot has registered
         for _ in range(100):
-            if admin.call("GET", "/api/v1/slots"):
+            if admin.call("GET", "/api/v1/slots")["slots"]:
                 break
             time.sleep(0.1)
     text = pool.cli("q", "-analyze", "1.0")
@@ -44,7 +44,7 @@ def test_userprio_shows_submitters_and_only_admins_set_factors(pool: Pool) -> No
     _submit(pool, pool.root / "work", "64MB", count=3)
     rows = []
     for _ in range(50):  # the server's sweep takes the new jobs into its index
-        rows = json.loads(pool.cli("userprio", "--json").stdout)
+        rows = json.loads(pool.cli("userprio", "--json").stdout)["submitters"]
         if rows and rows[0]["idle_jobs"] == 3:
             break
         time.sleep(0.2)
@@ -52,7 +52,7 @@ def test_userprio_shows_submitters_and_only_admins_set_factors(pool: Pool) -> No
     assert row["idle_jobs"] == 3 and row["factor"] == 1.0
     me = row["submitter"]
     assert pool.cli("userprio", "--set-factor", me, "2").returncode == 0
-    (row,) = json.loads(pool.cli("userprio", "--json").stdout)
+    (row,) = json.loads(pool.cli("userprio", "--json").stdout)["submitters"]
     assert row["factor"] == 2.0
     with pool.remote(pool.token("alice", "user")) as alice, pytest.raises(Denied, match="admin"):
         alice.call("PUT", f"/api/v1/userprio/{me}", json={"factor": 0.1})

@@ -202,7 +202,12 @@ def test_entry_scoped_pilot_tokens_register_only_their_entry(pool: Pool, remote:
     assert "must register with EntryName = 'alpha'" in refused(attrs={})
     assert "(site SITE_A) cannot register a pilot of site SITE_B" in refused(site="SITE_B")
 
-    # A pilot token an admin issued (no entry in its subject) is not bound to an entry.
+    # A pilot token an admin issued (no entry in its subject) may not pass for an entry,
+    # but registers pilots of a site no entry advertises.
     plain = remote(pool.token("pilot-anywhere", "pilot"))
     anywhere = {**body, "site": "SITE_B", "attrs": {"EntryName": '"beta"'}}
-    assert plain.call("POST", "/pilot/v1/pilots", json=anywhere)["pilot_id"].startswith("p-")
+    assert "cannot register a pilot of entry beta" in _refused(
+        plain, Denied, "POST", "/pilot/v1/pilots", json=anywhere
+    )
+    own_site = {**body, "site": "ADMIN_SITE", "attrs": {}}
+    assert plain.call("POST", "/pilot/v1/pilots", json=own_site)["pilot_id"].startswith("p-")

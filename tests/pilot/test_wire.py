@@ -29,8 +29,13 @@ CLAIM = {
 
 def test_registration() -> None:
     body = {"v": 1, "pilot_id": "p-7f3a", "lease_s": 300, "heartbeat_s": 60,
-            "idle_timeout_s": 1200, "max_sandbox_bytes": 268435456}  # fmt: skip
-    assert Registration.from_wire(body) == Registration("p-7f3a", 300, 60, 1200, 268435456)
+            "idle_timeout_s": 1200, "max_sandbox_bytes": 268435456,
+            "pilot_secret": "s3cr3t"}  # fmt: skip
+    registration = Registration.from_wire(body)
+    assert registration == Registration("p-7f3a", 300, 60, 1200, 268435456, "s3cr3t")
+    assert "s3cr3t" not in repr(registration)  # a logged registration shows no secret
+    with pytest.raises(ProtocolError, match="lacks the field 'pilot_secret'"):
+        Registration.from_wire({k: v for k, v in body.items() if k != "pilot_secret"})
 
 
 def test_work_answer_with_a_claim() -> None:

@@ -20,7 +20,8 @@ from pilotage.api.admin import Admin
 from pilotage.api.auth import require
 from pilotage.api.context import ServerContext
 from pilotage.api.users import Ctx, User
-from pilotage.api.wire import Strict
+from pilotage.api.wire import PILOT_SECRET_HEADER, Strict
+from pilotage.collector import pilots as pilot_registry
 from pilotage.credentials import delegation, login, release, store, vo
 from pilotage.credentials.audit import GRANTED, AuditRecord
 from pilotage.credentials.errors import ClaimEnded
@@ -277,7 +278,8 @@ class CredentialRelease(Strict):
 def _pilot_attempt(
     event: str, claim_id: str, request: Request, ctx: ServerContext
 ) -> tuple[AuditRecord, release.HeldClaim]:
-    """Authenticate, require the pilot role and the caller's live claim; audit refusals."""
+    """Authenticate, require the pilot role, the caller's live claim and the secret of the
+    pilot holding it (pilots sharing a token are apart); audit refusals."""
     record = AuditRecord(
         at=ctx.clock(), event=event, outcome=GRANTED, caller="(unauthenticated)", claim_id=claim_id
     )
@@ -290,6 +292,9 @@ def _pilot_attempt(
             claim = release.claim_of(conn, claim_id)
         record = _about(record, claim)
         release.require_held(claim, who.name)
+        secret = pilot_registry.require_secret_header(request.headers.get(PILOT_SECRET_HEADER))
+        with ctx.store.read() as conn:
+            pilot_registry.check_secret_of(conn, claim.pilot_id, secret)
     except PilotageError as exc:
         _refused(ctx, creds, _with_claim(ctx, record), exc)
         raise

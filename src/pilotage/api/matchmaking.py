@@ -45,9 +45,19 @@ def job_analysis(job_id: str, ctx: Ctx, who: User) -> dict[str, Any]:
 
 
 @router.get("/userprio")
-def user_priorities(ctx: Ctx, who: User) -> list[dict[str, Any]]:
-    """Every submitter's effective priority (lower is better), usage and factor."""
-    return ctx.matcher.priorities(ctx.clock())
+def user_priorities(ctx: Ctx, who: User) -> dict[str, Any]:
+    """Submitters' effective priority (lower is better), usage and factor, and the
+    pool's total: an admin sees every submitter, a user only their own (alone or in
+    any accounting group). Why: one user's usage is not another user's business."""
+    every = ctx.matcher.priorities(ctx.clock())
+    mine = every if who.admin else [r for r in every if r["owner"] == who.name]
+    total = {
+        "submitters": len(every),
+        "usage_cpu_s": sum(r["usage_cpu_s"] for r in every),
+        "running_cpus": sum(r["running_cpus"] for r in every),
+        "idle_jobs": sum(r["idle_jobs"] for r in every),
+    }
+    return {"scope": "all" if who.admin else "own", "submitters": mine, "total": total}
 
 
 class FactorBody(BaseModel):

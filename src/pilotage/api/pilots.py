@@ -2,8 +2,10 @@
 
 Every call needs the pilot role, and a pilot may act only on itself and its own claims.
 A pilot token minted for an entry (``entry:<entry>/<frontend>``) registers only pilots of that
-entry and its site; the later calls need no such check, as they act on the registered
-pilot by the same token subject.
+entry and its site. Registration answers a secret of that pilot's own; every later call
+sends it (header ``X-Pilotage-Pilot-Secret``, :data:`PilotSecret`) and is refused unless
+it is the secret of the pilot it acts on, or of the pilot holding the claim it names:
+401 without one, 403 with another. So pilots that share one token are still apart.
 
 These calls come from every pilot of the pool, all the time, so they stay on the event
 loop: authentication is cached (:class:`pilotage.api.context.VerifiedTokens`), the
@@ -27,6 +29,7 @@ from pilotage.api.auth import Principal, require
 from pilotage.api.context import ServerContext
 from pilotage.api.users import Ctx
 from pilotage.api.wire import (
+    PILOT_SECRET_HEADER,
     Claim,
     Heartbeat,
     HeartbeatAnswer,
@@ -58,8 +61,15 @@ async def pilot(request: Request) -> Principal:
     return require(ctx.tokens.principal(request), Role.PILOT)
 
 
+async def pilot_secret(request: Request) -> str:
+    """The pilot secret the call carries (401 without one); checked against the pilot's
+    stored hash where its row is read (:func:`pilotage.collector.pilots.check_secret`)."""
+    return registry.require_secret_header(request.headers.get(PILOT_SECRET_HEADER))
+
+
 LoopCtx = Annotated[ServerContext, Depends(_context)]
 Pilot = Annotated[Principal, Depends(pilot)]
+Secret = Annotated[str, Depends(pilot_secret)]
 
 
 def _answer(model: BaseModel, status_code: int = 200) -> Response:
@@ -71,10 +81,13 @@ def _answer(model: BaseModel, status_code: int = 200) -> Response:
 async def register(body: PilotRegistration, ctx: LoopCtx, who: Pilot) -> Response:
     """Join the pool; a token minted for an entry registers only pilots of that entry
     (:func:`pilotage.collector.pilots.check_entry`, 403 otherwise)."""
-    pilot_id = await ctx.write(lambda conn: registry.register(conn, who.name, body, ctx.clock()))
+    pilot_id, secret = await ctx.write(
+        lambda conn: registry.register(conn, who.name, body, ctx.clock())
+    )
     s = ctx.settings.server
     registered = Registered(
         pilot_id=pilot_id,
+        pilot_secret=secret,
         lease_s=s.lease_s,
         heartbeat_s=s.heartbeat_s,
         idle_timeout_s=s.idle_timeout_s,
@@ -105,10 +118,12 @@ def _next_claim(
 
 
 @router.post("/pilots/{pilot_id}/claims", response_model=WorkAnswer)
-async def ask_for_work(pilot_id: str, body: WorkRequest, ctx: LoopCtx, who: Pilot) -> Response:
+async def ask_for_work(
+    pilot_id: str, body: WorkRequest, ctx: LoopCtx, who: Pilot, secret: Secret
+) -> Response:
     def work(conn: sa.Connection) -> WorkAnswer:
         now = ctx.clock()
-        pilot = registry.owned(conn, pilot_id, who.name)
+        pilot = registry.owned(conn, pilot_id, who.name, secret)
         registry.require_active(pilot)
         registry.touch(conn, pilot, now, every_s=_touch_every_s(ctx))
         claim = _next_claim(ctx, conn, pilot, body, now)
@@ -120,10 +135,12 @@ async def ask_for_work(pilot_id: str, body: WorkRequest, ctx: LoopCtx, who: Pilo
 
 
 @router.post("/pilots/{pilot_id}/heartbeat", response_model=HeartbeatAnswer)
-async def heartbeat(pilot_id: str, body: Heartbeat, ctx: LoopCtx, who: Pilot) -> Response:
+async def heartbeat(
+    pilot_id: str, body: Heartbeat, ctx: LoopCtx, who: Pilot, secret: Secret
+) -> Response:
     def work(conn: sa.Connection) -> HeartbeatAnswer:
         now = ctx.clock()
-        row = registry.owned(conn, pilot_id, who.name)
+        row = registry.owned(conn, pilot_id, who.name, secret)
         registry.require_active(row)
         registry.touch(conn, row, now)
         renewed, revoked = claims.heartbeat(
@@ -135,10 +152,10 @@ async def heartbeat(pilot_id: str, body: Heartbeat, ctx: LoopCtx, who: Pilot) ->
 
 
 @router.get("/claims/{claim_id}/input")
-def claim_input(claim_id: str, ctx: Ctx, who: Pilot) -> StreamingResponse:
+def claim_input(claim_id: str, ctx: Ctx, who: Pilot, secret: Secret) -> StreamingResponse:
     """The input sandbox of the job a live claim holds."""
     with ctx.store.read() as conn:
-        live, _pilot = claims.held_claim(conn, claim_id, who.name)
+        live, _pilot = claims.held_claim(conn, claim_id, who.name, secret)
         job = claims.job_of_claim(conn, live.claim_id)
     digest = json.loads(job.spec)["input_sandbox"]
     if digest is None:
@@ -154,13 +171,15 @@ def claim_input(claim_id: str, ctx: Ctx, who: Pilot) -> StreamingResponse:
 
 
 @router.put("/claims/{claim_id}/output", status_code=204)
-async def claim_output(claim_id: str, request: Request, ctx: LoopCtx, who: Pilot) -> Response:
+async def claim_output(
+    claim_id: str, request: Request, ctx: LoopCtx, who: Pilot, secret: Secret
+) -> Response:
     """Keep the output sandbox of a live claim's job."""
-    await ctx.write(lambda conn: claims.held_claim(conn, claim_id, who.name))
+    await ctx.write(lambda conn: claims.held_claim(conn, claim_id, who.name, secret))
     upload = await ctx.receive_upload(request)
 
     def work(conn: sa.Connection) -> None:
-        live, _pilot = claims.held_claim(conn, claim_id, who.name)
+        live, _pilot = claims.held_claim(conn, claim_id, who.name, secret)
         job = claims.job_of_claim(conn, live.claim_id)
         claims.attach_output(conn, live, job.owner, upload.digest, upload.size, now=ctx.clock())
 
@@ -176,14 +195,16 @@ async def claim_output(claim_id: str, request: Request, ctx: LoopCtx, who: Pilot
 
 
 @router.post("/claims/{claim_id}/result", response_model=WorkAnswer)
-async def claim_result(claim_id: str, body: Result, ctx: LoopCtx, who: Pilot) -> Response:
+async def claim_result(
+    claim_id: str, body: Result, ctx: LoopCtx, who: Pilot, secret: Secret
+) -> Response:
     """Record a job's result and, with ``next``, claim the pilot's next job in the same
     transaction."""
     retry_after_s = ctx.settings.server.retry_after_s
 
     def work(conn: sa.Connection) -> tuple[sa.Row[Any], Claim | None]:
         now = ctx.clock()
-        live, pilot = claims.held_claim(conn, claim_id, who.name)
+        live, pilot = claims.held_claim(conn, claim_id, who.name, secret)
         claims.report(conn, live, body, pilot=live.pilot_id, now=now)
         registry.touch(conn, pilot, now, every_s=_touch_every_s(ctx))
         claim = None
@@ -200,10 +221,12 @@ async def claim_result(claim_id: str, body: Result, ctx: LoopCtx, who: Pilot) ->
 
 
 @router.post("/pilots/{pilot_id}/exit", status_code=204)
-async def pilot_exit(pilot_id: str, body: PilotExit, ctx: LoopCtx, who: Pilot) -> Response:
+async def pilot_exit(
+    pilot_id: str, body: PilotExit, ctx: LoopCtx, who: Pilot, secret: Secret
+) -> Response:
     def work(conn: sa.Connection) -> None:
         now = ctx.clock()
-        registry.owned(conn, pilot_id, who.name)
+        registry.owned(conn, pilot_id, who.name, secret)
         for claim_id, job_id in claims.pilot_claims(conn, pilot_id):
             claims.release_claim(
                 conn,

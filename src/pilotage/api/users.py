@@ -163,7 +163,17 @@ def act(body: ActionBody, ctx: Ctx, who: User) -> list[dict[str, Any]]:
 
 
 @router.get("/slots")
-def slots(ctx: Ctx, who: User) -> list[dict[str, Any]]:
-    """Every active pilot's slot with its free resources (``pilotage status``)."""
+def slots(ctx: Ctx, who: User) -> dict[str, Any]:
+    """The pool's slots (``pilotage status``): counts by site and state and the pool's
+    total for everyone; each pilot's slot (its id, name and host) for an admin only.
+
+    Why: a pilot's id and host are what an attacker needs to aim at it; a user needs
+    only to know where capacity is.
+    """
     with ctx.store.read() as conn:
-        return pilot_registry.pool_status(conn)
+        every = pilot_registry.pool_status(conn)
+    return {
+        "scope": "all" if who.admin else "summary",
+        "slots": every if who.admin else [],
+        **pilot_registry.pool_summary(every),
+    }

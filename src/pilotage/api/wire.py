@@ -13,6 +13,10 @@ from pilotage.queue.spec import ATTR_NAME, WIRE_VERSION
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:+-]{0,127}$")
 
+#: The header of every pilot call after registration: the secret the registration
+#: answered (the agent's copy of this name is :data:`pilotage.pilot.wire.PILOT_SECRET_HEADER`).
+PILOT_SECRET_HEADER = "X-Pilotage-Pilot-Secret"  # noqa: S105  (a header name, not a secret)
+
 
 class Strict(BaseModel):
     """Unknown fields are refused, so a typo is an error, not a silent default."""
@@ -80,9 +84,14 @@ class PilotRegistration(Strict):
 
 
 class Registered(Strict):
-    """The server's answer to a registration."""
+    """The server's answer to a registration.
+
+    ``pilot_secret`` is answered here only: the pilot sends it back in the
+    ``X-Pilotage-Pilot-Secret`` header of every later call, and keeps it in memory.
+    """
 
     pilot_id: str
+    pilot_secret: str
     lease_s: float
     heartbeat_s: float
     idle_timeout_s: float

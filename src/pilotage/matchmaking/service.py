@@ -203,6 +203,7 @@ class MatchService:
             rows = [
                 {
                     "submitter": s.name,
+                    "owner": s.owner,
                     "effective_priority": acc.effective_priority(s, now),
                     "real_priority": acc.real_priority(s, now),
                     "factor": acc.factor(s),

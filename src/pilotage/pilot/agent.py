@@ -121,6 +121,7 @@ class Agent:
             wait=lambda delay: self._sleep(delay) or time.monotonic() > give_up,
         )
         self.registration = Registration.from_wire(answer)
+        self.client.set_pilot_secret(self.registration.pilot_secret)
         log.info(
             "registered as pilot %s (heartbeat %.0f s, idle timeout %.0f s)",
             self.registration.pilot_id,

@@ -2,7 +2,9 @@
 
 Standard library only. One connection per thread (``threading.local``), so the heartbeat
 thread and every claim's thread talk to the server at once without sharing a socket.
-Answers are turned into data or into the exceptions of :mod:`pilotage.errors`, chosen by
+After registration every request carries the pilot's secret
+(:meth:`Client.set_pilot_secret`), so every part of the agent proves it without knowing
+it. Answers are turned into data or into the exceptions of :mod:`pilotage.errors`, chosen by
 HTTP status (``BY_HTTP_STATUS``); a connection that cannot be made raises
 :class:`~pilotage.errors.Unreachable`. Both :class:`~pilotage.errors.Transient` kinds are
 what :func:`retrying` retries.
@@ -34,6 +36,8 @@ from pilotage.errors import (
     Unreachable,
     UserError,
 )
+
+from .wire import PILOT_SECRET_HEADER
 
 log = logging.getLogger("pilotage.pilot")
 T = TypeVar("T")
@@ -95,6 +99,12 @@ class Client:
         self._context.minimum_version = ssl.TLSVersion.TLSv1_2
         self._proxy = proxy if proxy is not None else _proxy_from_environment(self._host)
         self._local = threading.local()
+        # In memory only: never written to a file, an argument or a log line.
+        self._pilot_secret = ""
+
+    def set_pilot_secret(self, secret: str) -> None:
+        """Send ``secret`` (the registration's) with every later request."""
+        self._pilot_secret = secret
 
     def _connection(self) -> tuple[http.client.HTTPSConnection, bool]:
         """This thread's connection, and whether it was used before (may be stale)."""
@@ -144,6 +154,8 @@ class Client:
             "User-Agent": f"pilotage-agent/{__version__}",
             **headers,
         }
+        if self._pilot_secret:
+            headers[PILOT_SECRET_HEADER] = self._pilot_secret
         for attempt in (1, 2):
             conn, reused = self._connection()
             try:

@@ -9,7 +9,7 @@ so that a bad one holds that job instead of stopping the agent.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pilotage.errors import OperatorError
@@ -17,6 +17,10 @@ from pilotage.errors import OperatorError
 from .resources import Resources
 
 VERSION = 1
+
+#: The header carrying the pilot's secret on every call after registration (the server's
+#: name for it is :data:`pilotage.api.wire.PILOT_SECRET_HEADER`; a test keeps them equal).
+PILOT_SECRET_HEADER = "X-Pilotage-Pilot-Secret"  # noqa: S105  (a header name, not a secret)
 
 
 class ProtocolError(OperatorError):
@@ -54,13 +58,18 @@ def _opt_str(body: Any, key: str, what: str) -> str | None:
 
 @dataclass(frozen=True)
 class Registration:
-    """The server's answer to a registration."""
+    """The server's answer to a registration.
+
+    ``pilot_secret`` proves, on every later call, that the caller is this pilot; it is
+    kept in memory only and never shown (``repr=False``: not in a log line either).
+    """
 
     pilot_id: str
     lease_s: float
     heartbeat_s: float
     idle_timeout_s: float
     max_sandbox_bytes: int
+    pilot_secret: str = field(repr=False)
 
     @classmethod
     def from_wire(cls, body: Any) -> Registration:
@@ -71,6 +80,7 @@ class Registration:
             heartbeat_s=max(1.0, _number(body, "heartbeat_s", what)),
             idle_timeout_s=_number(body, "idle_timeout_s", what),
             max_sandbox_bytes=int(_get(body, "max_sandbox_bytes", int, what)),
+            pilot_secret=_get(body, "pilot_secret", str, what),
         )
 
 

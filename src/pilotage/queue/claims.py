@@ -272,16 +272,20 @@ def _claim(
     )
 
 
-def held_claim(conn: sa.Connection, claim_id: str, subject: str) -> tuple[LiveClaim, sa.Row[Any]]:
-    """A live claim held by a pilot of ``subject``, with that pilot's row, in one query.
+def held_claim(
+    conn: sa.Connection, claim_id: str, subject: str, secret: str
+) -> tuple[LiveClaim, sa.Row[Any]]:
+    """A live claim held by a pilot of ``subject`` that proved its ``secret``, with that
+    pilot's row, in one query.
 
-    Raises NotFound (no such claim), Denied (another identity's pilot) or Conflict (the
-    claim has ended), in that order.
+    Raises NotFound (no such claim), Denied (another identity's pilot, or another pilot
+    of the same identity) or Conflict (the claim has ended), in that order.
     """
     row = conn.execute(_CLAIM_AND_PILOT, {"claim": claim_id}).first()
     if row is None:
         raise NotFound(f"claim {claim_id} does not exist")
     pilot_registry.check_owner(row, subject)
+    pilot_registry.check_secret(row, secret)
     if row.claim_state != "active":
         raise Conflict(f"claim {claim_id} is no longer live ({row.end_reason})")
     return LiveClaim(row.claim_id, row.job_id, row.id), row

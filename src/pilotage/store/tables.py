@@ -104,6 +104,9 @@ pilots = sa.Table(
     sa.Column("state", sa.String(16), nullable=False),  # active, exited, lost
     sa.Column("retire", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("exit_reason", sa.Text, nullable=True),
+    # SHA-256 (hex) of the secret answered at registration; every later call of the
+    # pilot proves it. NULL only for pilots registered before secrets: they can do nothing.
+    sa.Column("secret_sha256", sa.String(64), nullable=True),
     sa.Index("ix_pilots_state", "state"),
 )
 
