@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from typing import NoReturn
@@ -15,6 +13,7 @@ import pytest
 from e2e_callers import LocalUsers, https, python_for
 
 from pilotage.testing import Pool
+from pilotage.testing_accounts import AccountsUnavailable, ensure_accounts
 
 
 @pytest.fixture
@@ -38,21 +37,12 @@ def local_users(require_service: Callable[[str, str], NoReturn]) -> LocalUsers:
     names = ("alice", "bob")
     if os.geteuid() != 0:
         require_service("real Unix users", "creating alice and bob and running as them needs root")
-    if shutil.which("useradd") is None or shutil.which("runuser") is None:
-        require_service("real Unix users", "useradd and runuser are needed")
-    for name in names:
-        try:
-            pwd.getpwnam(name)
-        except KeyError:
-            created = subprocess.run(
-                ["useradd", "--create-home", "--user-group", "--shell", "/bin/sh", name],
-                capture_output=True,
-                text=True,
-            )
-            try:  # another session may have created it meanwhile
-                pwd.getpwnam(name)
-            except KeyError:
-                pytest.fail(f"cannot create user {name}: {created.stderr.strip()}")
+    if shutil.which("runuser") is None:
+        require_service("real Unix users", "runuser is needed")
+    try:
+        ensure_accounts(names)
+    except AccountsUnavailable as exc:
+        require_service("real Unix users", str(exc))
     python = python_for(names[0])
     if python is None:
         require_service(

@@ -26,6 +26,8 @@ from pilotage.credentials.proxy import make_proxy, proxy_pem
 from pilotage.credentials.tokens import Role, TokenIssuer
 from pilotage.credentials.x509_testing import make_pki
 from pilotage.switch import install
+from pilotage.testing_accounts import AccountsUnavailable
+from pilotage.testing_accounts import ensure_accounts as ensure_unix_accounts
 
 ACCOUNTS = ("pilot", "alice", "bob", *(f"cms{n:03d}" for n in range(1, 6)))
 ISSUER = "https://pool.example"
@@ -65,15 +67,10 @@ def ensure_accounts(require_service: Callable[[str, str], NoReturn]) -> None:
         require_service("root", "the switch's tests create accounts and install a sudo rule")
     if shutil.which("sudo") is None:
         require_service("sudo", "install it (scripts/provision-test-services)")
-    for name in ACCOUNTS:
-        try:
-            pwd.getpwnam(name)
-        except KeyError:
-            subprocess.run(
-                ["useradd", "--no-create-home", "--shell", "/bin/sh", name],
-                check=True,
-                capture_output=True,
-            )
+    try:
+        ensure_unix_accounts(ACCOUNTS)
+    except AccountsUnavailable as exc:
+        require_service("real Unix users", str(exc))
 
 
 def interpreter() -> str:
