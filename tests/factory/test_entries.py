@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
+import datetime
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from pilotage.errors import OperatorError
-from pilotage.factory.entries import (
-    ModeAnswer,
-    MultiUser,
-    SwitchMode,
-    load_config,
-)
+from pilotage.factory.entries import SwitchMode, load_config
+from pilotage.factory.sitepolicy import Answers
 
 GOOD = """
 [factory]
@@ -67,8 +64,7 @@ def test_a_good_file(tmp_path: Path) -> None:
     a, laptop = config.entry
     assert (a.name, a.backend, a.params) == ("cluster-a", "slurm", {"partition": "debug"})
     assert (a.attrs.cpus, a.attrs.memory_mb, a.attrs.switch) == (4, 8192, SwitchMode.SETUID)
-    assert a.policy.multi_user is MultiUser.YES
-    assert (a.policy.setuid, a.policy.log_only) == (ModeAnswer.REQUIRE, ModeAnswer.NO)
+    assert a.policy.answers(datetime.date(2026, 1, 1)) == Answers("yes", "require", "no", "no")
     assert a.limits.per_frontend.max_running == 100
     assert (a.throttle.submits_per_cycle, a.throttle.removals_per_cycle) == (3, 20)
     assert laptop.backend == "local"

@@ -21,10 +21,12 @@ policy from seed 002's questionnaire), limits and throttles. Example::
     switch = "setuid"            # what the site's pilotage-exec does; "none" if absent
 
     [entry.policy]               # the site's four answers (seed 002)
-    multi_user = "yes"           # no / depends / yes
-    setuid = "require"           # no / allow / require
-    log_only = "no"              # no / allow / require
-    bypass_on_error = "no"       # no / depends / yes
+    multi_user = "yes"           # no / depends / yes / unknown
+    setuid = "require"           # no / allow / require / unknown
+    log_only = "no"              # no / allow / require / unknown
+    bypass_on_error = "no"       # no / depends / yes / unknown
+    # an answer may be a table: { answer, condition, confirmed, becomes, on, note },
+    # and [entry.policy.vo.<frontend>] holds one VO's own answers: see sitepolicy.py
 
     [entry.limits]
     max_idle = 20
@@ -43,6 +45,7 @@ message names the file, the entry and the key (``entry 'cluster-a': limits.max_i
 
 from __future__ import annotations
 
+import datetime
 import enum
 import math
 import tomllib
@@ -59,6 +62,7 @@ from pydantic import (
 )
 
 from pilotage.errors import OperatorError
+from pilotage.factory.sitepolicy import SitePolicy
 from pilotage.queue.spec import ATTR_NAME
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -91,6 +95,7 @@ BUILT_IN_ATTRS = frozenset(
         "PolicySetuid",
         "PolicyLogOnly",
         "PolicyBypassOnError",
+        "PolicyByVO",
         "Name",
         "PilotId",
         "Machine",
@@ -102,22 +107,6 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class MultiUser(enum.Enum):
-    """Does the site allow multi-user pilots? (questionnaire, question 1)."""
-
-    NO = "no"
-    DEPENDS = "depends"
-    YES = "yes"
-
-
-class ModeAnswer(enum.Enum):
-    """Does the site support the switch in a mode? (questions 2 and 3)."""
-
-    NO = "no"
-    ALLOW = "allow"
-    REQUIRE = "require"
-
-
 class SwitchMode(enum.Enum):
     """What the site's switch does, as its root-owned config says (DESIGN.md)."""
 
@@ -125,16 +114,6 @@ class SwitchMode(enum.Enum):
     SETUID = "setuid"
     LOG_ONLY = "log-only"
     NAMESPACE = "namespace"
-
-
-class SitePolicy(_Strict):
-    """The site's answers to seed 002's questionnaire."""
-
-    multi_user: MultiUser = MultiUser.DEPENDS
-    setuid: ModeAnswer = ModeAnswer.ALLOW
-    log_only: ModeAnswer = ModeAnswer.ALLOW
-    #: May a pilot run the payload itself when the switch reports an internal error?
-    bypass_on_error: MultiUser = MultiUser.NO
 
 
 class EntryAttrs(_Strict):
@@ -149,6 +128,11 @@ class EntryAttrs(_Strict):
     opsys: str = "LINUX"
     arch: str = "X86_64"
     switch: SwitchMode = SwitchMode.NONE
+    #: Where the switch is on the site's nodes (the pilot looks for ``pilotage-exec`` on
+    #: its PATH when this is not given), and whether it is called through ``sudo -n``
+    #: (setuid and log-only installs; a site's own wrapper that calls sudo itself: false).
+    switch_path: Annotated[str, Field(pattern=r"^/[^\s]*$")] | None = None
+    switch_sudo: bool = True
     #: Further attributes, advertised as they are (strings, numbers, booleans), in the
     #: entry's ad and by every pilot of the entry (through its ``pilot.json``).
     extra: dict[str, str | int | float | bool] = Field(default_factory=dict)
@@ -214,13 +198,15 @@ class Entry(_Strict):
     limits: EntryLimits = Field(default_factory=EntryLimits)
     throttle: Throttle = Field(default_factory=Throttle)
 
-    def ad(self) -> dict[str, object]:
+    def ad(self, today: datetime.date | None = None) -> dict[str, object]:
         """The entry's ad: the attributes of a would-be pilot's slot, and the site's policy.
 
         Named like a slot ad's (:mod:`pilotage.matchmaking.ads`), so a job's
-        ``Requirements`` read an entry as they read a slot.
+        ``Requirements`` read an entry as they read a slot. The policy is the effective
+        answers on ``today`` (default: the UTC date), see :mod:`.sitepolicy`.
         """
-        a, p = self.attrs, self.policy
+        a = self.attrs
+        day = today or datetime.datetime.now(datetime.UTC).date()
         return {
             "EntryName": self.name,
             "Site": a.site,
@@ -238,10 +224,7 @@ class Entry(_Strict):
             "Arch": a.arch,
             "HasSwitch": a.switch is not SwitchMode.NONE,
             "SwitchMode": None if a.switch is SwitchMode.NONE else a.switch.value,
-            "PolicyMultiUser": p.multi_user.value,
-            "PolicySetuid": p.setuid.value,
-            "PolicyLogOnly": p.log_only.value,
-            "PolicyBypassOnError": p.bypass_on_error.value,
+            **self.policy.ad(day),
             **a.extra,
         }
 
@@ -287,7 +270,10 @@ def _where(loc: tuple[int | str, ...], data: dict[str, Any]) -> str:
         ):
             name = entries[loc[1]].get("name")
         label = f"entry '{name}'" if isinstance(name, str) else f"entry #{loc[1] + 1}"
-        rest = ".".join(str(p) for p in loc[2:])
+        parts = list(loc[2:])
+        if len(parts) == 3 and parts[0] == "policy" and parts[2] == "answer":
+            parts.pop()  # an answer written as a word: name the question, not the table
+        rest = ".".join(str(p) for p in parts)
         return f"{label}: {rest}" if rest else label
     return ".".join(str(p) for p in loc) or "the file"
 

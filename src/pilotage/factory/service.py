@@ -14,13 +14,16 @@ around them. One cycle:
 4. advertise the entry's ad and its pilot counts (``PUT /api/v1/entries/{name}``);
 5. save the ledger.
 
-Pilot files are published per (entry, switch mode): the frontend decides the mode, and
-each set's ``pilot.json`` carries it. They are served by the factory's own
+Pilot files are published per (entry, switch terms): the frontend decides the mode, the
+factory adds the site's answers for that frontend
+(:func:`~pilotage.factory.pilotfiles.pilot_terms`), and each set's ``pilot.json``
+carries them. They are served by the factory's own
 :class:`~pilotage.factory.fileserver.FileServer`. One log line per decision.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
 import time
 from collections.abc import Callable
@@ -39,7 +42,7 @@ from pilotage.factory.entries import Entry, FactoryConfig
 from pilotage.factory.fileserver import FileServer
 from pilotage.factory.ledger import Ledger, counts, report_body, validation_lines
 from pilotage.factory.manifest import Published, load_or_create_key, publish
-from pilotage.factory.pilotfiles import PilotConfig, entry_files
+from pilotage.factory.pilotfiles import PilotConfig, PilotTerms, entry_files, pilot_terms
 from pilotage.factory.pilots import (
     HeldPolicy,
     Pilot,
@@ -104,7 +107,7 @@ class Factory:
         self.backends = {e.name: make_backend(e, workdir) for e in self.entries}
         self._key = load_or_create_key(workdir / "factory.key")
         self._agent = build_zipapp(workdir / "agent.pyz").read_bytes()
-        self._published: dict[tuple[str, str], Published] = {}
+        self._published: dict[tuple[str, PilotTerms], Published] = {}
         host, _, port = config.factory.files_listen.rpartition(":")
         self.files = FileServer(workdir / "files", host or "127.0.0.1", int(port or 0)).start()
         log.info("factory: %d entries; pilot files at %s", len(self.entries), self.files.url)
@@ -115,16 +118,23 @@ class Factory:
         for backend in self.backends.values():
             backend.close()
 
-    def _files(self, entry: Entry, switch: str) -> Published:
-        """The entry's pilot files for ``switch``, published on first use."""
-        key = (entry.name, switch)
+    def _files(self, entry: Entry, request: RequestView, now: float) -> Published:
+        """The entry's pilot files for the request's terms, published on first use."""
+        today = datetime.datetime.fromtimestamp(now, datetime.UTC).date()
+        terms = pilot_terms(entry, request.switch_mode.value, request.frontend, today)
+        key = (entry.name, terms)
         found = self._published.get(key)
         if found is None:
-            config = PilotConfig(self.options.server_url, self.options.ca_pem, switch=switch)
+            config = PilotConfig(self.options.server_url, self.options.ca_pem, terms=terms)
             files = entry_files(entry, config, self._agent)
             found = self._published[key] = publish(self.options.workdir / "files", files, self._key)
             log.info(
-                "entry %s: pilot files %s (switch %s)", entry.name, found.manifest_sha256, switch
+                "entry %s: pilot files %s (switch %s%s%s)",
+                entry.name,
+                found.manifest_sha256,
+                terms.switch,
+                f" {','.join(terms.types)}" if terms.types else "",
+                ", single-user" if terms.single_user else "",
             )
         return found
 
@@ -211,7 +221,7 @@ class Factory:
                     count,
                 )
                 continue
-            files = self._files(entry, request.switch_mode.value)
+            files = self._files(entry, request, now)
             launch = bootstrap_launch(
                 f"{self.files.url}/{files.manifest_sha256}",
                 files.manifest_sha256,
@@ -238,7 +248,8 @@ class Factory:
 
     def _advertise(self, entry: Entry) -> None:
         total, by_frontend = counts(self.ledger.at(entry.name))
-        advert = EntryAdvert(ad=entry.ad(), pilots=total, by_frontend=by_frontend)  # type: ignore[arg-type]
+        today = datetime.datetime.fromtimestamp(self.clock(), datetime.UTC).date()
+        advert = EntryAdvert(ad=entry.ad(today), pilots=total, by_frontend=by_frontend)  # type: ignore[arg-type]
         self.client.call(
             "PUT", f"/api/v1/entries/{entry.name}", json=advert.model_dump(mode="json")
         )

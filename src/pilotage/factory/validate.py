@@ -8,8 +8,14 @@ manifest. In order:
 1. the manifest's Ed25519 signature, by the factory key in ``factory.pub``;
 2. Python's version, the node's cpus, memory and free disk, a writable scratch
    directory — against the minimums in ``pilot.json``;
-3. the switch's two tests (seed 000 §3.2) — *not yet*: :func:`check_switch` is where
-   they go, by the VO's mode (required / optional / never) and the site's policy;
+3. the switch, by the pilot's mode in ``pilot.json`` (seed 000 §3.2): ``never`` does not
+   look for it; otherwise ``switchcheck.py`` (a pilot file, :mod:`.switchcheck`) opens
+   the work path and runs the two tests. ``required`` and a failure: refused, with the
+   test, its exit code and the switch's message. ``optional`` and a failure: the agent
+   runs jobs as the pilot account, and the slot ad says so. Passed: the agent gets
+   ``--switch``. The slot ad gets ``PilotageSwitchMode``, ``PilotageSwitch``,
+   ``PilotageSwitchTest1``, ``PilotageSwitchTest2``, ``PilotageSingleUser`` and the
+   site's effective answers (``PolicySetuid``, ...);
 4. the site administrator's scripts: every executable in the directory named by
    ``PILOTAGE_SITE_CHECKS`` (or ``site_checks`` in ``pilot.json``), in name order; each
    prints ``Key=ClassAdExpr`` lines that become slot attributes, and a non-zero exit
@@ -31,6 +37,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -163,17 +170,77 @@ def check_node(config: dict[str, Any], scratch: Path) -> dict[str, int]:
     return found
 
 
-def check_switch(config: dict[str, Any]) -> dict[str, str]:
-    """The switch's two tests (seed 000 §3.2), by ``config['switch']``'s mode.
+def _literal(value: object) -> str:
+    """A ClassAd literal of a string or a boolean."""
+    return ("true" if value else "false") if isinstance(value, bool) else json.dumps(value)
 
-    Placeholder until the switch integration: mode ``never`` skips it; ``optional``
-    continues without; ``required`` refuses the node.
-    """
+
+def _load_switchcheck(files: Path) -> Any:
+    """The pilot file ``switchcheck.py`` (checked against the signed manifest) as a module."""
+    spec = importlib.util.spec_from_file_location("switchcheck", files / "switchcheck.py")
+    if spec is None or spec.loader is None:
+        raise Refused("pilot_config", "switchcheck.py cannot be loaded")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def check_switch(
+    config: dict[str, Any], files: Path, scratch: Path, token_file: Path
+) -> dict[str, Any]:
+    """The switch by the pilot's mode (step 3): slot attributes, and the agent's ``--switch``
+    command (``switch_command``) when the tests passed."""
     mode = config.get("switch", "never")
+    if mode not in ("required", "optional", "never"):
+        raise Refused("pilot_config", f"pilot.json: switch mode {mode!r} is unknown")
+    single_user = config.get("single_user")
+    attrs = {
+        "PilotageSwitchMode": _literal(mode),
+        "PilotageSwitch": _literal("none"),
+        "PilotageSwitchTest1": "false",
+        "PilotageSwitchTest2": "false",
+        "PilotageSingleUser": _literal(single_user is not None),
+    }
+    policy = config.get("policy") or {}
+    for question, name in _POLICY_ATTRS.items():
+        attrs[name] = _literal(str(policy.get(question, "no")))
+    result: dict[str, Any] = {"attrs": attrs, "switch_command": None}
+    if mode == "never":
+        return result
+    outcome = _load_switchcheck(files).check(config, scratch / "agent", token_file)
+    attrs["PilotageSwitchTest1"] = _literal(bool(outcome["tests"].get("test1")))
+    attrs["PilotageSwitchTest2"] = _literal(bool(outcome["tests"].get("test2")))
+    if outcome["ok"]:
+        attrs["PilotageSwitch"] = _literal(outcome["switch"])
+        result["switch_command"] = outcome["command"]
+        return result
+    failure = outcome["failure"]
+    where = f" (directory {failure['directory']})" if "directory" in failure else ""
+    sentence = (
+        f"switch {failure['test']} failed with exit code {failure['exit_code']}: "
+        f"{failure['message']}{where}"
+    )
     if mode == "required":
-        raise Refused("switch", "the switch is required but its tests are not available yet")
-    return {}
+        raise Refused(
+            "switch",
+            sentence,
+            test=failure["test"],
+            exit_code=failure["exit_code"],
+            switch_message=failure["message"],
+            directory=failure.get("directory"),
+            switch=outcome["switch"],
+        )
+    # Optional: the pilot goes on, running jobs as itself, and says why in its ad.
+    attrs["PilotageSwitchProblem"] = _literal(sentence[:500])
+    return result
 
+
+_POLICY_ATTRS = {
+    "multi_user": "PolicyMultiUser",
+    "setuid": "PolicySetuid",
+    "log_only": "PolicyLogOnly",
+    "bypass_on_error": "PolicyBypassOnError",
+}
 
 _ATTR = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.+)$")
 
@@ -227,16 +294,23 @@ def lifetime_s(config: dict[str, Any], token: str, now: float) -> float:
     return left * 0.95
 
 
-def validate(files: Path, scratch: Path, token: str) -> dict[str, Any]:
+def validate(files: Path, scratch: Path, token_file: Path) -> dict[str, Any]:
     """Every check; the result to report (raises :class:`Refused`)."""
+    token = token_file.read_text(encoding="utf-8").strip()
     check_signature(files)
     config = json.loads((files / "pilot.json").read_text(encoding="utf-8"))
     entry_attrs(config)  # refused here, before the agent's arguments are written
     node = check_node(config, scratch)
-    attrs = check_switch(config)
+    switch = check_switch(config, files, scratch, token_file)
+    attrs = switch["attrs"]
     site_dir = os.environ.get("PILOTAGE_SITE_CHECKS") or config.get("site_checks")
     attrs.update(run_site_checks(Path(site_dir) if site_dir else None))
-    return {"node": node, "attrs": attrs, "lifetime_s": lifetime_s(config, token, time.time())}
+    return {
+        "node": node,
+        "attrs": attrs,
+        "lifetime_s": lifetime_s(config, token, time.time()),
+        "switch_command": switch["switch_command"],
+    }
 
 
 def agent_args(files: Path, scratch: Path, token_file: Path, result: dict[str, Any]) -> list[str]:
@@ -261,6 +335,13 @@ def agent_args(files: Path, scratch: Path, token_file: Path, result: dict[str, A
     if "entry" in config:
         attrs["EntryName"] = json.dumps(config["entry"])
     args += [f"--attr={k}={v}" for k, v in sorted(attrs.items())]
+    if result.get("switch_command"):
+        args.append(f"--switch={result['switch_command']}")
+    single_user = config.get("single_user")
+    if single_user is not None:
+        args.append(f"--single-user={single_user}")
+    bypass = (config.get("policy") or {}).get("bypass_on_error", "no")
+    args.append(f"--bypass-on-error={'yes' if bypass == 'yes' else 'no'}")
     return args
 
 
@@ -280,8 +361,7 @@ def main(argv: list[str]) -> int:
     """``validate.py FILES_DIR SCRATCH TOKEN_FILE``; see the module docstring."""
     files, scratch, token_file = Path(argv[0]), Path(argv[1]), Path(argv[2])
     try:
-        token = token_file.read_text(encoding="utf-8").strip()
-        result = validate(files, scratch, token)
+        result = validate(files, scratch, token_file)
     except Refused as exc:
         report = {"ok": False, "reason": exc.reason, "message": str(exc), **exc.details}
     except (OSError, ValueError, KeyError) as exc:

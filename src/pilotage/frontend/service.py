@@ -120,18 +120,19 @@ class Frontend:
 
     def decide(self, entries: list[EntryView], groups: list[JobGroup]) -> list[EntryDecision]:
         """One cycle's decisions (no I/O): see steps 2 and 3 of the module docstring."""
-        vo_mode = self.config.frontend.vo_switch_mode()
+        settings = self.config.frontend
+        vo_mode = settings.vo_switch_mode()
         modes: dict[str, str] = {}
         usable: dict[str, EntryView] = {}
         for e in entries:
-            decision = switch_for(vo_mode, e.ad)
+            decision = switch_for(vo_mode, e.ad, settings.switch_types, self.name)
             self._say(
                 f"switch {e.name}",
-                (decision.usable,),
-                "entry %s: %s%s",
+                (decision.label(),),
+                "entry %s: %s: %s",
                 e.name,
                 decision.reason,
-                "" if decision.usable else "; no pilots there",
+                "no pilots there" if decision.mode is None else f"{decision.label()} pilots",
             )
             if decision.mode is not None:
                 usable[e.name] = e

@@ -5,6 +5,7 @@
     cycle_s = 30
     group = "main"
     switch = "optional"         # the VO's switch mode: required / optional / never
+    switch_types = ["setuid"]   # the switch types the VO accepts, preferred first
     token_lifetime_s = 3600     # pilot tokens minted for each entry
     entry_max_age_s = 300       # entries not advertised for this long are left out
 
@@ -44,6 +45,7 @@ from pilotage.frontend.switch import VoSwitchMode
 from pilotage.frontend.wire import MAX_PILOT_TOKEN_S
 
 Count = Annotated[int, Field(ge=0)]
+SwitchType = Literal["setuid", "log-only", "namespace"]
 
 
 class _Strict(BaseModel):
@@ -86,8 +88,19 @@ class FrontendSettings(_Strict):
     cycle_s: Annotated[float, Field(gt=0)] = 30.0
     group: Name = "main"
     switch: Literal["required", "optional", "never"] = "optional"
+    #: The switch types the VO accepts, in order of preference (setuid separates users
+    #: from each other; log-only and namespace do not).
+    switch_types: Annotated[list[SwitchType], Field(min_length=1, max_length=3)] = Field(
+        default_factory=lambda: list[SwitchType](["setuid"])
+    )
     token_lifetime_s: Annotated[int, Field(ge=300, le=MAX_PILOT_TOKEN_S)] = 3600
     entry_max_age_s: Annotated[float, Field(gt=0)] = 300.0
+
+    @model_validator(mode="after")
+    def _types_once(self) -> FrontendSettings:
+        if len(set(self.switch_types)) != len(self.switch_types):
+            raise ValueError(f"switch_types names a type twice: {self.switch_types}")
+        return self
 
     def vo_switch_mode(self) -> VoSwitchMode:
         """The VO's switch mode as the enum :func:`switch_for` takes."""

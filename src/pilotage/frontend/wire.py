@@ -36,11 +36,13 @@ MAX_PILOT_TOKEN_S = 2 * 86400
 
 
 class SwitchModeName(enum.Enum):
-    """The switch mode a frontend decided for an entry's pilots (seed 000 §3.2)."""
+    """The switch mode a frontend decided for an entry's pilots (seed 000 §3.2), or
+    single-user pilots (``pilotage.frontend.switch.PilotMode``)."""
 
     REQUIRED = "required"
     OPTIONAL = "optional"
     NEVER = "never"
+    SINGLE_USER = "single-user"
 
 
 class RemovalName(enum.Enum):

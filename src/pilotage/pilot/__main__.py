@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import shlex
 import sys
 import time
@@ -55,6 +56,12 @@ def _command(text: str) -> tuple[str, ...]:
     return words
 
 
+def _owner(text: str) -> str:
+    if text != "*" and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an owner name, nor '*'")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The agent's command line."""
     p = argparse.ArgumentParser(
@@ -92,6 +99,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="run each job under its owner's account through this pilotage-exec command, "
         "e.g. 'sudo -n -C 5 /opt/pilotage-exec/bin/pilotage-exec' (needs cryptography)",
     )
+    p.add_argument(
+        "--single-user",
+        type=_owner,
+        metavar="OWNER",
+        help="run only OWNER's jobs ('*': the owner of the first job); for sites that do "
+        "not allow multi-user pilots",
+    )
+    p.add_argument(
+        "--bypass-on-error",
+        choices=("yes", "no"),
+        default="no",
+        help="the site's answer: may a job run as the pilot account after the switch "
+        "fails with an internal error (default: no)",
+    )
     p.add_argument("--version", action="version", version=f"pilotage-agent {__version__}")
     return p
 
@@ -105,6 +126,8 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         # Why: each job's directory below is its owner's; they must be able to reach it.
         workdir.chmod(0o711)
     attrs = default_attrs()
+    if args.single_user is not None:
+        attrs["PilotageSingleUser"] = "true"
     attrs.update(dict(args.attr))
     resources = Resources(
         cpus=args.cpus if args.cpus is not None else detect_cpus(),
@@ -125,6 +148,8 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         attrs=attrs,
         start=args.start,
         switch=args.switch,
+        single_user=args.single_user,
+        bypass_on_error=args.bypass_on_error == "yes",
     )
 
 

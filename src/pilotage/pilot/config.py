@@ -57,6 +57,12 @@ class AgentConfig:
     #: ``--switch``: the command that runs a job's actions under its owner's account
     #: (``sudo -n -C 5 .../pilotage-exec``); empty: jobs run as the pilot, as before.
     switch: tuple[str, ...] = ()
+    #: ``--single-user``: every job of this pilot belongs to this owner (``*``: the
+    #: owner of its first job) — a site that does not allow multi-user pilots (seed 002).
+    single_user: str | None = None
+    #: ``--bypass-on-error``: the site's answer to seed 002's question 4 — may a job run
+    #: as the pilot account after the switch fails with an internal error (202)?
+    bypass_on_error: bool = False
 
     @property
     def pilot_name(self) -> str:
@@ -78,4 +84,6 @@ class AgentConfig:
             f"lifetime_s={self.lifetime_s:.0f} idle_timeout_s={self.idle_timeout_s} "
             f"start={self.start!r} attrs={self.attrs}"
             + (f" switch={' '.join(self.switch)!r}" if self.switch else "")
+            + (f" single_user={self.single_user!r}" if self.single_user is not None else "")
+            + f" bypass_on_error={'yes' if self.bypass_on_error else 'no'}"
         )
