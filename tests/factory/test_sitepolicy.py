@@ -89,6 +89,6 @@ def test_per_vo_answers_override_the_site_s() -> None:
     ],
 )
 def test_bad_answers_are_refused_naming_the_key(answers: dict[str, Any], message: str) -> None:
-    with pytest.raises(OperatorError, match="^entries: ") as caught:
+    with pytest.raises(OperatorError, match=r"^entries: ") as caught:
         policy(**answers)
     assert message in caught.value.message
