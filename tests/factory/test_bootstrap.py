@@ -173,6 +173,8 @@ def test_a_pilot_joins_the_pool_and_runs_a_job(files: FileServer, tmp_path: Path
         assert job["state"] == "COMPLETED", log
         assert job["site"] == "HOME"
         assert report(log)["ok"] is True
-        assert report(log)["attrs"] == {"HasCvmfs": "true"}
+        attrs = report(log)["attrs"]
+        assert attrs["HasCvmfs"] == "true"
+        assert (attrs["PilotageSwitchMode"], attrs["PilotageSwitch"]) == ('"never"', '"none"')
     finally:
         pool.stop()
