@@ -234,6 +234,7 @@ class Agent:
             "workdir": self.config.workdir,
             "max_sandbox_bytes": self.registration.max_sandbox_bytes,
             "granted_at": sent,
+            "pilot_credential": self.config.token_file,
         }
         run = (
             SwitchedRun(claim, switch=self.config.switch, **settings)
