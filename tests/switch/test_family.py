@@ -53,7 +53,7 @@ def test_one_signal_kills_a_family_of_forked_children(site: Site, creds: Credent
     try:
         wait_for(lambda: len(_processes(alice, marker)) == 4)
         record = site.audit("setuid")[-1]
-        assert record["job"] == job
+        assert record["job"] == record["family"] == job
         result = run_switch(
             site.installs["setuid"], ["--signal", "KILL", "--job", job], user=creds.made["alice"]
         )
@@ -63,7 +63,9 @@ def test_one_signal_kills_a_family_of_forked_children(site: Site, creds: Credent
         wait_for(lambda: len(_processes(alice, marker)) == survivors)
         job_process.wait(10)
         assert pilot_own.poll() is None, "the pilot's own process must not be signalled"
-        assert site.audit("setuid")[-1]["signalled"] >= 3
+        signalled = [r for r in site.audit("setuid") if r.get("family") == job]
+        assert signalled[-2]["event"] == "signal" and signalled[-2]["signalled"] >= 3
+        assert signalled[-1]["event"] == "end"
     finally:
         pilot_own.kill()
         pilot_own.wait()

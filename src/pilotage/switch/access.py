@@ -1,17 +1,58 @@
-"""Can the target account run the program? Every directory on its path must be searchable.
+"""Whose rights each path is used with: the caller's to open, the target's to run.
 
-The switch changes uid between the call and ``exec``, so the program must be reachable by
-the *target* account, not only by the caller; a work area under the pilot's 0700 home is
-the classic failure (seed 000, §4.3). The error names the first directory that is not
-searchable, so the pilot can fix that one directory.
+What the caller names (its credential files, the target directory) is opened with the
+caller's own rights (as gLExec opened the proxy): root-only files are then neither read
+nor even found, so the switch is no oracle for them. The program must be reachable by the
+*target* account, not only by the caller; a work area under the pilot's 0700 home is the
+classic failure (seed 000, §4.3), and the error names the first directory not searchable.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pwd
 import stat
+from collections.abc import Iterator
 
 from .refusals import ClientError
+
+#: Opening what the caller names: never a link, never blocking on a FIFO or a device,
+#: never acquiring a terminal. The caller then ``fstat``s before reading anything.
+OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+
+
+@contextlib.contextmanager
+def caller_rights(caller_uid: int) -> Iterator[None]:
+    """Run the block with the caller's effective uid, gid and groups (root only; else as is).
+
+    Invariant: the switch is single-threaded, and the real and saved uids stay 0, so the
+    block cannot keep these rights past its end, and nothing else runs meanwhile.
+    """
+    if os.geteuid() != 0 or caller_uid == 0:
+        yield
+        return
+    account = pwd.getpwuid(caller_uid)
+    groups = os.getgroups()
+    os.setgroups(os.getgrouplist(account.pw_name, account.pw_gid))
+    os.setegid(account.pw_gid)
+    os.seteuid(caller_uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+        os.setgroups(groups)
+
+
+def open_as_caller(path: str, caller_uid: int, what: str, flags: int = 0) -> int:
+    """A descriptor of ``path`` opened with the caller's rights; ``ClientError`` naming why not."""
+    try:
+        with caller_rights(caller_uid):
+            return os.open(path, OPEN_FLAGS | flags)
+    except OSError as exc:
+        reason = "is a symbolic link" if exc.errno == 40 else f"cannot be opened ({exc.strerror})"
+        raise ClientError(f"The {what} {path} {reason}.") from None
 
 
 def resolve(command: str, search_path: str) -> str:

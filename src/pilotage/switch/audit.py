@@ -1,22 +1,30 @@
 """One JSON line per invocation in the audit log, and the same line to syslog (authpriv).
 
 Fields (absent when unknown): ``time`` (ISO 8601 UTC), ``event`` (``exec``, ``exit``,
-``signal``, ``refresh``, ``refused``), ``caller``, ``pilot``, ``user``, ``issuer``,
-``groups``, ``account``, ``mode``, ``linger``, ``job``, ``command``, ``pid``, ``exit``,
-``message``, and in linger mode ``cpu_s``, ``wall_s``, ``max_rss_kb``. A record that
-cannot be written is reported on stderr; it never changes the exit code.
+``signal``, ``end``, ``refresh``, ``refused``), ``caller``, ``pilot``, ``user``, ``issuer``,
+``groups``, ``account``, ``mode``, ``linger``, ``job``, ``family``, ``command``, ``pid``,
+``exit``, ``message``, and usage (``exit`` with linger, ``end``): ``cpu_user_s``,
+``cpu_sys_s``, ``wall_s``, ``max_rss_kb``. Syslog gets one RFC 3164 datagram on the
+configured socket (``/dev/log``), written here rather than by ``syslog(3)`` so the site
+chooses the socket. A record that cannot be written is reported on stderr; it never
+changes the exit code. Invariant: no job's environment is ever in a record (the switch
+receives none: the payload's own wrapper reads it from a pipe).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import time
 from typing import Any
 
+#: authpriv (10) * 8 + info (6)
+AUTHPRIV_INFO = 86
 
-def write(path: str, use_syslog: bool, record: dict[str, Any]) -> None:
+
+def write(path: str, syslog_socket: str, record: dict[str, Any]) -> None:
     """Append ``record`` to the audit log at ``path`` and to syslog."""
     record = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **record}
     line = json.dumps({k: v for k, v in record.items() if v is not None}, sort_keys=False)
@@ -30,8 +38,10 @@ def write(path: str, use_syslog: bool, record: dict[str, Any]) -> None:
     except OSError as exc:
         print(f"pilotage-exec: the audit log {path} cannot be written ({exc.strerror})",
               file=sys.stderr)  # fmt: skip
-    if use_syslog:
-        import syslog
+    if syslog_socket:
+        import socket
 
-        syslog.openlog("pilotage-exec", syslog.LOG_PID, syslog.LOG_AUTHPRIV)
-        syslog.syslog(syslog.LOG_INFO, line)
+        message = f"<{AUTHPRIV_INFO}>pilotage-exec[{os.getpid()}]: {line}".encode()
+        # As syslog(3): silent when no daemon listens (stderr may be the payload's own).
+        with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.sendto(message, syslog_socket)

@@ -46,11 +46,19 @@ def _stamp(path: str) -> int:
 
 
 def _local(authz: AuthzConfig, user: Subject, pilot: Subject | None) -> Decision:
+    from .config import check_trusted_dir
     from .policy import Policy, PolicyError
+
+    def check(path: str, what: str) -> None:
+        if what == "gridmapdir":
+            if os.path.exists(path):  # the first lease creates it, root-owned
+                check_trusted_dir(path, what)
+        else:
+            check_trusted(path, what)
 
     check_trusted(authz.policy, "policy file")
     try:
-        return Policy.from_file(authz.policy).decide(user, pilot)
+        return Policy.from_file(authz.policy, check).decide(user, pilot)
     except PolicyError as exc:
         raise SiteError(f"The site policy is broken: {exc}.") from None
 

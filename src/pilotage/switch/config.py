@@ -1,9 +1,9 @@
 """The switch's configuration: one root-owned TOML file, read once per invocation.
 
-Every file the switch trusts (this config, the CA directory, the policy, issuer keys)
-must be owned by root and writable by nobody else; otherwise whoever can write it could
-choose who runs as whom. Such a file makes the switch refuse to run (exit 202) with a
-message naming it. Example::
+Every file the switch trusts (this config, the CA directory and each file in it, the
+policy, the grid-mapfile, the gridmapdir and its files, issuer keys) must be owned by root
+and writable by nobody else; otherwise whoever can write it could choose who runs as whom.
+Such a file makes the switch refuse to run (exit 202) with a message naming it. Example::
 
     mode = "setuid"                 # setuid | log-only | namespace
     linger = false                  # default when the caller passes neither flag
@@ -12,6 +12,9 @@ message naming it. Example::
     env_allow = ["LANG", "LC_*", "TZ", "TERM", "PILOTAGE_JOB_*"]
     trust_dir = "/etc/grid-security/certificates"
     audit_log = "/var/log/pilotage-exec/audit.jsonl"
+    syslog = true                   # the same line to syslog, authpriv.info ...
+    syslog_socket = "/dev/log"      # ... sent to this datagram socket
+    pids_max = 4096                 # processes of one job (cgroup pids.max); 0: no limit
     min_uid = 1000                  # never map to an account below this uid
     cache_ttl_s = 60                # credential and decision cache; 0 turns it off
 
@@ -61,6 +64,8 @@ class Config(NamedTuple):
     trust_dir: str
     audit_log: str
     syslog: bool
+    syslog_socket: str
+    pids_max: int
     min_uid: int
     cache_ttl_s: float
     allow_limited: bool
@@ -80,11 +85,39 @@ def check_trusted(path: str, what: str, *, directory: bool = False) -> os.stat_r
     if directory != stat.S_ISDIR(st.st_mode):
         kind = "a directory" if directory else "a regular file"
         raise SiteError(f"The {what} {path} is not {kind}.")
+    _check_owner(st, path, what)
+    return st
+
+
+def _check_owner(st: os.stat_result, path: str, what: str) -> None:
     if st.st_uid != 0:
         raise SiteError(f"The {what} {path} is owned by uid {st.st_uid}, not by root.")
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         raise SiteError(f"The {what} {path} is writable by group or others.")
-    return st
+
+
+def check_trusted_dir(path: str, what: str) -> None:
+    """Refuse the directory ``path`` unless it and every entry in it pass ``check_trusted``.
+
+    Entries are read through the directory's descriptor without following links; a link
+    must be root's, and what it points to is checked as well.
+    """
+    check_trusted(path, what, directory=True)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for name in os.listdir(fd):
+            entry = os.path.join(path, name)
+            try:
+                link = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                st = os.stat(name, dir_fd=fd) if stat.S_ISLNK(link.st_mode) else link
+            except OSError as exc:
+                reason = exc.strerror
+                raise SiteError(f"The {what} file {entry} cannot be read ({reason}).") from None
+            if link.st_uid != 0:  # a link of another account: what it points to may change
+                _check_owner(link, entry, f"{what} file")
+            _check_owner(st, entry, f"{what} file")
+    finally:
+        os.close(fd)
 
 
 def load(path: str) -> Config:
@@ -102,7 +135,7 @@ def load(path: str) -> Config:
         config = _parse(path, raw)
     except (TypeError, ValueError) as exc:
         raise SiteError(f"The config file {path} is invalid: {exc}.") from None
-    check_trusted(config.trust_dir, "CA directory", directory=True)
+    check_trusted_dir(config.trust_dir, "CA directory")
     return config
 
 
@@ -110,6 +143,7 @@ def _parse(path: str, raw: dict[str, Any]) -> Config:
     known = {
         "mode", "linger", "invokers", "path", "env_allow", "trust_dir", "audit_log", "syslog",
         "min_uid", "cache_ttl_s", "allow_limited", "hide", "cgroup_root", "authz", "tokens",
+        "pids_max", "syslog_socket",
     }  # fmt: skip
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -117,6 +151,8 @@ def _parse(path: str, raw: dict[str, Any]) -> Config:
     mode = _get(raw, "mode", str, "setuid")
     if mode not in MODES:
         raise ValueError(f"mode {mode!r} is not one of {', '.join(MODES)}")
+    if _get(raw, "pids_max", int, 4096) < 0:
+        raise ValueError("pids_max must be 0 (no limit) or a number of processes")
     search_path = _get(raw, "path", str, "/usr/local/bin:/usr/bin:/bin")
     if any(not part.startswith("/") for part in search_path.split(":")):
         raise ValueError("every directory of path must be absolute")
@@ -149,6 +185,8 @@ def _parse(path: str, raw: dict[str, Any]) -> Config:
         trust_dir=_get(raw, "trust_dir", str, "/etc/grid-security/certificates"),
         audit_log=_get(raw, "audit_log", str, "/var/log/pilotage-exec/audit.jsonl"),
         syslog=_get(raw, "syslog", bool, True),
+        syslog_socket=_get(raw, "syslog_socket", str, "/dev/log"),
+        pids_max=_get(raw, "pids_max", int, 4096),
         min_uid=_get(raw, "min_uid", int, 1000),
         cache_ttl_s=float(_get(raw, "cache_ttl_s", (int, float), 60)),
         allow_limited=_get(raw, "allow_limited", bool, False),

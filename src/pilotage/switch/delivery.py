@@ -1,14 +1,16 @@
-"""The user's copy of the credential, in the target directory the caller names.
+"""The user's copy of the credential and the job's directory, in the target directory.
 
 Written as: a new file (``O_EXCL``, never following a link) in the directory, owned by
 the target account, mode 0600, then renamed over the final name. The switch runs as root
 in a directory the caller controls, so every step goes through the directory's file
 descriptor, and a final name that exists and belongs to anyone but the target account is
-refused, never replaced. ``--refresh`` uses the same path (seed 000, §4.5).
+refused, never replaced. ``--refresh`` uses the same path (seed 000, §4.5). The job's
+directory ``job`` is made the same way: by root, through the descriptor, never followed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import stat
@@ -17,26 +19,59 @@ from .refusals import ClientError
 
 #: The copy's name in the target directory, and the variable that tells the payload.
 NAMES = {"x509": ("x509_proxy", "X509_USER_PROXY"), "token": ("bearer_token", "BEARER_TOKEN_FILE")}
+#: The job's own directory in the target directory (the payload's working area).
+JOB_DIR = "job"
 
 
-def open_target_dir(path: str, allowed_owners: tuple[int, ...]) -> int:
-    """A descriptor of ``path``, a real directory owned by the caller or the target account."""
+def open_target_dir(path: str, caller_uid: int, allowed_owners: tuple[int, ...]) -> int:
+    """A descriptor of ``path``: a directory of the caller or target account, closed to writers.
+
+    Opened with the caller's rights; no other account may create anything in it.
+    """
+    from .access import open_as_caller
+
     if not os.path.isabs(path):
         raise ClientError(f"The target directory {path} is not an absolute path.")
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        raise ClientError(
-            f"The target directory {path} cannot be opened ({exc.strerror})."
-        ) from None
+    fd = open_as_caller(path, caller_uid, "target directory", os.O_DIRECTORY)
     st = os.fstat(fd)
-    if st.st_uid not in allowed_owners:
+    if st.st_uid not in allowed_owners or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         os.close(fd)
         raise ClientError(
-            f"The target directory {path} is owned by uid {st.st_uid}, neither the caller's "
-            "nor the target account's."
+            f"The target directory {path} must belong to the caller or the target account "
+            f"and be writable by nobody else (it is uid {st.st_uid}, mode "
+            f"{stat.S_IMODE(st.st_mode):04o}); use mode 0711."
         )
     return fd
+
+
+def ensure_job_dir(dir_fd: int, uid: int, gid: int) -> None:
+    """Make ``job`` in the target directory a directory of ``uid``:``gid``, mode 0700.
+
+    Created if absent. One that exists must already be a real directory of that account:
+    anything else (a link, a file, another owner's directory) is refused, never followed.
+    """
+    created = False
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(JOB_DIR, 0o700, dir_fd=dir_fd)
+        created = os.geteuid() == 0
+    try:
+        fd = os.open(JOB_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+    except OSError:
+        fd = -1
+    try:
+        st = os.fstat(fd) if fd >= 0 else None
+        if st is not None and created and st.st_uid == 0:
+            os.fchown(fd, uid, gid)  # ours since mkdir: what was swapped in is not root's
+            st = os.fstat(fd)
+        if st is None or (st.st_uid, st.st_gid) != (uid, gid):
+            raise ClientError(
+                f"The job directory {JOB_DIR} in the target directory exists and is not a "
+                f"directory of the target account (uid {uid}, gid {gid}); refusing it."
+            )
+        os.fchmod(fd, 0o700)
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 def existing_copy(dir_fd: int, kind: str, target_uid: int) -> bytes | None:

@@ -1,11 +1,13 @@
 """A job's process family: its own session and process group, plus a cgroup where possible.
 
-``pilotage-exec`` records each job it starts (with ``PILOTAGE_EXEC_JOB_ID``) in its state
-directory: the session id, the uid it runs as, and its cgroup. ``--signal SIG --job ID``
-then finds every process of the family in one invocation: the members of the cgroup
-(which a process cannot leave by calling ``setsid``) and of the session. It signals them
-only after switching to the job's uid, so the kernel itself stops it from touching any
-process of another account, the pilot's included.
+A family is named by the caller's uid and ``PILOTAGE_EXEC_JOB_ID`` (the agent's claim id):
+the registry entry is ``<state>/jobs/<caller uid>/<key>.json`` and the cgroup
+``<cgroup root>/pilotage/<caller uid>/<key>``. Two pools on one node thus never share a
+family, and a caller can only ever address its own. ``--signal SIG --job KEY`` finds every
+process of the family (the cgroup's members, which cannot leave it by ``setsid``, and the
+session's) and signals them after switching to the job's uid, so the kernel itself stops
+it from touching any process of another account. A SIGKILL that leaves the family empty
+ends it: usage read from the cgroup, cgroup and entry removed.
 """
 
 from __future__ import annotations
@@ -19,17 +21,15 @@ import time
 
 from .refusals import ClientError
 
-_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _CGROUP_ROOTS = ("/sys/fs/cgroup", "/sys/fs/cgroup/unified")
 
 
-def check_job_id(job_id: str) -> str:
-    """``job_id`` if it is a safe file name; else ``ClientError``."""
-    if not _JOB_ID.match(job_id):
-        raise ClientError(
-            f"The job id {job_id[:60]!r} is not 1-128 letters, digits, '.', '_', '-'."
-        )
-    return job_id
+def check_key(key: str, what: str = "job id") -> str:
+    """``key`` if it is a safe file name; else ``ClientError``."""
+    if not _KEY.match(key):
+        raise ClientError(f"The {what} {key[:60]!r} is not 1-128 letters, digits, '.', '_', '-'.")
+    return key
 
 
 def parse_signal(name: str) -> signal.Signals:
@@ -45,67 +45,95 @@ def parse_signal(name: str) -> signal.Signals:
         raise ClientError(f"The signal {name[:20]!r} is not a signal name or number.") from None
 
 
-def make_cgroup(configured_root: str, job_id: str) -> str:
-    """Create the job's cgroup (v2) and return its path; "" where the system offers none."""
-    roots = (configured_root,) if configured_root else _CGROUP_ROOTS
-    for root in roots:
-        if os.path.exists(os.path.join(root, "cgroup.procs")) and os.path.exists(
-            os.path.join(root, "cgroup.controllers")
-        ):
-            path = os.path.join(root, "pilotage", job_id)
-            try:
-                os.makedirs(path, exist_ok=True)
-            except OSError:
-                return ""
-            return path
-    return ""
+def make_cgroup(configured_root: str, caller_uid: int, key: str, pids_max: int) -> tuple[str, bool]:
+    """Create the family's cgroup (v2): its path ("" if none) and whether ``pids.max`` is set."""
+    for root in (configured_root,) if configured_root else _CGROUP_ROOTS:
+        if not os.path.exists(os.path.join(root, "cgroup.controllers")):
+            continue
+        path = os.path.join(root, "pilotage", str(caller_uid), key)
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError:
+            return "", False
+        if pids_max <= 0:
+            return path, False
+        # Delegate the pids controller down to the family where the kernel offers it.
+        for parent in (root, os.path.dirname(os.path.dirname(path)), os.path.dirname(path)):
+            _write(os.path.join(parent, "cgroup.subtree_control"), "+pids")
+        return path, _write(os.path.join(path, "pids.max"), str(pids_max))
+    return "", False
 
 
-def join_cgroup(path: str, pid: int) -> bool:
-    """Move ``pid`` into the cgroup at ``path``; False if the system refuses."""
+def _write(path: str, text: str) -> bool:
     try:
-        with open(os.path.join(path, "cgroup.procs"), "w") as f:
-            f.write(str(pid))
+        with open(path, "w") as f:
+            f.write(text)
         return True
     except OSError:
         return False
 
 
+def join_cgroup(path: str, pid: int) -> bool:
+    """Move ``pid`` into the cgroup at ``path``; False if the system refuses."""
+    return _write(os.path.join(path, "cgroup.procs"), str(pid))
+
+
+def usage(path: str) -> dict[str, float]:
+    """The cgroup's cpu time (``cpu.stat``) and peak memory (``memory.peak``), where known."""
+    found: dict[str, float] = {}
+    with contextlib.suppress(OSError, ValueError):
+        with open(os.path.join(path, "cpu.stat")) as f:
+            stats = {name: int(value) for name, value in (line.split() for line in f)}
+        found.update(cpu_user_s=stats["user_usec"] / 1e6, cpu_sys_s=stats["system_usec"] / 1e6)
+    with contextlib.suppress(OSError, ValueError), open(os.path.join(path, "memory.peak")) as f:
+        found["max_rss_kb"] = int(f.read()) // 1024
+    return found
+
+
 def remove_cgroup(path: str) -> None:
-    """Remove the job's cgroup once empty; a cgroup with processes left stays."""
+    """Remove the family's cgroup once empty (and its caller's, if that is empty too)."""
     with contextlib.suppress(OSError):
         os.rmdir(path)
+        os.rmdir(os.path.dirname(path))
 
 
-def record(directory: str, job_id: str, entry: dict[str, object]) -> None:
-    """Write the job's registry entry (session, uid, cgroup) in ``directory``."""
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    temporary = os.path.join(directory, f".{job_id}.{os.getpid()}")
+def _entry_path(directory: str, caller_uid: int, key: str) -> str:
+    return os.path.join(directory, str(caller_uid), key + ".json")
+
+
+def record(directory: str, caller_uid: int, key: str, entry: dict[str, object]) -> None:
+    """Write the family's registry entry (session, uid, cgroup, start time)."""
+    path = _entry_path(directory, caller_uid, key)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    temporary = f"{path}.{os.getpid()}"
     with open(temporary, "w") as f:
         json.dump(entry, f)
-    os.replace(temporary, os.path.join(directory, job_id + ".json"))
+    os.replace(temporary, path)
 
 
-def lookup(directory: str, job_id: str) -> dict[str, object]:
-    """The registry entry of ``job_id``; ``ClientError`` if this node never started it."""
+def lookup(directory: str, caller_uid: int, key: str) -> dict[str, object]:
+    """The caller's registry entry for ``key``; ``ClientError`` if it started no such job."""
     try:
-        with open(os.path.join(directory, job_id + ".json")) as f:
+        with open(_entry_path(directory, caller_uid, key)) as f:
             entry: dict[str, object] = json.load(f)
             return entry
     except (OSError, ValueError):
-        raise ClientError(f"No job {job_id} was started by pilotage-exec on this node.") from None
+        raise ClientError(f"No job {key} was started by pilotage-exec on this node.") from None
+
+
+def forget(directory: str, caller_uid: int, key: str) -> None:
+    """Remove the family's registry entry."""
+    with contextlib.suppress(OSError):
+        os.unlink(_entry_path(directory, caller_uid, key))
 
 
 def members(entry: dict[str, object]) -> set[int]:
-    """The pids of the family: the cgroup's processes and the session's, of the job's uid."""
+    """The live pids of the family: the cgroup's processes and the session's."""
     pids: set[int] = set()
     cgroup = entry.get("cgroup")
     if isinstance(cgroup, str) and cgroup:
-        try:
-            with open(os.path.join(cgroup, "cgroup.procs")) as f:
-                pids.update(int(line) for line in f if line.strip())
-        except OSError:
-            pass
+        with contextlib.suppress(OSError), open(os.path.join(cgroup, "cgroup.procs")) as f:
+            pids.update(int(line) for line in f if line.strip())
     sid, pgid = entry.get("sid"), entry.get("pgid")
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -128,16 +156,34 @@ def signal_family(entry: dict[str, object], sig: signal.Signals) -> int:
     For SIGKILL, rescan until nothing is left (a family may be forking as it dies).
     """
     sent: set[int] = set()
-    for _ in range(20 if sig == signal.SIGKILL else 1):
+    for _ in range(50 if sig == signal.SIGKILL else 1):
         pids = members(entry) - (sent if sig != signal.SIGKILL else set())
         if not pids:
             break
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
                 sent.add(pid)
-            except (ProcessLookupError, PermissionError):
-                continue
         if sig == signal.SIGKILL:
             time.sleep(0.01)
     return len(sent)
+
+
+def end(directory: str, caller_uid: int, key: str, entry: dict[str, object]) -> dict[str, object]:
+    """Close an empty family: its usage, then its cgroup and entry removed.
+
+    A lingering run already recorded its usage in its ``exit`` record (``accounted``), so
+    its end carries none: the accounting counts every job once.
+    """
+    cgroup = entry.get("cgroup")
+    found: dict[str, object] = {}
+    if not entry.get("accounted"):
+        if isinstance(cgroup, str) and cgroup:
+            found.update(usage(cgroup))
+        started = entry.get("started")
+        if isinstance(started, int | float):
+            found["wall_s"] = round(time.time() - started, 3)
+    if isinstance(cgroup, str) and cgroup:
+        remove_cgroup(cgroup)
+    forget(directory, caller_uid, key)
+    return found

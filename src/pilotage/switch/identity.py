@@ -42,12 +42,13 @@ class Identity(NamedTuple):
 
 
 def read_credential(path: str, caller_uid: int, what: str) -> bytes:
-    """The bytes of the file at ``path``, if it is a regular file of the caller, mode 0600."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        reason = "is a symbolic link" if exc.errno == 40 else f"cannot be opened ({exc.strerror})"
-        raise ClientError(f"The {what} {path} {reason}.") from None
+    """The bytes of the file at ``path``, if it is a regular file of the caller, mode 0600.
+
+    Opened with the caller's rights (``access.open_as_caller``), checked before any read.
+    """
+    from .access import open_as_caller
+
+    fd = open_as_caller(path, caller_uid, what)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

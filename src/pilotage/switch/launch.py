@@ -41,6 +41,7 @@ class Launch(NamedTuple):
     groups: list[int]
     switch_user: bool
     cgroup: str
+    nproc: int  # RLIMIT_NPROC where no cgroup limits the job (0: none)
 
 
 class Outcome(NamedTuple):
@@ -48,7 +49,8 @@ class Outcome(NamedTuple):
 
     pid: int
     exit_code: int
-    cpu_s: float
+    cpu_user_s: float
+    cpu_sys_s: float
     wall_s: float
     max_rss_kb: int
 
@@ -80,6 +82,12 @@ def _close_inherited() -> None:
 
 
 def _exec(launch: Launch) -> NoReturn:
+    if launch.nproc > 0:
+        import resource
+
+        # Counts every process of the uid, not only this job's: the cgroup's pids.max is
+        # the precise limit, this the fallback where the node offers none.
+        resource.setrlimit(resource.RLIMIT_NPROC, (launch.nproc, launch.nproc))
     if launch.switch_user:
         become(launch.uid, launch.gid, launch.groups)
     _close_inherited()
@@ -204,7 +212,8 @@ def wait(pid: int, forward_to_group: bool, started: float) -> Outcome:
     return Outcome(
         pid=pid,
         exit_code=code,
-        cpu_s=round(usage.ru_utime + usage.ru_stime, 3),
+        cpu_user_s=round(usage.ru_utime, 3),
+        cpu_sys_s=round(usage.ru_stime, 3),
         wall_s=round(time.monotonic() - started, 3),
         max_rss_kb=usage.ru_maxrss,
     )

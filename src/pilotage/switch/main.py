@@ -4,13 +4,15 @@ Usage::
 
     pilotage-exec [--linger|--no-linger] -- COMMAND [ARGS...]
     pilotage-exec --refresh
-    pilotage-exec --signal SIG --job ID
+    pilotage-exec --signal SIG --job KEY
+    pilotage-exec --accounting [--since T] [--json]
 
 Inputs from the environment (the only variables read; see docs/switch.md):
 ``PILOTAGE_EXEC_USER_CREDENTIAL`` (required), ``PILOTAGE_EXEC_PILOT_CREDENTIAL``,
-``PILOTAGE_EXEC_TARGET_DIR`` (where the user's copy of the credential goes),
-``PILOTAGE_EXEC_JOB_ID`` and ``PILOTAGE_EXEC_STATUS_FD``. Trust comes only from root-owned
-files: the config at ``paths.CONFIG_PATH`` and what it names. Read ``_serve`` top to
+``PILOTAGE_EXEC_TARGET_DIR`` (the claim's directory: the user's copy of the credential and
+the job's directory ``job`` go there), ``PILOTAGE_EXEC_JOB_ID`` (the family key),
+``PILOTAGE_EXEC_JOB_NAME`` (audit only) and ``PILOTAGE_EXEC_STATUS_FD``. Trust comes only
+from root-owned files: the config at ``paths.CONFIG_PATH`` and what it names. Read ``_serve`` top to
 bottom: every check is one call, each refusal one exception from ``refusals``.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import signal
 import sys
 import time
 from collections.abc import Mapping
@@ -34,11 +37,13 @@ USER_CREDENTIAL = "PILOTAGE_EXEC_USER_CREDENTIAL"
 PILOT_CREDENTIAL = "PILOTAGE_EXEC_PILOT_CREDENTIAL"
 TARGET_DIR = "PILOTAGE_EXEC_TARGET_DIR"
 JOB_ID = "PILOTAGE_EXEC_JOB_ID"
+JOB_NAME = "PILOTAGE_EXEC_JOB_NAME"
 STATUS_FD = "PILOTAGE_EXEC_STATUS_FD"
 USAGE = (
     "usage: pilotage-exec [--linger|--no-linger] -- COMMAND [ARGS...]\n"
     "       pilotage-exec --refresh\n"
-    "       pilotage-exec --signal SIG --job ID"
+    "       pilotage-exec --signal SIG --job KEY\n"
+    "       pilotage-exec --accounting [--since T] [--json]"
 )
 
 
@@ -93,12 +98,16 @@ def run(argv: list[str], environ: Mapping[str, str]) -> int:
     config: Config | None = None
     try:
         status_fd = _status_fd(environ)
-        invocation = parse_args(argv)
+        invocation = parse_args(argv) if argv[:1] != ["--accounting"] else None
         uid, caller = _caller(environ)
         audit["caller"] = caller
         from . import config as config_module
 
         config = config_module.load(paths.CONFIG_PATH)
+        if invocation is None:
+            from . import accounting
+
+            return accounting.main(argv[1:], config.audit_log, from_sudo=uid != os.getuid())
         audit.update(mode=config.mode, command=invocation.command or None)
         if caller not in config.invokers:
             raise Denied(f"The account {caller} is not allowed to call pilotage-exec.")
@@ -156,7 +165,7 @@ def _identify(config: Config, uid: int, environ: Mapping[str, str], cache: Any) 
     user_path = environ.get(USER_CREDENTIAL)
     if not user_path:
         raise ClientError(f"{USER_CREDENTIAL} does not name the user credential file.")
-    user_data = read_credential(user_path, uid, "user credential")
+    user_data = read_credential(user_path, uid, "user credential")  # as the caller
     user = identify(user_data, config, cache, "user credential")
     pilot_path = environ.get(PILOT_CREDENTIAL)
     pilot = None
@@ -212,7 +221,7 @@ def _serve(
         raise SiteError("setuid mode needs root: run pilotage-exec through its sudo rule.")
     jobs = os.path.join(state, "jobs")
     if invocation.action == "signal":
-        return _signal(invocation, config, account, jobs, audit)
+        return _signal(invocation, config, account, caller_uid, jobs, audit)
     from . import delivery
 
     target_dir = environ.get(TARGET_DIR, "")
@@ -225,14 +234,15 @@ def _serve(
     check_program(program, account.pw_name, account.pw_uid, frozenset(gids))
     credential = None
     if target_dir:
-        dir_fd = delivery.open_target_dir(target_dir, (caller_uid, account.pw_uid))
+        dir_fd = delivery.open_target_dir(target_dir, caller_uid, (caller_uid, account.pw_uid))
         try:
+            delivery.ensure_job_dir(dir_fd, account.pw_uid, account.pw_gid)
             name = delivery.write_copy(dir_fd, user.kind, user_data, account.pw_uid, account.pw_gid)
         finally:
             os.close(dir_fd)
         credential = (delivery.NAMES[user.kind][1], os.path.join(target_dir, name))
-    return _start(invocation, config, account, gids, program, credential, environ, jobs, audit,
-                  status_fd)  # fmt: skip
+    return _start(invocation, config, account, gids, program, credential, environ, caller_uid,
+                  jobs, audit, status_fd)  # fmt: skip
 
 
 def _start(
@@ -243,6 +253,7 @@ def _start(
     program: str,
     credential: tuple[str, str] | None,
     environ: Mapping[str, str],
+    caller_uid: int,
     jobs: str,
     audit: dict[str, Any],
     status_fd: int,
@@ -253,38 +264,47 @@ def _start(
         environ, config.env_allow, search_path=config.search_path, account=account.pw_name,
         home=account.pw_dir, shell=account.pw_shell, credential=credential,
     )  # fmt: skip
-    job_id = family.check_job_id(environ[JOB_ID]) if environ.get(JOB_ID) else ""
-    cgroup = family.make_cgroup(config.cgroup_root, job_id) if job_id and os.geteuid() == 0 else ""
+    key = family.check_key(environ[JOB_ID]) if environ.get(JOB_ID) else ""
+    name = family.check_key(environ[JOB_NAME], "job name") if environ.get(JOB_NAME) else key
+    cgroup, limited = "", False
+    if key and os.geteuid() == 0:
+        cgroup, limited = family.make_cgroup(config.cgroup_root, caller_uid, key, config.pids_max)
     plan = launch.Launch(
         argv=[program, *invocation.command[1:]], env=env, uid=account.pw_uid,
         gid=account.pw_gid, groups=gids, switch_user=os.geteuid() == 0, cgroup=cgroup,
+        nproc=0 if limited else config.pids_max,
     )  # fmt: skip
     linger = config.linger if invocation.linger is None else invocation.linger
-    audit.update(event="exec", linger=linger, job=job_id or None, cgroup=cgroup or None)
+    audit.update(event="exec", linger=linger, job=name or None, family=key or None,
+                 cgroup=cgroup or None)  # fmt: skip
     started = time.monotonic()
+    # Invariant: a lingering run's usage is in its exit record, so its family's end has none.
+    entry: dict[str, object] = {"uid": account.pw_uid, "cgroup": cgroup, "name": name,
+                                "started": time.time(),
+                                "accounted": linger or config.mode == "namespace"}  # fmt: skip
     if config.mode == "namespace":
         pid = _start_namespace(config, plan, environ)
-        entry: dict[str, object] = {"init": pid, "uid": account.pw_uid}
+        entry["init"] = pid
     elif not linger:
-        if job_id:
-            pid = os.getpid()
-            family.record(jobs, job_id, {"sid": pid, "pgid": pid, "uid": account.pw_uid,
-                                         "cgroup": cgroup})  # fmt: skip
+        if key:
+            family.record(jobs, caller_uid, key, {**entry, "sid": os.getpid(),
+                                                  "pgid": os.getpid()})  # fmt: skip
         _audit(config, audit)
         launch.exec_in_place(plan, status_fd)
     else:
         pid = launch.spawn(lambda fd: launch.child_exec(plan, fd))
-        entry = {"sid": pid, "pgid": pid, "uid": account.pw_uid, "cgroup": cgroup}
-    if job_id:
-        family.record(jobs, job_id, entry)
+        entry.update(sid=pid, pgid=pid)
+    if key:
+        family.record(jobs, caller_uid, key, entry)
     if status_fd >= 0:
         _report(status_fd, f"0 started {pid}\n")
         os.close(status_fd)
     outcome = launch.wait(pid, config.mode != "namespace", started)
     if cgroup:
         family.remove_cgroup(cgroup)
-    audit.update(event="exit", pid=pid, exit=outcome.exit_code, cpu_s=outcome.cpu_s,
-                 wall_s=outcome.wall_s, max_rss_kb=outcome.max_rss_kb)  # fmt: skip
+    audit.update(event="exit", pid=pid, exit=outcome.exit_code, cpu_user_s=outcome.cpu_user_s,
+                 cpu_sys_s=outcome.cpu_sys_s, wall_s=outcome.wall_s,
+                 max_rss_kb=outcome.max_rss_kb)  # fmt: skip
     _audit(config, audit)
     return outcome.exit_code
 
@@ -317,16 +337,16 @@ def _fork_payload(plan: Any, report_fd: int) -> int:
 
 
 def _signal(
-    invocation: Invocation, config: Config, account: pwd.struct_passwd, jobs: str,
-    audit: dict[str, Any],
+    invocation: Invocation, config: Config, account: pwd.struct_passwd, caller_uid: int,
+    jobs: str, audit: dict[str, Any],
 ) -> int:  # fmt: skip
     from . import family, launch
 
-    job_id = family.check_job_id(invocation.job)
+    key = family.check_key(invocation.job)
     sig = family.parse_signal(invocation.signal)
-    entry = family.lookup(jobs, job_id)
+    entry = family.lookup(jobs, caller_uid, key)  # only the caller's own families
     if entry.get("uid") != account.pw_uid:
-        raise ClientError(f"The job {job_id} does not run as {account.pw_name}.")
+        raise ClientError(f"The job {key} does not run as {account.pw_name}.")
     read_fd, write_fd = os.pipe()
     child = os.fork()
     if child == 0:
@@ -351,8 +371,12 @@ def _signal(
         said = pipe.read()
     os.waitpid(child, 0)
     count = int(said) if said.isdigit() else 0
-    audit.update(event="signal", job=job_id, signal=sig.name, signalled=count, exit=0)
+    audit.update(event="signal", family=key, signal=sig.name, signalled=count, exit=0)
     _audit(config, audit)
+    if sig == signal.SIGKILL and not family.members(entry):
+        usage = family.end(jobs, caller_uid, key, entry)
+        _audit(config, {**audit, "event": "end", "job": entry.get("name"), "signal": None,
+                        "signalled": None, **usage})  # fmt: skip
     return 0
 
 
@@ -365,7 +389,7 @@ def _refresh(
 
     if not target_dir:
         raise ClientError(f"--refresh needs {TARGET_DIR}, the directory holding the copy.")
-    dir_fd = delivery.open_target_dir(target_dir, (caller_uid, account.pw_uid))
+    dir_fd = delivery.open_target_dir(target_dir, caller_uid, (caller_uid, account.pw_uid))
     try:
         current = delivery.existing_copy(dir_fd, user.kind, account.pw_uid)
         if current is None:
@@ -391,4 +415,4 @@ def _audit(config: Config, record: dict[str, Any]) -> None:
     from .state import state_dir
 
     path = config.audit_log if os.geteuid() == 0 else os.path.join(state_dir(), "audit.jsonl")
-    audit.write(path, config.syslog, record)
+    audit.write(path, config.syslog_socket if config.syslog else "", record)

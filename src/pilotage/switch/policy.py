@@ -31,7 +31,7 @@ Imports: the standard library and the sibling ``leases`` only.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from .leases import Leases, PoolExhausted, expand_pool
@@ -109,13 +109,20 @@ class Policy:
             raise PolicyError("pools need a gridmapdir to keep their leases in")
 
     @classmethod
-    def from_file(cls, path: str) -> Policy:
-        """Load the policy at ``path`` and the grid-mapfile it names."""
+    def from_file(cls, path: str, check: Callable[[str, str], None] | None = None) -> Policy:
+        """Load the policy at ``path`` and the grid-mapfile it names.
+
+        ``check(path, what)`` is called on the grid-mapfile and the gridmapdir before
+        either is used (the switch refuses them unless root-owned and closed to writers).
+        """
         import tomllib
 
         try:
             with open(path, "rb") as f:
                 raw = tomllib.load(f)
+            for key, what in (("gridmapfile", "grid-mapfile"), ("gridmapdir", "gridmapdir")):
+                if check is not None and isinstance(raw.get(key), str):
+                    check(raw[key], what)
             gridmap = ""
             if "gridmapfile" in raw:
                 with open(raw["gridmapfile"], encoding="utf-8") as f:
