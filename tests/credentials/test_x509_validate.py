@@ -145,7 +145,7 @@ def test_empty_trust_directory_is_the_sites_problem(pki: Pki, tmp_path: Path) ->
 
 
 def test_missing_crl_only_refused_when_required(pki: Pki) -> None:
-    store = TrustStore([pki.ca.cert])
+    store = TrustStore([pki.ca.cert], require_namespaces=False)
     assert validate_chain([pki.user.cert], store).identity_dn == "/O=Example/CN=Alice"
     with pytest.raises(TrustStoreError, match="holds no CRL of the CA"):
         validate_chain([pki.user.cert], store, require_crl=True)
@@ -155,14 +155,16 @@ def test_expired_crl_is_the_sites_problem(pki: Pki) -> None:
     crl = x509.load_pem_x509_crl((pki.ca.directory / "crl.pem").read_bytes())
     later = dt.datetime.now(dt.UTC) + dt.timedelta(days=31)
     with pytest.raises(TrustStoreError, match="the site must refresh it"):
-        validate_chain([pki.user.cert], TrustStore([pki.ca.cert], [crl]), now=later)
+        validate_chain(
+            [pki.user.cert], TrustStore([pki.ca.cert], [crl], require_namespaces=False), now=later
+        )
 
 
 def test_crl_not_signed_by_the_ca_is_the_sites_problem(pki: Pki, tmp_path: Path) -> None:
     rogue = make_pki(tmp_path, ca_subject=pki.ca.cert.subject.rfc4514_string())
     crl = x509.load_pem_x509_crl((rogue.ca.directory / "crl.pem").read_bytes())
     with pytest.raises(TrustStoreError, match="is not signed by that CA"):
-        validate_chain([pki.user.cert], TrustStore([pki.ca.cert], [crl]))
+        validate_chain([pki.user.cert], TrustStore([pki.ca.cert], [crl], require_namespaces=False))
 
 
 def test_broken_link_in_the_trust_directory_is_skipped(pki: Pki, tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from pilotage.cli.proxy import parse_valid
 from pilotage.cli.x509_errors import one_sentence_errors
 from pilotage.credentials.atomic import write_file
 from pilotage.credentials.login import login_message, sign_login
+from pilotage.credentials.private_file import read_credential_file
 from pilotage.credentials.proxy import default_proxy_path, sign_proxy_request
 from pilotage.credentials.tokens import Role
 from pilotage.errors import BadInput, NotFound
@@ -37,13 +38,14 @@ def saved_token_path() -> Path:
 
 
 def read_proxy(path: Path) -> tuple[list[x509.Certificate], CredentialKey]:
-    """The certificates (leaf first) and key of a proxy file."""
+    """The certificates (leaf first) and key of a proxy file, which must be private.
+
+    The same rule as ``proxy init`` and the switch (``private_file.check_private``).
+    """
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+        data = read_credential_file(path, "proxy file", private=True)
+    except NotFound:
         raise NotFound(f"the proxy file {path} does not exist; run 'pilotage proxy init'") from None
-    except OSError as exc:
-        raise BadInput(f"the proxy file {path} cannot be read: {exc.strerror}") from None
     chain, key = load_credential(data)
     if key is None:
         raise BadInput(f"the proxy file {path} holds no private key")

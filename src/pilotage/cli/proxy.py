@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import stat
 from pathlib import Path
 from typing import Annotated
 
@@ -21,8 +20,9 @@ import typer
 from cryptography import x509
 
 from pilotage.cli.x509_errors import one_sentence_errors
+from pilotage.credentials.private_file import read_credential_file
 from pilotage.credentials.proxy import default_proxy_path, make_proxy, write_proxy_file
-from pilotage.errors import BadInput, NotFound
+from pilotage.errors import BadInput
 from pilotage.x509.certificate import (
     CredentialKey,
     check_key,
@@ -51,33 +51,18 @@ def parse_valid(text: str) -> int:
     return int(match.group(1)) * 3600 + int(match.group(2)) * 60
 
 
-def _read(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError as exc:
-        raise NotFound(f"The {what} {path} does not exist.") from exc
-    except OSError as exc:
-        raise BadInput(f"The {what} {path} cannot be read: {exc.strerror}.") from exc
-
-
-def _check_private(path: Path) -> None:
-    # Why: as grid-proxy-init, refuse a key others can read: it may already be stolen.
-    mode = path.stat().st_mode
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise BadInput(f"The key file {path} is readable by others; run 'chmod 600 {path}'.")
-
-
 def _issuer(cert: Path | None, key: Path | None) -> tuple[list[x509.Certificate], CredentialKey]:
-    """The signing certificate (first), its non-CA chain, and its key."""
+    """The signing certificate (first), its non-CA chain, and its key.
+
+    Files are read by ``read_credential_file``: one holding a key must be private.
+    """
     globus = Path.home() / ".globus"
     cert_path = cert or globus / "usercert.pem"
-    chain, key_in_file = load_credential(_read(cert_path, "certificate file"))
+    chain, key_in_file = load_credential(read_credential_file(cert_path, "certificate file"))
     if key is None and key_in_file is not None:
-        _check_private(cert_path)
         return [c for c in chain if not is_ca(c)], key_in_file
     key_path = key or globus / "userkey.pem"
-    signing_key = load_private_key(_read(key_path, "key file"))
-    _check_private(key_path)
+    signing_key = load_private_key(read_credential_file(key_path, "key file", private=True))
     check_key(chain[0], signing_key)
     return [c for c in chain if not is_ca(c)], signing_key
 
@@ -154,7 +139,7 @@ def info_cmd(
     """Describe a proxy: subject, identity, issuer, type, path length, time left, key bits."""
     with one_sentence_errors():
         path = file or default_proxy_path()
-        chain, _ = load_credential(_read(path, "proxy file"))
+        chain, _ = load_credential(read_credential_file(path, "proxy file"))
         info = proxy_info(chain)
         if as_json:
             typer.echo(json.dumps({**info.to_dict(), "path": os.fspath(path)}, indent=1))

@@ -5,14 +5,17 @@ Layout of the CA directory (mode 0700)::
     ca.key            the CA's private key (0600)
     ca.pem            the CA certificate
     serial            the next serial number (decimal)
-    index.json        every certificate issued, with its revocation if any; the CRL number
+    index.json        every certificate issued, with its revocation if any; the CRL number;
+                      the CA's namespace: globs of the subjects it may sign (``subjects``)
     crl.pem           the latest CRL
     issued/<n>.pem    a copy of each certificate issued
     certificates/     a trust directory in the grid layout, kept current (see ``trustdir``)
 
 User and host certificates get RSA 2048 keys (what grid tools expect) and SHA-256
-signatures. Mutations take an exclusive lock on the directory, so two ``pilotage ca``
-commands never hand out the same serial.
+signatures. The trust directory carries the CA's namespace as ``<hash>.namespaces`` and
+``<hash>.signing_policy``, so validators that require one (ours by default) accept the
+CA; ``issue`` refuses a subject outside it. Mutations take an exclusive lock on the
+directory, so two ``pilotage ca`` commands never hand out the same serial.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import fcntl
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +38,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from pilotage.credentials.atomic import write_file
 from pilotage.credentials.names import parse_subject
-from pilotage.credentials.trustdir import write_trust_dir
+from pilotage.credentials.trustdir import (
+    ALL_SUBJECTS,
+    check_policy_text,
+    glob_to_regex,
+    write_trust_dir,
+)
 from pilotage.errors import BadInput, Conflict, NotFound
 from pilotage.x509.certificate import dn_slash, key_matches
 
@@ -107,12 +115,21 @@ class CertificateAuthority:
         lifetime_days: int = 3650,
         key_bits: int = 3072,
         crl_days: int = 30,
+        subjects: Sequence[str] = ALL_SUBJECTS,
     ) -> CertificateAuthority:
-        """Create a new CA in ``directory`` (which must not already hold one)."""
+        """Create a new CA in ``directory`` (which must not already hold one).
+
+        ``subjects``: globs (``/O=Example/*``) of the DNs it may sign; every DN by default.
+        """
         path = Path(directory)
         if (path / "ca.pem").exists():
             raise Conflict(f"{path} already holds a CA.")
         name = parse_subject(subject)
+        check_policy_text(dn_slash(name), "CA subject")
+        if not subjects:
+            raise BadInput("A CA needs at least one subject pattern in its namespace.")
+        for glob in subjects:
+            check_policy_text(glob, "namespace pattern")
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
         (path / "issued").mkdir(mode=0o700, exist_ok=True)
         key = rsa.generate_private_key(public_exponent=65537, key_size=key_bits)
@@ -139,7 +156,8 @@ class CertificateAuthority:
         )
         write_file(path / "ca.key", key_pem, mode=0o600, replace=False)
         write_file(path / "serial", b"1\n", mode=0o600)
-        write_file(path / "index.json", b'{"crl_number": 0, "issued": []}\n', mode=0o600)
+        index = {"crl_number": 0, "issued": [], "subjects": list(subjects)}
+        write_file(path / "index.json", (json.dumps(index) + "\n").encode(), mode=0o600)
         write_file(path / "ca.pem", cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
         ca = cls(path, crl_days=crl_days)
         ca.crl()
@@ -175,6 +193,7 @@ class CertificateAuthority:
     def _issue(
         self, name: x509.Name, kind: str, lifetime_days: int, extensions: list[x509.ExtensionType]
     ) -> IssuedCredential:
+        self._check_namespace(name)
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         now = dt.datetime.now(dt.UTC)
         not_after = min(now + dt.timedelta(days=lifetime_days), self.cert.not_valid_after_utc)
@@ -288,13 +307,27 @@ class CertificateAuthority:
             write_file(
                 self.directory / "crl.pem", crl.public_bytes(serialization.Encoding.PEM), mode=0o644
             )
-            write_trust_dir(self.directory / "certificates", self.cert, crl)
+            write_trust_dir(self.directory / "certificates", self.cert, crl, subjects=self.subjects)
         return crl
 
+    @property
+    def subjects(self) -> tuple[str, ...]:
+        """Globs of the subjects this CA may sign (older CA directories: every subject)."""
+        return tuple(self._read_index().get("subjects", ALL_SUBJECTS))
+
     def export_trust_dir(self, directory: str | os.PathLike[str]) -> list[Path]:
-        """Write this CA's ``<hash>.0``, ``.r0`` and ``.signing_policy`` files to ``directory``."""
+        """Write this CA's ``<hash>.0``, ``.r0``, ``.namespaces`` and ``.signing_policy``."""
         crl = x509.load_pem_x509_crl((self.directory / "crl.pem").read_bytes())
-        return write_trust_dir(Path(directory), self.cert, crl)
+        return write_trust_dir(Path(directory), self.cert, crl, subjects=self.subjects)
+
+    def _check_namespace(self, name: x509.Name) -> None:
+        # Why: a certificate outside the CA's own policy would be refused by every validator.
+        dn = dn_slash(name)
+        if not any(re.fullmatch(glob_to_regex(g), dn, re.IGNORECASE) for g in self.subjects):
+            raise BadInput(
+                f"The subject '{dn}' is outside this CA's namespace "
+                f"({', '.join(self.subjects)}); choose a subject within it."
+            )
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

@@ -19,6 +19,7 @@ from .der import DerError, ProxyCertInfo, canonical_name, decode_proxy_cert_info
 from .errors import (
     BadSignature,
     KeyMismatch,
+    LegacyProxyRefused,
     MalformedCredential,
     ProfileViolation,
 )
@@ -119,6 +120,7 @@ def proxy_cert_info(cert: x509.Certificate) -> ProxyCertInfo | None:
                 f"The proxy '{subject_of(cert)}' is a pre-RFC 3820 draft proxy, "
                 "which is not supported."
             )
+        _refuse_legacy_proxy(cert)
         return None
     if not isinstance(ext.value, x509.UnrecognizedExtension):
         raise MalformedCredential(
@@ -135,6 +137,28 @@ def proxy_cert_info(cert: x509.Certificate) -> ProxyCertInfo | None:
         raise MalformedCredential(
             f"The proxy '{subject_of(cert)}' has a malformed ProxyCertInfo extension ({exc})."
         ) from exc
+
+
+#: The last CN of a legacy Globus proxy (``grid-proxy-init -old``), full or limited.
+LEGACY_PROXY_CNS = frozenset({"proxy", "limited proxy"})
+
+
+def _refuse_legacy_proxy(cert: x509.Certificate) -> None:
+    """Refuse a certificate named as a legacy Globus proxy: its issuer's subject + CN=proxy."""
+    rdns = cert.subject.rdns
+    last = list(rdns[-1]) if rdns else []
+    # Why: with no extension to mark it, it would pass for an end entity named .../CN=proxy.
+    if (
+        len(last) == 1
+        and last[0].oid == NameOID.COMMON_NAME
+        and str(last[0].value).lower() in LEGACY_PROXY_CNS
+        and name_key(x509.Name(rdns[:-1])) == name_key(cert.issuer)
+    ):
+        raise LegacyProxyRefused(
+            f"The certificate '{subject_of(cert)}' is a legacy Globus proxy, which is not "
+            "accepted; make an RFC 3820 proxy ('pilotage proxy init', or grid-proxy-init -rfc "
+            "or voms-proxy-init -rfc)."
+        )
 
 
 def is_ca(cert: x509.Certificate) -> bool:

@@ -49,8 +49,12 @@ from .errors import (
     CredentialError,
     Expired,
     KeyMismatch,
+    LegacyProxyRefused,
     LimitedProxyRefused,
     MalformedCredential,
+    NamespacePolicyMalformed,
+    NamespacePolicyMissing,
+    NamespaceViolation,
     NotYetValid,
     PathLengthExceeded,
     ProfileViolation,
@@ -71,8 +75,12 @@ __all__ = [
     "CredentialKey",
     "Expired",
     "KeyMismatch",
+    "LegacyProxyRefused",
     "LimitedProxyRefused",
     "MalformedCredential",
+    "NamespacePolicyMalformed",
+    "NamespacePolicyMissing",
+    "NamespaceViolation",
     "NotYetValid",
     "PathLengthExceeded",
     "ProfileViolation",
@@ -150,7 +158,8 @@ def validate_chain(
 
     Raises the ``CredentialError`` subclass of the first rule broken, in this order:
     key, links and signatures, profile and naming, proxy policy and path lengths,
-    validity windows, key sizes, revocation, then the limited-proxy policy.
+    the CAs' namespace policies, validity windows, key sizes, revocation, then the
+    limited-proxy policy.
     """
     if not chain:
         raise MalformedCredential("The credential holds no certificate.")
@@ -172,6 +181,10 @@ def validate_chain(
     if is_ca(end_entity):
         raise ProfileViolation(f"The certificate '{subject_of(end_entity)}' is a CA, not a user.")
     _check_cas(cas)
+    # Pairs (end entity, its CA), (CA, its parent) ...; the self-signed root has no issuer.
+    signed_by = list(zip(path[len(proxies) :], cas, strict=False))
+    for cert, ca in signed_by:
+        trust.check_namespace(cert, ca)
     for cert in path:
         _check_window(cert, now, skew_s)
     for (proxy, _), issuer in zip(proxies, path[1:], strict=False):
@@ -183,8 +196,7 @@ def validate_chain(
             )
     for cert in path:
         _check_key_size(cert, min_key_bits)
-    # Pairs (end entity, its CA), (CA, its parent) ...; the self-signed root has no CRL entry.
-    for cert, ca in zip(path[len(proxies) :], cas, strict=False):
+    for cert, ca in signed_by:
         trust.check_revocation(cert, ca, now, require_crl=require_crl)
     types = {PROXY_TYPES[info.policy_language] for _, info in proxies}
     limited = "limited" in types

@@ -18,9 +18,13 @@ It imports the standard library only, so a site's security officer can read it a
     ├── ProxyPolicyViolation        unknown proxy policy, or a full proxy under a limited one
     ├── LimitedProxyRefused         a limited proxy where a full one is required
     ├── ProxyOutlivesIssuer         a proxy ends after the certificate that signed it
+    ├── LegacyProxyRefused          a pre-RFC Globus proxy (``CN=proxy``, no ProxyCertInfo)
+    ├── NamespaceViolation          a CA signed a subject outside its namespace policy
     └── TrustStoreError             the site's CA directory is at fault (CRL expired, ...)
+        ├── NamespacePolicyMissing  a CA has neither ``.namespaces`` nor ``.signing_policy``
+        └── NamespacePolicyMalformed  a CA's policy file cannot be parsed
 
-Every class but ``TrustStoreError`` means "the presented credential is bad" (the switch's
+Every class outside ``TrustStoreError`` means "the presented credential is bad" (the switch's
 exit 201); ``TrustStoreError`` means the site must act (exit 202), so the two are never
 confused. Messages are one sentence naming the certificate concerned by its subject.
 """
@@ -122,7 +126,34 @@ class ProxyOutlivesIssuer(CredentialError):
     code = "proxy_outlives_issuer"
 
 
+class LegacyProxyRefused(CredentialError):
+    """A legacy Globus proxy (``grid-proxy-init -old``): named as a proxy, with no extension.
+
+    Taken as an end entity it would speak for ``.../CN=proxy``, a wrong identity.
+    """
+
+    code = "legacy_proxy"
+
+
+class NamespaceViolation(CredentialError):
+    """The CA's ``.namespaces`` or ``.signing_policy`` does not let it sign this subject."""
+
+    code = "namespace_violation"
+
+
 class TrustStoreError(CredentialError):
     """The site's trust directory cannot decide: a CRL is expired, forged or missing."""
 
     code = "trust_store"
+
+
+class NamespacePolicyMissing(TrustStoreError):
+    """A CA of the chain has no namespace policy file and the site requires one."""
+
+    code = "namespace_policy_missing"
+
+
+class NamespacePolicyMalformed(TrustStoreError):
+    """A CA's ``.namespaces`` or ``.signing_policy`` file does not follow its format."""
+
+    code = "namespace_policy_malformed"

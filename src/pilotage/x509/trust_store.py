@@ -1,9 +1,11 @@
 """The trusted CAs and CRLs, read from a grid CA directory.
 
 The usual layout (``/etc/grid-security/certificates``): ``<hash>.N`` CA certificates,
-``<hash>.rN`` CRLs, ``*.pem`` CA certificates; other files (``.signing_policy``,
-``.namespaces``, ``.info``, ``.crl_url``) are not read. Imports: the standard library,
-``cryptography`` and the sibling modules ``certificate`` and ``errors``.
+``<hash>.rN`` CRLs, ``*.pem`` CA certificates, and each CA's namespace policy in
+``<hash>.namespaces`` or ``<hash>.signing_policy`` (see ``namespaces``); other files
+(``NAME.namespaces``, ``.info``, ``.crl_url``) are not read. Imports: the standard
+library, ``cryptography`` and the sibling modules ``certificate``, ``der``,
+``namespaces`` and ``errors``.
 """
 
 from __future__ import annotations
@@ -18,10 +20,22 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from .certificate import PublicKey, is_ca, name_key, subject_of, utc_text
-from .errors import CredentialError, Revoked, TrustStoreError
+from .der import subject_hash
+from .errors import (
+    CredentialError,
+    NamespacePolicyMalformed,
+    NamespacePolicyMissing,
+    NamespaceViolation,
+    Revoked,
+    TrustStoreError,
+)
+from .namespaces import CaPolicy, PolicySyntaxError, decide, parse_namespaces, parse_signing_policy
 
 _CA_FILE = re.compile(r"^[0-9a-f]{8}\.[0-9]+$|\.pem$")
 _CRL_FILE = re.compile(r"^[0-9a-f]{8}\.r[0-9]+$")
+_POLICY_FILE = re.compile(r"^[0-9a-f]{8}\.(namespaces|signing_policy)$")
+#: Policy file kinds, the one that decides first (as the grid's own tools do).
+_POLICY_KINDS = ("namespaces", "signing_policy")
 _SHA256 = hashes.SHA256()
 
 
@@ -30,7 +44,12 @@ class TrustStore:
 
     Invariant: every certificate held is a CA (basicConstraints cA true); files that are
     not, or cannot be read, are listed in ``skipped`` and otherwise ignored, so one bad
-    file in a site's directory does not stop the others from working.
+    file in a site's directory does not stop the others from working. A policy file that
+    cannot be parsed is kept as its error: chains through its CA are refused, others pass.
+
+    ``require_namespaces`` (default True): a CA with neither ``<hash>.namespaces`` nor
+    ``<hash>.signing_policy`` signs nothing. False keeps the old rule for such CAs only
+    (a site whose directory lacks the files); a CA that has a file is always held to it.
     """
 
     def __init__(
@@ -39,16 +58,21 @@ class TrustStore:
         crls: Sequence[x509.CertificateRevocationList] = (),
         *,
         directory: Path | None = None,
+        require_namespaces: bool = True,
     ) -> None:
         self.directory = directory
+        self.require_namespaces = require_namespaces
         self.skipped: tuple[str, ...] = ()
         self._stamp: tuple[tuple[str, int, int], ...] = ()
+        self._policies: dict[str, CaPolicy | str] = {}
         self._set(list(cas), list(crls), [])
 
     @classmethod
-    def from_directory(cls, path: str | os.PathLike[str]) -> TrustStore:
-        """Load ``<hash>.N`` and ``*.pem`` CA certificates and ``<hash>.rN`` CRLs of ``path``."""
-        store = cls([], directory=Path(path))
+    def from_directory(
+        cls, path: str | os.PathLike[str], *, require_namespaces: bool = True
+    ) -> TrustStore:
+        """Load the CA certificates, CRLs and namespace policies of the directory ``path``."""
+        store = cls([], directory=Path(path), require_namespaces=require_namespaces)
         store.refresh()
         return store
 
@@ -65,7 +89,11 @@ class TrustStore:
         stamp_list: list[tuple[str, int, int]] = []
         broken: list[str] = []
         for entry in entries:
-            if not (_CA_FILE.search(entry.name) or _CRL_FILE.match(entry.name)):
+            if not (
+                _CA_FILE.search(entry.name)
+                or _CRL_FILE.match(entry.name)
+                or _POLICY_FILE.match(entry.name)
+            ):
                 continue
             try:
                 st = entry.stat()  # follows the <hash>.0 -> NAME.pem links
@@ -78,17 +106,21 @@ class TrustStore:
             return False
         cas: list[x509.Certificate] = []
         crls: list[x509.CertificateRevocationList] = []
+        policies: dict[str, CaPolicy | str] = {}
         skipped = broken
         for name, _, _ in stamp:
             try:
                 data = (self.directory / name).read_bytes()
-                if _CRL_FILE.match(name):
+                if _POLICY_FILE.match(name):
+                    policies[name] = _load_policy(self.directory / name, data)
+                elif _CRL_FILE.match(name):
                     crls.append(_load_crl(data))
                 else:
                     cas.extend(_load_certs(data))
             except (OSError, ValueError) as exc:
                 skipped.append(f"{name}: {exc}")
         self._stamp = stamp
+        self._policies = policies
         self._set(cas, crls, skipped)
         return True
 
@@ -134,6 +166,39 @@ class TrustStore:
         """The CRLs in the store whose issuer is ``name`` (signatures not yet checked)."""
         return self._crls.get(name_key(name), ())
 
+    def check_namespace(self, cert: x509.Certificate, ca: x509.Certificate) -> None:
+        """Refuse ``cert`` unless the namespace policy of ``ca``, its issuer, permits its subject.
+
+        ``<hash>.namespaces`` decides when it speaks of ``ca``, else ``<hash>.signing_policy``.
+        """
+        # Why: without it any CA of the directory could sign any DN (review finding 11).
+        prefix = subject_hash(ca.subject.public_bytes())
+        for kind in _POLICY_KINDS:
+            policy = self._policies.get(f"{prefix}.{kind}")
+            if isinstance(policy, str):
+                raise NamespacePolicyMalformed(policy)
+            rules = policy.rules_for(ca) if policy is not None else ()
+            if policy is None or not rules:
+                continue
+            permitted, rule = decide(cert.subject, rules)
+            if permitted:
+                return
+            why = (
+                f"rule '{rule.text}' (line {rule.line}) denies it"
+                if rule is not None
+                else "no rule permits it"
+            )
+            raise NamespaceViolation(
+                f"The CA '{subject_of(ca)}' may not sign '{subject_of(cert)}': {why} "
+                f"in {policy.file}."
+            )
+        if self.require_namespaces:
+            raise NamespacePolicyMissing(
+                f"The CA '{subject_of(ca)}' has no namespace policy ({prefix}.namespaces or "
+                f"{prefix}.signing_policy) in the trust directory {self.directory}; the site "
+                "must install it, or allow CAs without one in its configuration."
+            )
+
     def check_revocation(
         self,
         cert: x509.Certificate,
@@ -171,6 +236,17 @@ class TrustStore:
                 f"The certificate '{subject_of(cert)}' (serial {cert.serial_number}) is revoked by "
                 f"its CA '{subject_of(ca)}'."
             )
+
+
+def _load_policy(path: Path, data: bytes) -> CaPolicy | str:
+    """The parsed policy file, or the sentence saying why it cannot be used."""
+    try:
+        text = data.decode("utf-8")
+        if path.name.endswith(".namespaces"):
+            return parse_namespaces(text, str(path))
+        return parse_signing_policy(text, str(path))
+    except (UnicodeDecodeError, PolicySyntaxError) as exc:
+        return f"The namespace policy file {path} is malformed ({exc}); the site must fix it."
 
 
 def _load_certs(data: bytes) -> list[x509.Certificate]:
