@@ -11,8 +11,11 @@ published file set and the SHA-256 of its manifest — it:
    line with reason ``file_mismatch`` and the file's name;
 3. finds Python (``PILOTAGE_PYTHON``, ``python3``, ``python``) and runs the validation
    step (:mod:`pilotage.factory.validate`: the manifest's signature, the node, the
-   site's scripts, the lifetime);
+   switch's two tests by the pilot's mode, the site's scripts, the lifetime);
 4. replaces itself with the agent, with the flags validation wrote.
+
+It works in ``PILOTAGE_SCRATCH``, in a new directory of its own (the local
+backend's ``scratch`` param sets it), else in the batch system's working directory.
 
 The pilot token arrives in ``PILOTAGE_PILOT_TOKEN`` (the batch system's environment,
 never over HTTP); the bootstrap moves it to a 0600 file and unsets the variable.
@@ -69,7 +72,13 @@ case $want in
 esac
 [ ${#want} -eq 64 ] || refuse usage "the manifest hash must be 64 lower-case hex digits"
 
-scratch=${PILOTAGE_SCRATCH:-$PWD}
+# The site's scratch (the entry's "scratch" param) is shared: one directory per pilot.
+if [ -n "${PILOTAGE_SCRATCH:-}" ]; then
+    scratch=$(mktemp -d "$PILOTAGE_SCRATCH/pilotage.XXXXXX") ||
+        refuse scratch "cannot make a directory in $PILOTAGE_SCRATCH"
+else
+    scratch=$PWD
+fi
 files=$scratch/pilot-files
 mkdir -p "$files" && chmod 700 "$files" || refuse scratch "cannot make $files"
 say "files from $url (manifest $want)${http_proxy:+ through $http_proxy}"

@@ -10,7 +10,8 @@ policy from seed 002's questionnaire), limits and throttles. Example::
     [[entry]]
     name = "cluster-a"
     backend = "slurm"
-    params = { partition = "debug" }
+    params = { partition = "debug" }   # local: user = "pilot" (the pilots' account),
+                                       # scratch = "/scratch" (where they work)
 
     [entry.attrs]
     site = "SITE_A"

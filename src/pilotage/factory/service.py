@@ -76,7 +76,8 @@ class FactoryOptions:
 def make_backend(entry: Entry, workdir: Path) -> BatchSystem:
     """The backend of one entry, from its kind and parameters."""
     if entry.backend == "local":
-        return LocalBatch(workdir / "pilots" / entry.name)
+        user = entry.params.get("user")
+        return LocalBatch(workdir / "pilots" / entry.name, user=str(user) if user else None)
     if entry.backend == "ssh":
         return SshBatch(entry.params)
     if entry.backend == "slurm":
@@ -84,6 +85,12 @@ def make_backend(entry: Entry, workdir: Path) -> BatchSystem:
     if entry.backend == "condor":
         return CondorBatch(entry.params)
     raise PilotageError(f"entry {entry.name}: backend {entry.backend} is not available yet")
+
+
+def _scratch_env(entry: Entry) -> dict[str, str]:
+    """``PILOTAGE_SCRATCH`` from the entry's ``scratch`` param: where its pilots work."""
+    scratch = entry.params.get("scratch")
+    return {"PILOTAGE_SCRATCH": str(scratch)} if scratch else {}
 
 
 class Factory:
@@ -228,6 +235,7 @@ class Factory:
                 request.pilot_token,
                 walltime_s=entry.attrs.max_walltime_s,
                 name=entry.name,
+                extra_env=_scratch_env(entry),
             )
             ids = backend.submit(count, launch)
             log.info("entry %s: submitted %d pilots for %s", entry.name, len(ids), frontend)

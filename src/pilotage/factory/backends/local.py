@@ -11,6 +11,7 @@ node, so they exercise the real thing.
 from __future__ import annotations
 
 import os
+import pwd
 import secrets
 import signal
 import subprocess
@@ -19,6 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pilotage.errors import NotFound
 from pilotage.factory.backends.base import (
@@ -146,9 +148,12 @@ class LocalBatch(BatchSystem):
 
     kind = "local"
 
-    def __init__(self, root: Path, *, grace_s: float = 5.0) -> None:
+    def __init__(self, root: Path, *, grace_s: float = 5.0, user: str | None = None) -> None:
         self.root = root
         self.grace_s = grace_s
+        #: The account pilots run as (entry param ``user``; root only), as a site's batch
+        #: system runs them as the pilot account; None: the factory's own.
+        self.user = user
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -166,6 +171,9 @@ class LocalBatch(BatchSystem):
             workdir = self._dir(backend_id)
             workdir.mkdir(mode=0o700)
             (workdir / "job.sh").write_text(job_script(launch), encoding="utf-8")
+            account = pwd.getpwnam(self.user) if self.user is not None else None
+            if account is not None:
+                os.chown(workdir, account.pw_uid, account.pw_gid)
             env = {
                 "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                 "LANG": "C.UTF-8",
@@ -180,6 +188,7 @@ class LocalBatch(BatchSystem):
                     stderr=subprocess.STDOUT,
                     env=env,
                     start_new_session=True,
+                    **_as_account(account),
                 )
             (workdir / "pid").write_text(f"{process.pid}\n", encoding="utf-8")
             self._processes[backend_id] = process
@@ -255,6 +264,13 @@ class LocalBatch(BatchSystem):
         for process in self._processes.values():
             process.poll()
         self._processes.clear()
+
+
+def _as_account(account: pwd.struct_passwd | None) -> dict[str, Any]:
+    """Popen's arguments to run as ``account`` (its own group only); none for the factory's."""
+    if account is None:
+        return {}
+    return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
 
 
 def _read_pid(path: Path) -> int | None:
