@@ -129,20 +129,24 @@ def test_release_settings_and_a_changed_identity(
     pool = x509_pool.pool
     _alice_jobs(x509_pool, 3)
     with x509_pool.https(pool.token("pilot-a", "pilot")) as http:
-        # One single-cpu pilot per job, all under the token of pilot-a.
-        pilot = ProtocolPilot(http, "a0")
-        claims = [pilot.claim()] + [ProtocolPilot(http, f"a{i}").claim() for i in (1, 2)]
+        # One single-cpu pilot per job, all under the token of pilot-a; each acts on its
+        # own claim (its secret tells them apart).
+        pilots = [ProtocolPilot(http, f"a{i}") for i in (0, 1, 2)]
+        claims = [p.claim() for p in pilots]
+        pilot = pilots[0]
         stale = pilot.key(claims[0]).json()["key"]
         time.sleep(1.5)
         assert error_of(pilot.fetch(claims[0], stale)[0])[:2] == (403, "RetrievalKeyExpired")
 
         # A weak key in the CSR is bad input, and the refusal does not spend the key.
+        pilot = pilots[1]
         key = pilot.key(claims[1]).json()["key"]
         weak, _ = make_proxy_request(key_bits=1024)
         weak_pem = weak.public_bytes(serialization.Encoding.PEM).decode()
         answer = http.post(
             f"/pilot/v1/claims/{claims[1]}/credential",
             json={"v": 1, "key": key, "csr_pem": weak_pem},
+            headers=pilot.headers,
         )
         assert error_of(answer)[:2] == (422, "BadInput")
 
@@ -155,6 +159,7 @@ def test_release_settings_and_a_changed_identity(
             assert abs(released.json()["not_after"] - stored_end) < 1
 
             # Alice destroys her credential and delegates Bob's: her job gets neither.
+            pilot = pilots[2]
             key = pilot.key(claims[2]).json()["key"]
             assert alice.delete("/api/v1/credential").status_code == 204
             assert error_of(pilot.fetch(claims[2], key)[0])[:2] == (404, "NoStoredCredential")
@@ -166,5 +171,6 @@ def test_release_settings_and_a_changed_identity(
         # A job submitted without a credential has no key to give.
         with x509_pool.https(pool.token("carol", "user")) as carol:
             assert x509_pool.submit(carol, None).status_code == 201
-        plain = ProtocolPilot(http, "a3").claim()
+        pilot = ProtocolPilot(http, "a3")
+        plain = pilot.claim()
         assert error_of(pilot.key(plain))[:2] == (409, "JobWithoutCredential")
