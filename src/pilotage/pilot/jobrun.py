@@ -7,12 +7,19 @@ recycled process group), measures its usage, and uploads its outputs. It returns
 :class:`~pilotage.pilot.wire.JobResult` to report, or ``None`` when nothing may be
 reported: the claim was revoked, its lease lost, the agent stopping, or the server
 forgot it.
+
+No output may carry a credential: the packed outputs are searched for the key material of
+every credential file the agent holds for the claim (:meth:`JobRun.credential_files`: the
+pilot's own token, and in :class:`~pilotage.pilot.switched.SwitchedRun` the job's proxy);
+a hit holds the job (code 12) and nothing is uploaded. A job that fills the disk gets its
+files deleted first, then its result reported: reporting needs no disk space.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import http.client
 import logging
 import os
@@ -29,13 +36,23 @@ from pilotage.errors import BadInput, Transient, Unreachable, UserError
 from pilotage.queue.sandbox import SandboxError, extract
 
 from .client import Client, retrying
-from .outputs import OutputError, is_safe_relpath, pack_outputs, select_outputs, snapshot
+from .outputs import (
+    OutputError,
+    credential_needles,
+    find_credential,
+    is_safe_relpath,
+    pack_outputs,
+    select_outputs,
+    snapshot,
+)
 from .wire import Claim, Failure, HoldCode, JobResult
 
 log = logging.getLogger("pilotage.pilot")
 
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 KILL_GRACE_S = 10.0
+#: Write failures that mean the node's disk (or the account's quota) is full.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class _Gone(Exception):
@@ -102,8 +119,11 @@ class JobRun:
         workdir: Path,
         max_sandbox_bytes: int,
         granted_at: float,
+        pilot_credential: Path | None = None,
     ) -> None:
         self.claim = claim
+        #: The pilot's own credential file (``--token``): never sent out in an output.
+        self.pilot_credential = pilot_credential
         self.scratch = workdir / claim.claim_id
         self._workdir = workdir
         self._client = client
@@ -184,6 +204,35 @@ class JobRun:
             log.error("%s: cannot run here (%s); dropping the claim", self.tag, exc)
             self.stop(f"node error: {exc}")
             return None
+
+    def credential_files(self) -> list[Path]:
+        """The credential files whose key material no output may carry."""
+        return [self.pilot_credential] if self.pilot_credential is not None else []
+
+    def refuse_credential(self, tar: IO[bytes]) -> Failure | None:
+        """Hold (code 12) outputs that carry a credential, naming the file; else None."""
+        name = find_credential(tar, credential_needles(self.credential_files()))
+        if name is None:
+            return None
+        tar.close()
+        log.warning("%s: the output %r carries a credential; nothing uploaded", self.tag, name)
+        return Failure(
+            HoldCode.OUTPUT,
+            f"the output {name!r} carries the job's credential (its private key); "
+            "nothing was uploaded: never return x509_proxy or a copy of it",
+        )
+
+    def disk_full(self, exc: OSError) -> Failure:
+        """The failure to report when the outputs could not be written: the disk is full.
+
+        The job's files were deleted first (by the caller), so the report can be sent.
+        """
+        log.warning("%s: the outputs cannot be written (%s); job files deleted", self.tag, exc)
+        return Failure(
+            HoldCode.OUTPUT,
+            "the outputs could not be written on the node: "
+            f"{exc.strerror or exc} (did the job fill the disk?); nothing was uploaded",
+        )
 
     def cleanup(self) -> None:
         """Kill anything of the job still alive and delete its directory."""
@@ -341,6 +390,14 @@ class JobRun:
         except OutputError as exc:
             log.warning("%s: %s", self.tag, exc)
             return Failure(HoldCode.OUTPUT, str(exc))
+        except OSError as exc:
+            if exc.errno not in DISK_FULL:
+                raise
+            remove_tree(self.scratch)  # room for whatever comes next; nothing is kept
+            return self.disk_full(exc)
+        refused = self.refuse_credential(tar)
+        if refused is not None:
+            return refused
         return self._upload(tar, len(names))
 
     def _upload(self, tar: IO[bytes], count: int) -> Failure | None:

@@ -4,13 +4,21 @@ The protocol's rule: with ``transfer_output_files`` the listed paths (each must 
 without, every regular file at the top of the scratch directory that the job created or
 changed (the input files it was given only if changed). ``output`` and ``error`` are
 always included when the job names them: they are the job's stdout and stderr.
+
+No output may carry a credential (security review, finding 10): a job can link or copy
+its ``x509_proxy`` into its outputs, and the private key would then sit unsealed in the
+server's spool. :func:`find_credential` searches the packed outputs for the key material
+of every credential the agent holds (:func:`credential_needles`) before anything is sent.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import posixpath
+import re
 import stat
+import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,3 +106,63 @@ def pack_outputs(scratch: Path, names: list[str], max_bytes: int, tmp_dir: Path)
         raise
     out.flush()
     return out
+
+
+_KEY_BLOCK = re.compile(
+    rb"-----BEGIN ([A-Z ]*)PRIVATE KEY-----\r?\n(.*?)-----END \1PRIVATE KEY-----", re.S
+)
+#: The shortest piece of a credential searched for: long enough never to occur by chance.
+_MIN_NEEDLE = 40
+_CHUNK = 1 << 20
+
+
+def credential_needles(files: list[Path]) -> list[bytes]:
+    """What an output must not contain, from the credential files the agent holds.
+
+    For each file: its whole content; for each private key in it, the PEM block, each
+    line of its body, and the key's DER (whole, and in slices, so a partial copy is seen).
+    A file that is missing or not a regular file of its own is skipped.
+    """
+    needles: set[bytes] = set()
+    for path in files:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        with os.fdopen(fd, "rb") as file:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                continue
+            data = file.read(1 << 20)
+        needles.add(data.strip())
+        for block in _KEY_BLOCK.finditer(data):
+            needles.add(block.group(0))
+            lines = block.group(2).split()
+            needles.update(line for line in lines if b":" not in line)
+            try:
+                der = base64.b64decode(b"".join(line for line in lines if b":" not in line))
+            except ValueError:
+                continue
+            needles.add(der)
+            needles.update(der[at : at + 64] for at in range(0, len(der) - 63, 64))
+    return sorted(n for n in needles if len(n) >= _MIN_NEEDLE)
+
+
+def find_credential(tar: IO[bytes], needles: list[bytes]) -> str | None:
+    """The first member of the packed outputs ``tar`` that holds any of ``needles``."""
+    if not needles:
+        return None
+    overlap = max(len(n) for n in needles) - 1
+    tar.seek(0)
+    with tarfile.open(fileobj=tar, mode="r:") as archive:
+        for member in archive:
+            stream = archive.extractfile(member) if member.isreg() else None
+            if stream is None:
+                continue
+            tail = b""
+            while chunk := stream.read(_CHUNK):
+                window = tail + chunk
+                if any(n in window for n in needles):
+                    return member.name
+                tail = window[-overlap:]
+    tar.seek(0)
+    return None

@@ -1,63 +1,82 @@
 """Running a claim through the switch (``--switch``): every action in the owner's name.
 
-Opt-in. With ``--switch COMMAND`` (e.g. ``sudo -n -C 5 /opt/pilotage-exec/bin/pilotage-exec``,
+With ``--switch COMMAND`` (e.g. ``sudo -n -C 5 /opt/pilotage-exec/bin/pilotage-exec``,
 split like a shell would) each claim runs as :class:`SwitchedRun` instead of
-:class:`~pilotage.pilot.jobrun.JobRun`; without it nothing here is used. The agent stays at
-the pilot's uid; what touches the job's files runs through ``pilotage-exec`` as the account
-the site maps the job's credential to (docs/switch.md, DESIGN.md step 5).
+:class:`~pilotage.pilot.jobrun.JobRun`. The agent stays at the pilot's uid; what touches
+the job's files runs through ``pilotage-exec`` as the account the site maps the job's
+credential to (docs/switch.md, DESIGN.md step 5).
 
-The claim's directory ``workdir/<claim_id>/`` is the pilot's, mode 0711 (others may pass,
-not list):
+Every action the user runs is the same command, ``python3 -I -S <workdir>/<wrapper>``
+(:mod:`pilotage.pilot.wrapper`, written by the agent, 0644): its standard input is a Unix
+socket over which the agent sends the request (the job's argv, environment and stdio) and,
+as ``SCM_RIGHTS``, an exec-status pipe only the wrapper holds. So nothing of the job shows
+in any command line, in the switch's audit or in syslog (seed 000 §3.1; review finding 1),
+and the agent learns that the job started (end-of-file) or why it could not (a line), in
+linger mode or not (seed 000 §4.1).
+
+The claim's directory ``workdir/<claim_id>/`` is the pilot's, mode 0711 at all times: no
+other account can create anything in it (finding 3).
 
 - ``proxy`` (the pilot's, 0600): the job's credential, fetched with the claim's one-time key
-  (docs/pilot-protocol.md, "The job's credential"); ``PILOTAGE_EXEC_USER_CREDENTIAL``.
+  (docs/pilot-protocol.md, "The job's credential"); ``PILOTAGE_EXEC_USER_CREDENTIAL``. The
+  pilot's own credential (``--token``) goes as ``PILOTAGE_EXEC_PILOT_CREDENTIAL``, for the
+  sites that authorize both (seed 000 §4.2).
 - ``x509_proxy`` (the user's, 0600): the user's copy, written by the switch, which is given
   the claim's directory as ``PILOTAGE_EXEC_TARGET_DIR``; ``X509_USER_PROXY`` names it. It
   sits outside the job's directory so it is never taken for an output.
 - ``stage/`` (the pilot's, 0700): the input sandbox, unpacked and checked exactly as
   without the switch (hold codes 10, 11, 13), then removed.
-- ``job/`` (the user's, 0700): the job's scratch directory. The user makes it: for one
-  switch call (``mkdir job && cd job && tar -xf -``, fed with the stage re-packed, seed 000
-  §3.1) the claim's directory is 1733, like ``/tmp`` (others may create, not list; the
-  sticky bit keeps them from removing or renaming what is not theirs), then 0711 again. So
-  every file of the job is the user's and no privilege is needed to hand anything over;
-  the only thing another local account could do in that window is take the name ``job``
-  first, which fails the unpacking (the job is held, nothing is exposed).
-- ``out/`` (the pilot's, 0700): the outputs, ``tar -cf -`` run as the user in ``job/`` and
-  read through a pipe with every check of :func:`pilotage.queue.sandbox.extract`; selection
-  and upload are then those of the plain agent. Input files the job did not change are
-  recognised by size and modification time in whole seconds (inodes differ across the
-  copies).
+- ``job/`` (the user's, 0700): made by the switch for a call with a target directory; the
+  wrapper unpacks the stage, re-packed, into it with ``tar -xf -`` (seed 000 §3.1). So
+  every file of the job is the user's and no privilege is needed to hand anything over.
+- ``out/`` (the pilot's, 0700): the outputs, packed by the wrapper as the user and read
+  through a pipe with every check of :func:`pilotage.queue.sandbox.extract`; selection,
+  the credential check (finding 10) and upload are then those of the plain agent. Input
+  files the job did not change are recognised by size and modification time in whole
+  seconds (inodes differ across the copies).
 
-Signals go through ``pilotage-exec --signal SIG --job ID``; after the job ends a SIGKILL to
-its family takes any straggler. Clean-up empties ``job/`` as the user, then the agent
-deletes the claim's directory. Each call passes the status channel as descriptor 3
-(hence ``sudo -C 4`` or more) and reads its line: ``0 started <pid>``, or ``<code>
-<message>``; 201 and 203 hold the job with the switch's message, 202 (site or transient)
-drops the claim unreported, so its lease lapses and the job is matched again elsewhere
-(seed 000 §4.5, §4.7). Making the key and CSR of the job's credential needs
+The job's family is keyed by the claim id (``PILOTAGE_EXEC_JOB_ID``, unique per pool and
+claim); the job id goes as ``PILOTAGE_EXEC_JOB_NAME``, for the audit. Signals go through
+``pilotage-exec --signal SIG --job <claim id>``; after the job ends a SIGKILL to its family
+takes any straggler. Clean-up runs the wrapper's ``clean`` as the user: it truncates the
+user's credential copy and empties ``job/`` whatever modes the job left (finding 5); the
+agent then deletes the claim's directory. A job that filled the disk has its files deleted
+before its result is reported.
+
+Each switch call passes the switch's own status channel as descriptor 3 (hence ``sudo
+-C 4`` or more) and reads its line: ``0 started <pid>``, or ``<code> <message>``; 201 and
+203 hold the job with the switch's message, 202 (site or transient) drops the claim
+unreported, so its lease lapses and the job is matched again elsewhere (seed 000 §4.5,
+§4.7). A wrapper that never took its request (unreadable work path, no ``python3``) is the
+node's fault: the claim is dropped. Making the key and CSR of the job's credential needs
 ``cryptography``, imported here only in this mode (the switch needs it on the node anyway).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
+import json
 import logging
 import os
+import pkgutil
 import posixpath
 import re
 import shutil
 import signal
+import socket
+import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, BinaryIO, TypeVar, cast
 
 from pilotage.errors import OperatorError, Transient, UserError
 from pilotage.queue.sandbox import SandboxError, extract, pack
 
 from .client import error_kind, retrying
-from .jobrun import DEFAULT_PATH, JobRun, _Gone, build_environment, remove_tree
+from .jobrun import DEFAULT_PATH, DISK_FULL, JobRun, _Gone, build_environment, remove_tree
 from .outputs import OutputError, is_safe_relpath, pack_outputs, select_outputs, snapshot
 from .wire import Failure, HoldCode, JobResult
 
@@ -66,7 +85,8 @@ T = TypeVar("T")
 
 #: The descriptor the switch writes its status line to, in its own process.
 STATUS_FD = 3
-SHELL = "/bin/sh"
+#: The interpreter the switch runs the wrapper with, found in the switch's own PATH.
+PYTHON = ("python3", "-I", "-S")
 NO_CREDENTIAL = (
     "this pilot runs jobs only under their owner's identity; submit with use_x509userproxy"
 )
@@ -76,27 +96,36 @@ _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\r?\n.*?-----END CERTIFICAT
 #: No status line at all (a dead switch: 202, or ``--signal``'s success).
 _NO_LINE = -202
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+#: How long the agent waits for the wrapper to take its request.
+_SEND_TIMEOUT_S = 120.0
+#: The names the switch gives the user's credential copy in the target directory.
+_COPIES = ("x509_proxy", "bearer_token")
 
-# The user's side of each action: fixed scripts, every value a positional argument.
-_UNPACK = 'umask 077 && mkdir -- "$1" && cd -- "$1" && exec tar -xf -'
-_RUN = """cd -- "$1" || exit 125
-case $3 in */*) mkdir -p -- "${3%/*}" ;; esac
-case $4 in */*) mkdir -p -- "${4%/*}" ;; esac
-exec <"$2" >"$3"
-if [ "$4" = "&1" ]; then exec 2>&1; else exec 2>"$4"; fi
-n=$5
-shift 5
-while [ "$n" -gt 0 ]; do export "$1"; n=$((n - 1)); shift; done
-exec "$@"
-"""
-_COLLECT_TOP = """cd -- "$1" || exit 1
-shift
-{ find . -mindepth 1 -maxdepth 1 -type f -printf '%P\\0'
-  for f in "$@"; do if [ -e "$f" ]; then printf '%s\\0' "$f"; fi; done
-} | sort -zu | exec tar -cf - --null --no-recursion -T -
-"""
-_COLLECT_LISTED = 'cd -- "$1" || exit 1; shift; exec tar -cf - --ignore-failed-read -- "$@"'
-_CLEAN = 'cd -- "$1" || exit 1; chmod -R u+rwX . 2>/dev/null; exec find . -mindepth 1 -delete'
+_wrapper_lock = threading.Lock()
+_wrappers: dict[Path, Path] = {}
+
+
+def install_wrapper(workdir: Path) -> Path:
+    """Write the job wrapper into ``workdir`` (once per agent), mode 0644; its path.
+
+    The file is the pilot's in the pilot's directory: the user can read and run it, never
+    change it. It is replaced atomically if an older one is there.
+    """
+    with _wrapper_lock:
+        if workdir in _wrappers:
+            return _wrappers[workdir]
+        source = pkgutil.get_data("pilotage.pilot", "wrapper.py")
+        if source is None:
+            raise OperatorError("the job wrapper (pilotage/pilot/wrapper.py) is missing")
+        path = workdir / "pilotage-job-wrapper.py"
+        tmp = workdir / f".pilotage-job-wrapper.{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "wb") as out:
+            out.write(source)
+        os.chmod(tmp, 0o644)  # whatever the umask: the job's owner must read it
+        os.replace(tmp, path)
+        _wrappers[workdir] = path
+        return path
 
 
 def check_switch_mode() -> None:
@@ -149,6 +178,10 @@ class _Refused(Exception):
         self.message = message
 
 
+class _CannotStart(Exception):
+    """The wrapper ran but could not start the job: its sentence (the owner's to fix)."""
+
+
 class SwitchedRun(JobRun):
     """A claim whose job, files and signals are handled as its owner, through the switch."""
 
@@ -156,40 +189,53 @@ class SwitchedRun(JobRun):
         super().__init__(*args, **kwargs)
         self.switch = switch
         self._program = shutil.which(switch[0]) or switch[0]
-        self.home = self.scratch  # workdir/<claim_id>: the pilot's
-        self.scratch = self.home / "job"  # the user's
+        self.home = self.scratch  # workdir/<claim_id>: the pilot's, 0711
+        self.scratch = self.home / "job"  # the user's, made by the switch
         self.proxy = self.home / "proxy"
         self._pid: int | None = None
         self._started_at = 0.0
-        self._unpacked = False
+        #: Whether the switch ever started the wrapper: only then is there anything of the
+        #: user's to clean (a ``job/``, a credential copy).
+        self._ran_as_user = False
+
+    def credential_files(self) -> list[Path]:
+        """The job's proxy (the same bytes as the user's copy) and the pilot's credential."""
+        return [self.proxy, *super().credential_files()]
 
     # -- the switch ------------------------------------------------------------------
 
-    def _env(self) -> dict[str, str]:
-        return {
+    def _env(self, *, target: bool, family: bool) -> dict[str, str]:
+        """The switch's environment: credentials, and the target dir and family if asked."""
+        env = {
             "PATH": os.environ.get("PATH") or DEFAULT_PATH,
             "PILOTAGE_EXEC_USER_CREDENTIAL": str(self.proxy),
-            "PILOTAGE_EXEC_TARGET_DIR": str(self.home),
-            "PILOTAGE_EXEC_JOB_ID": self.claim.job_id,
+            "PILOTAGE_EXEC_JOB_NAME": self.claim.job_id,
             "PILOTAGE_EXEC_STATUS_FD": str(STATUS_FD),
         }
+        if self.pilot_credential is not None:
+            env["PILOTAGE_EXEC_PILOT_CREDENTIAL"] = str(self.pilot_credential)
+        if target:
+            env["PILOTAGE_EXEC_TARGET_DIR"] = str(self.home)
+        if family:
+            env["PILOTAGE_EXEC_JOB_ID"] = self.claim.claim_id
+        return env
 
-    def _launch(self, args: list[str], stdin: int, stdout: int, stderr: int) -> tuple[int, int]:
+    def _launch(self, args: list[str], stdin: int, env: dict[str, str]) -> tuple[int, int]:
         """Start the switch with ``args`` in a new session; its pid and status read end.
 
-        ``posix_spawn`` places the descriptors (0, 1, 2 and the status channel at 3) in
-        the child only, so concurrent claims never see each other's.
+        ``posix_spawn`` places the descriptors (0, then /dev/null as 1 and 2, the status
+        channel at 3) in the child only, so concurrent claims never see each other's.
         """
         read_fd, write_fd = os.pipe()
         high: list[int] = []
         try:
-            for fd in (stdin, stdout, stderr, write_fd):
-                high.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10))
+            with open(os.devnull, "r+b") as null:
+                for fd in (stdin, null.fileno(), null.fileno(), write_fd):
+                    high.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10))
             actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(high)]
             pid = os.posix_spawn(
-                self._program, [*self.switch, *args], self._env(),
-                file_actions=actions, setsid=True,
-            )  # fmt: skip
+                self._program, [*self.switch, *args], env, file_actions=actions, setsid=True
+            )
         except BaseException:
             os.close(read_fd)
             raise
@@ -218,32 +264,97 @@ class SwitchedRun(JobRun):
             return 202, f"pilotage-exec sent an unreadable status line {line[:200]!r}"
         return int(code), message
 
-    def _call_switch(
-        self, args: list[str], *, stdin: int | None = None, stdout: int | None = None,
-        reader: Callable[[], T] | None = None, started: bool = True,
-    ) -> tuple[int, T | None]:  # fmt: skip
-        """One short action through the switch; its exit code and what ``reader`` read.
+    def _wrapper(
+        self, request: dict[str, Any], passed: tuple[int, ...] = (), *, job: bool = False
+    ) -> tuple[int, int]:
+        """Start the wrapper through the switch and hand it ``request``.
 
-        ``started=False`` for ``--signal``, which starts nothing: only a refusal writes a
-        line, so end-of-file is success.
+        Returns the switch's pid and the read end of the exec-status pipe. ``passed``
+        descriptors follow the status pipe (``{"fd": 1}`` is the first of them); they are
+        closed here. ``job``: the job itself (target directory and family set).
         """
-        with open(os.devnull, "r+b") as null:
-            pid, status_fd = self._launch(
-                args,
-                null.fileno() if stdin is None else stdin,
-                null.fileno() if stdout is None else stdout,
-                null.fileno(),
-            )
-        if stdout is not None:
-            os.close(stdout)  # the child has its copy; end-of-file must reach ``reader``
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        status_r, status_w = os.pipe()
+        args = ["--", *PYTHON, str(install_wrapper(self._workdir))]
+        env = self._env(target=job or request.get("action") == "unpack", family=job)
+        request = {"v": 1, **request, "action": "run" if request["action"] == "unpack"
+                   else request["action"]}  # fmt: skip
         try:
-            code, message = self._status(status_fd)
-            if code != 0 and (started or code != _NO_LINE):
-                raise _Refused(code, message)
+            with theirs, ours:
+                with self._lock:
+                    if job and not self.alive:
+                        raise _Gone
+                    pid, switch_status = self._launch(args, theirs.fileno(), env)
+                    if job:
+                        self._pid = pid
+                theirs.close()
+                code, message = self._status(switch_status)
+                if code != 0:
+                    self._reap(pid)
+                    raise _Refused(code, message)
+                self._ran_as_user = True
+                self._hand_over(ours, pid, request, (status_w, *passed))
+        except BaseException:
+            os.close(status_r)
+            raise
+        finally:
+            for fd in (status_w, *passed):
+                os.close(fd)
+        return pid, status_r
+
+    def _hand_over(
+        self, sock: socket.socket, pid: int, request: dict[str, Any], fds: tuple[int, ...]
+    ) -> None:
+        """Send the request and descriptors; wait for the wrapper's acknowledgement."""
+        data = json.dumps(request).encode()
+        sock.settimeout(_SEND_TIMEOUT_S)
+        try:
+            sent = socket.send_fds(sock, [data], list(fds))
+            sock.sendall(data[sent:])
+            sock.shutdown(socket.SHUT_WR)  # end-of-file: the whole request is there
+            ack = sock.recv(1)
+        except OSError as exc:
+            ack = b""
+            log.warning("%s: the job wrapper did not take its request (%s)", self.tag, exc)
+        if ack != b"R":
+            code = self._reap(pid)
+            raise OSError(
+                f"the job wrapper did not start as the job's owner (exit {code}); is every "
+                f"directory to {install_wrapper(self._workdir)} searchable by others?"
+            )
+
+    def _reap(self, pid: int) -> int:
+        with self._lock:
+            if pid == self._pid:
+                self._exited = True
+        _pid, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status)
+
+    @staticmethod
+    def _exec_status(status_r: int) -> str:
+        """The wrapper's line, or "" at end-of-file (it exec'd, or finished its action)."""
+        data = b""
+        try:
+            while chunk := os.read(status_r, 4096):
+                data += chunk
+        finally:
+            os.close(status_r)
+        return data.decode(errors="replace").strip()
+
+    def _action(
+        self, request: dict[str, Any], passed: tuple[int, ...] = (),
+        reader: Callable[[], T] | None = None,
+    ) -> T | None:  # fmt: skip
+        """One short action as the user; what ``reader`` read. Raises on any failure."""
+        pid, status_r = self._wrapper(request, passed)
+        try:
             got = reader() if reader is not None else None
         finally:
-            _pid, status = os.waitpid(pid, 0)
-        return os.waitstatus_to_exitcode(status), got
+            message = self._exec_status(status_r)
+            code = self._reap(pid)
+        if message or code != 0:
+            raise _CannotStart(message or f"the wrapper's {request['action']} exited {code}")
+        return got
 
     def _running(self) -> bool:
         return self._pid is not None and not self._exited
@@ -252,9 +363,19 @@ class SwitchedRun(JobRun):
         self._send(signal.Signals(signum).name.removeprefix("SIG"))
 
     def _send(self, name: str) -> None:
+        """``--signal``: only a refusal writes a line, so end-of-file is success."""
+        args = ["--signal", name, "--job", self.claim.claim_id]
         try:
-            self._call_switch(["--signal", name, "--job", self.claim.job_id], started=False)
-        except (_Refused, OSError) as exc:
+            with open(os.devnull, "rb") as null:
+                pid, status_fd = self._launch(
+                    args, null.fileno(), self._env(target=False, family=False)
+                )
+            code, message = self._status(status_fd)
+            os.waitpid(pid, 0)
+            if code != _NO_LINE:
+                log.warning("%s: SIG%s not delivered through the switch (%d %s)",
+                            self.tag, name, code, message)  # fmt: skip
+        except OSError as exc:
             log.warning("%s: SIG%s not delivered through the switch (%s)", self.tag, name, exc)
 
     # -- the claim -------------------------------------------------------------------
@@ -263,7 +384,9 @@ class SwitchedRun(JobRun):
         """Run the claim to its end through the switch; the result, or None if none may be."""
         try:
             os.mkdir(self.home, 0o700)
-            os.chmod(self.home, 0o711)  # noqa: S103 - passable, not listable
+            # Invariant: the claim's directory stays 0711 (pass, not list; no one else
+            # creates anything in it) for its whole life.
+            os.chmod(self.home, 0o711)  # noqa: S103
             failure = self._credential()
             if failure is not None:
                 return JobResult(failure=failure)
@@ -271,7 +394,9 @@ class SwitchedRun(JobRun):
             if isinstance(prepared, Failure):
                 return JobResult(failure=prepared)
             before, program = prepared
-            self._start_job(program)
+            started = self._start_job(program)
+            if isinstance(started, Failure):
+                return JobResult(failure=started)
             result = self._wait_job()
             if not self.alive:
                 return None
@@ -335,7 +460,7 @@ class SwitchedRun(JobRun):
         return None
 
     def _prepare(self) -> Failure | tuple[dict[str, tuple[int, int]], str]:
-        """Stage and check the sandbox, then hand it to the user as ``job/``."""
+        """Stage and check the sandbox, then have the user unpack it into ``job/``."""
         stage = self.home / "stage"
         if self.claim.has_input_sandbox:
             failure = self._fetch_input(stage)
@@ -359,50 +484,44 @@ class SwitchedRun(JobRun):
             tar.seek(0)
             remove_tree(stage)
             os.unlink(self.home / "stage.tar")  # the open descriptor still reads it
-            os.chmod(self.home, 0o1733)  # noqa: S103 - one call; see the docstring
+            request = {
+                "action": "unpack", "dir": str(self.scratch), "argv": ["tar", "-xf", "-"],
+                "stdin": {"fd": 1}, "umask": 0o077,
+            }  # fmt: skip
             try:
-                code, _ = self._call_switch(
-                    ["--", SHELL, "-c", _UNPACK, "sh", str(self.scratch)], stdin=tar.fileno()
+                self._action(request, (os.dup(tar.fileno()),))
+            except _CannotStart as exc:
+                return Failure(
+                    HoldCode.INPUT_REFUSED,
+                    f"the input sandbox could not be unpacked as the job's owner ({exc})",
                 )
-                self._unpacked = self.scratch.exists()
-            finally:
-                os.chmod(self.home, 0o711)  # noqa: S103 - passable, not listable
-        if code != 0:
-            return Failure(
-                HoldCode.INPUT_REFUSED,
-                f"the input sandbox could not be unpacked as the job's owner (exit {code})",
-            )
         return before, str(program)
 
-    def _start_job(self, program: str) -> None:
-        """Start the job through the switch and read its status line."""
+    def _start_job(self, program: str) -> Failure | None:
+        """Start the job through the switch and the wrapper; a failure is the owner's."""
         claim = self.claim
         env = build_environment(claim, self.scratch)
         if "PATH" not in claim.environment:
             del env["PATH"]  # the switch's configured PATH
-        pairs = [f"{k}={v}" for k, v in env.items() if _ENV_NAME.match(k)]
-        error = claim.error or os.devnull
+        error: str | None = claim.error
         if claim.error is not None and claim.error == claim.output:
             error = "&1"
-        args = [
-            "--", SHELL, "-c", _RUN, "sh", str(self.scratch), claim.input or os.devnull,
-            claim.output or os.devnull, error, str(len(pairs)), *pairs, program,
-            *claim.arguments,
-        ]  # fmt: skip
-        with open(os.devnull, "r+b") as null, self._lock:
-            if not self.alive:
-                raise _Gone
-            self._pid, status_fd = self._launch(args, null.fileno(), null.fileno(), null.fileno())
+        request = {
+            "action": "run", "dir": str(self.scratch), "argv": [program, *claim.arguments],
+            "env": {k: v for k, v in env.items() if _ENV_NAME.match(k)},
+            "stdin": claim.input, "stdout": claim.output, "stderr": error,
+        }  # fmt: skip
+        pid, status_r = self._wrapper(request, job=True)
         self._started_at = time.monotonic()
-        code, message = self._status(status_fd)
-        if code != 0:
-            with self._lock:
-                self._exited = True
-            os.waitpid(self._pid, 0)
-            raise _Refused(code, message)
-        log.info("%s: started through pilotage-exec (%s)", self.tag, message)
+        message = self._exec_status(status_r)
+        if message:
+            code = self._reap(pid)
+            log.warning("%s: the job could not start (exit %d): %s", self.tag, code, message)
+            return Failure(HoldCode.START, f"the job could not be started as its owner: {message}")
+        log.info("%s: started through pilotage-exec (pid %d)", self.tag, pid)
         if not self.alive:  # stopped before the switch had recorded the job's family
             self._send("TERM")
+        return None
 
     def _wait_job(self) -> JobResult:
         assert self._pid is not None
@@ -427,31 +546,41 @@ class SwitchedRun(JobRun):
         return result
 
     def _collect(self, before: dict[str, tuple[int, int]]) -> Failure | None:
-        """Bring the outputs over as the user (``tar -cf -``), then select and upload."""
+        """Bring the outputs over as the user, check them, then select and upload."""
+        try:
+            return self._collect_outputs(before)
+        except OSError as exc:
+            if exc.errno not in DISK_FULL:
+                raise
+            self._clean_job()  # room first: the report itself needs no disk
+            remove_tree(self.home / "out")
+            return self.disk_full(exc)
+
+    def _collect_outputs(self, before: dict[str, tuple[int, int]]) -> Failure | None:
         claim = self.claim
         streams = [n for n in (claim.output, claim.error) if n is not None and is_safe_relpath(n)]
-        if claim.transfer_output_files is None:
-            script, names = _COLLECT_TOP, streams
-        else:
-            script = _COLLECT_LISTED
-            listed = [*claim.transfer_output_files, *streams]
-            names = sorted({posixpath.normpath(n) for n in listed if is_safe_relpath(n)})
+        top = claim.transfer_output_files is None
+        listed = [*(claim.transfer_output_files or ()), *streams]
+        names = sorted({posixpath.normpath(n) for n in listed if is_safe_relpath(n)})
         out = self.home / "out"
         os.mkdir(out, 0o700)
-        if names or claim.transfer_output_files is None:
+        if names or top:
             read_fd, write_fd = os.pipe()
+            request = {"action": "collect", "dir": str(self.scratch), "names": names,
+                       "top": top, "stdout": {"fd": 1}}  # fmt: skip
             with os.fdopen(read_fd, "rb") as pipe:
                 try:
-                    self._call_switch(
-                        ["--", SHELL, "-c", script, "sh", str(self.scratch), *names],
-                        stdout=write_fd,
+                    self._action(
+                        request, (write_fd,),
                         reader=lambda: extract(
                             cast(BinaryIO, pipe), out, max_bytes=2 * self._max_bytes
                         ),
-                    )
+                    )  # fmt: skip
                 except SandboxError as exc:
                     log.warning("%s: outputs refused: %s", self.tag, exc.message)
                     return Failure(HoldCode.OUTPUT, f"the output sandbox is refused: {exc.message}")
+                except _CannotStart as exc:
+                    return Failure(HoldCode.OUTPUT, f"the outputs could not be read: {exc}")
         unchanged = {
             name: stamp
             for name, stamp in snapshot(out).items()
@@ -467,20 +596,34 @@ class SwitchedRun(JobRun):
         except OutputError as exc:
             log.warning("%s: %s", self.tag, exc)
             return Failure(HoldCode.OUTPUT, str(exc))
+        refused = self.refuse_credential(tar)
+        if refused is not None:
+            return refused
         return self._upload(tar, len(chosen))
 
+    def _clean_job(self) -> None:
+        """As the user: empty the credential copies and ``job/``, whatever their modes."""
+        if not self._ran_as_user:
+            return
+        request = {
+            "action": "clean", "dir": str(self.scratch),
+            "credentials": [str(self.home / name) for name in _COPIES],
+        }  # fmt: skip
+        try:
+            self._action(request)
+        except (_Refused, _CannotStart, OSError) as exc:
+            log.warning("%s: the job's files not removed as its owner (%s)", self.tag, exc)
+
     def cleanup(self) -> None:
-        """Empty the job's directory as its owner, then delete the claim's directory."""
+        """Clean as the job's owner, then delete the claim's directory (the pilot's)."""
         with self._lock:
             if self._kill_timer is not None:
                 self._kill_timer.cancel()
-        if self._unpacked:
-            try:
-                self._call_switch(["--", SHELL, "-c", _CLEAN, "sh", str(self.scratch)])
-                os.rmdir(self.scratch)  # empty now; the parent is the pilot's
-            except (_Refused, OSError) as exc:
-                log.warning("%s: the job's directory not emptied (%s)", self.tag, exc)
+        self._clean_job()
         try:
+            # ``job/`` is the user's (0700): the pilot cannot list it, only remove it empty.
+            with contextlib.suppress(FileNotFoundError):
+                os.rmdir(self.scratch)
             remove_tree(self.home)
         except OSError as exc:
             log.warning("%s: %s not removed (%s)", self.tag, self.home, exc)
