@@ -21,6 +21,7 @@ from cryptography.x509.oid import NameOID
 
 from pilotage.credentials.ca import CertificateAuthority, IssuedCredential
 from pilotage.credentials.proxy import encode_proxy_cert_info, make_proxy
+from pilotage.credentials.trustdir import ALL_SUBJECTS
 from pilotage.x509.certificate import PPL_INHERIT_ALL, PROXY_CERT_INFO_OID, CredentialKey
 from pilotage.x509.chain import TrustStore
 
@@ -59,9 +60,14 @@ def make_pki(
     *,
     ca_subject: str = "CN=pilotage test CA,O=Example",
     user_subject: str = "CN=Alice,O=Example",
+    subjects: Sequence[str] = ALL_SUBJECTS,
 ) -> Pki:
-    """Create a CA (2048-bit key, for speed) and a user under ``root``."""
-    ca = CertificateAuthority.init(root / "ca", ca_subject, key_bits=2048)
+    """Create a CA (2048-bit key, for speed) and a user under ``root``.
+
+    ``subjects`` is the CA's namespace (globs); its trust directory carries it as
+    ``<hash>.namespaces`` and ``<hash>.signing_policy``, as validators require.
+    """
+    ca = CertificateAuthority.init(root / "ca", ca_subject, key_bits=2048, subjects=subjects)
     user = ca.issue_user(user_subject)
     trust_dir = root / "ca" / "certificates"
     return Pki(ca, user, trust_dir, TrustStore.from_directory(trust_dir))
