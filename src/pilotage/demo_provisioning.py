@@ -51,6 +51,11 @@ cpus = 2
 memory_mb = 1024
 disk_mb = 2048
 max_walltime_s = 3600
+[entry.policy]
+multi_user = "yes"
+setuid = "allow"
+log_only = "allow"
+bypass_on_error = "yes"
 
 [[entry]]
 name = "beta"
@@ -61,6 +66,11 @@ cpus = 2
 memory_mb = 2048
 disk_mb = 2048
 max_walltime_s = 3600
+[entry.policy]
+multi_user = "yes"
+setuid = "allow"
+log_only = "allow"
+bypass_on_error = "yes"
 """
 FRONTEND = """\
 [frontend]
@@ -146,6 +156,25 @@ def _live(entry: dict[str, Any]) -> int:
     return int(p["idle"] + p["running"] + p["held"])
 
 
+def start_services(
+    state: StateDir, root: Path, client: Client, stack: ExitStack
+) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
+    """Start a factory on ``root/entries.toml`` and a frontend on ``root/frontend.toml``
+    (named ``demo-factory`` and ``demo-frontend``), each with its own token; ``stack``
+    stops them and removes the pilots left."""
+    factory_token = _token_file(client, root, "demo-factory", "factory")
+    frontend_token = _token_file(client, root, "demo-frontend", "frontend")
+    factory_args = ["factory", "--entries", str(root / "entries.toml")]
+    factory_args += ["--workdir", str(root / "factory")]
+    factory = _service(state, root, factory_token, factory_args, "factory")
+    stack.callback(_cleanup_pilots, root / "factory" / "pilots")
+    stack.callback(_stop, factory)
+    frontend_args = ["frontend", "--config", str(root / "frontend.toml")]
+    frontend = _service(state, root, frontend_token, frontend_args, "frontend")
+    stack.callback(_stop, frontend)
+    return factory, frontend
+
+
 def run_with_server(
     state: StateDir, root: Path, console: Console, *, jobs: int = 4, timeout_s: float = 90
 ) -> int:
@@ -159,16 +188,7 @@ def run_with_server(
     (work / "job.submit").write_text(SUBMIT.format(jobs=jobs), encoding="utf-8")
     watch = Watch()
     with Client(locate(state, None, None, None)) as client, ExitStack() as stack:
-        factory_token = _token_file(client, root, "demo-factory", "factory")
-        frontend_token = _token_file(client, root, "demo-frontend", "frontend")
-        factory_args = ["factory", "--entries", str(root / "entries.toml")]
-        factory_args += ["--workdir", str(root / "factory")]
-        factory = _service(state, root, factory_token, factory_args, "factory")
-        stack.callback(_cleanup_pilots, root / "factory" / "pilots")
-        stack.callback(_stop, factory)
-        frontend_args = ["frontend", "--config", str(root / "frontend.toml")]
-        frontend = _service(state, root, frontend_token, frontend_args, "frontend")
-        stack.callback(_stop, frontend)
+        factory, frontend = start_services(state, root, client, stack)
         watch.note("start", (), "factory (entries alpha, beta) and frontend started", console)
 
         submitted_at: float | None = None
