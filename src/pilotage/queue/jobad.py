@@ -35,8 +35,36 @@ RESERVED = frozenset(
         "user",
         "x509userproxysubject",
         "maxwalltime",
+        # Set from the submit commands of the same meaning, and evaluated by the server.
+        "acctgroupuser",
+        "accountinggroup",
+        "jobbatchname",
+        "jobmaxretries",
+        "jobsuccessexitcode",
+        "numjobcompletions",
+        "numjobstarts",
+        *(p.lower() for p in ("PeriodicHold", "PeriodicRelease", "PeriodicRemove")),
+        *(p.lower() for p in ("OnExitHold", "OnExitRemove", "OnExitHoldReason")),
+        *(p.lower() for p in ("OnExitHoldSubCode", "PeriodicHoldReason", "PeriodicHoldSubCode")),
     }
 )
+
+#: JobPolicy field -> the job ad attribute HTCondor gives it.
+POLICY_ATTRS = {
+    "periodic_hold": "PeriodicHold",
+    "periodic_hold_reason": "PeriodicHoldReason",
+    "periodic_hold_subcode": "PeriodicHoldSubCode",
+    "periodic_release": "PeriodicRelease",
+    "periodic_remove": "PeriodicRemove",
+    "on_exit_hold": "OnExitHold",
+    "on_exit_hold_reason": "OnExitHoldReason",
+    "on_exit_hold_subcode": "OnExitHoldSubCode",
+    "on_exit_remove": "OnExitRemove",
+}
+#: HTCondor's numbers for ``notification`` (JobNotification).
+NOTIFICATION = {"never": 0, "always": 1, "complete": 2, "error": 3}
+#: ``max_retries`` when only ``retry_until`` is given (pilotage's choice, documented).
+DEFAULT_RETRIES = 10
 
 #: The resource clauses every job's Requirements carries, as HTCondor adds them.
 RESOURCE_CLAUSES = (
@@ -78,6 +106,8 @@ def check_spec_expressions(spec: JobSpec) -> None:
         parse_expr(spec.requirements, "requirements")
     if spec.rank is not None:
         parse_expr(spec.rank, "rank")
+    for field, value in spec.policy.expressions().items():
+        parse_expr(value, field)
     for name, value in spec.attrs.items():
         if name.lower() in RESERVED:
             raise BadInput(f"attribute +{name} is set by the pool and cannot be given")
@@ -120,7 +150,58 @@ def build_job_ad(spec: JobSpec, *, cluster_id: int, proc_id: int, owner: str, qd
     ad["Requirements"] = classad2.ExprTree(requirements_of(spec))
     if spec.rank is not None:
         ad["Rank"] = classad2.ExprTree(spec.rank)
+    _add_submit_attrs(ad, spec, owner)
     return str(ad)
+
+
+def on_exit_remove(spec: JobSpec) -> str | None:
+    """The job's OnExitRemove, built from the retry commands as ``condor_submit`` does."""
+    policy = spec.policy
+    if policy.on_exit_remove is not None:
+        return policy.on_exit_remove
+    if policy.max_retries is None and policy.retry_until is None:
+        return None
+    success = policy.success_exit_code or 0
+    expression = f"NumJobCompletions > JobMaxRetries || ExitCode =?= {success}"
+    if policy.retry_until is not None:
+        expression += f" || ({policy.retry_until})"
+    return expression
+
+
+def _add_submit_attrs(ad: Any, spec: JobSpec, owner: str) -> None:
+    """The attributes of the submit commands beyond resources: policy, batch, accounting."""
+    for field, attr in POLICY_ATTRS.items():
+        value = getattr(spec.policy, field)
+        if value is not None:
+            ad[attr] = classad2.ExprTree(value)
+    exit_remove = on_exit_remove(spec)
+    if exit_remove is not None:
+        ad["OnExitRemove"] = classad2.ExprTree(exit_remove)
+        ad["JobMaxRetries"] = (
+            DEFAULT_RETRIES if spec.policy.max_retries is None else spec.policy.max_retries
+        )
+    if spec.policy.success_exit_code is not None:
+        ad["JobSuccessExitCode"] = spec.policy.success_exit_code
+    ad["NumJobStarts"] = 0
+    ad["NumJobCompletions"] = 0
+    if spec.batch_name is not None:
+        ad["JobBatchName"] = spec.batch_name
+    if spec.accounting_group is not None:
+        user = spec.accounting_group_user or owner
+        ad["AcctGroup"] = spec.accounting_group
+        ad["AcctGroupUser"] = user
+        ad["AccountingGroup"] = f"{spec.accounting_group}.{user}"
+    if spec.notification is not None:
+        ad["JobNotification"] = NOTIFICATION[spec.notification]
+    if spec.notify_user is not None:
+        ad["NotifyUser"] = spec.notify_user
+    if spec.stream_output:
+        ad["StreamOut"] = True
+    if spec.stream_error:
+        ad["StreamErr"] = True
+    if spec.transfer_output_remaps:
+        pairs = (f"{name}={dest}" for name, dest in spec.transfer_output_remaps.items())
+        ad["TransferOutputRemaps"] = ";".join(pairs)
 
 
 def load_ad(text: str) -> Any:

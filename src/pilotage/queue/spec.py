@@ -31,6 +31,37 @@ def check_relative_path(value: str, what: str) -> str:
     return value
 
 
+class JobPolicy(BaseModel):
+    """The job's own policy, as ClassAd expressions the server evaluates (HTCondor's names).
+
+    ``periodic_*`` are evaluated by the server's sweep while the job is queued;
+    ``on_exit_*``, ``max_retries``, ``retry_until`` and ``success_exit_code`` when it ends.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    periodic_hold: str | None = None
+    periodic_hold_reason: str | None = None
+    periodic_hold_subcode: str | None = None
+    periodic_release: str | None = None
+    periodic_remove: str | None = None
+    on_exit_hold: str | None = None
+    on_exit_hold_reason: str | None = None
+    on_exit_hold_subcode: str | None = None
+    on_exit_remove: str | None = None
+    max_retries: int | None = Field(default=None, ge=0, le=10_000)
+    retry_until: str | None = None
+    success_exit_code: int | None = Field(default=None, ge=0, le=255)
+
+    def expressions(self) -> dict[str, str]:
+        """The fields that hold expressions and are set, by field name."""
+        return {
+            name: value
+            for name, value in self.model_dump().items()
+            if isinstance(value, str) and value is not None
+        }
+
+
 class JobSpec(BaseModel):
     """One job of a cluster as the submitter described it.
 
@@ -71,6 +102,19 @@ class JobSpec(BaseModel):
     x509_identity: str | None = Field(default=None, min_length=1, max_length=512)
     #: The walltime the job asks for, in seconds (``allowed_job_duration``).
     max_walltime_s: int | None = Field(default=None, ge=1, le=366 * 86400)
+    policy: JobPolicy = Field(default_factory=JobPolicy)
+    #: Output name in the job's directory -> where it lands on the submit host.
+    transfer_output_remaps: dict[str, str] = Field(default_factory=dict)
+    #: Accepted; the output comes back when the job ends (the agent does not stream).
+    stream_output: bool = False
+    stream_error: bool = False
+    batch_name: str | None = Field(default=None, min_length=1, max_length=256)
+    accounting_group: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.@-]*$")
+    accounting_group_user: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.@-]*$"
+    )
+    notification: str | None = Field(default=None, pattern=r"^(never|error|complete|always)$")
+    notify_user: str | None = Field(default=None, max_length=1024)
 
     @field_validator("executable")
     @classmethod
@@ -90,6 +134,15 @@ class JobSpec(BaseModel):
         if v is not None:
             for item in v:
                 check_relative_path(item, "transfer_output_files entry")
+        return v
+
+    @field_validator("transfer_output_remaps")
+    @classmethod
+    def _remaps(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, destination in v.items():
+            check_relative_path(name, "transfer_output_remaps name")
+            if not destination or "\x00" in destination:
+                raise ValueError(f"transfer_output_remaps destination of {name!r} is empty")
         return v
 
     @field_validator("environment")

@@ -1,11 +1,13 @@
 """The submit language: an HTCondor-style submit description in, one ``JobSpec`` per job out.
 
-The language is the everyday subset of ``condor_submit``: ``name = value`` commands with
-case-insensitive names, full-line ``#`` comments, ``\\`` continuation, ``$(name)``
-macros, ``+Attr``/``MY.Attr`` ad attributes and ``queue`` statements (count, ``in``,
-``from`` a file or an inline block). Where HTCondor is lenient this parser is strict on
-purpose: an unknown command is an error (with a suggestion), as is a macro that is
-never defined, a command after the last ``queue``, or a universe other than vanilla.
+The language is ``condor_submit``'s: ``name = value`` commands with case-insensitive
+names, full-line ``#`` comments, ``\\`` continuation, macros and function macros
+(:mod:`pilotage.queue.submit_macros`), ``+Attr``/``MY.Attr`` ad attributes,
+``if``/``elif``/``else``/``endif``, ``include : FILE`` and ``queue`` statements in all
+their forms (:mod:`pilotage.queue.submit_items`). Where HTCondor is lenient this parser
+is strict on purpose: an unknown command is an error (with a suggestion), as is a macro
+that is never defined, a macro form not supported, a command after the last ``queue``,
+or a universe other than vanilla. The commands are listed in ``docs/submit.md``.
 
 Macros are looked up when a job is queued, not when they are defined, so each
 ``queue`` sees the commands in effect at that point and per-job macros (``$(Process)``,
@@ -19,19 +21,22 @@ from __future__ import annotations
 import difflib
 import os
 import posixpath
+import random
 import re
 import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
+import classad2
 import pydantic
 
 from pilotage.credentials.proxy import default_proxy_path
 from pilotage.errors import BadInput
+from pilotage.queue import submit_macros as macros
 from pilotage.queue import submit_values as values
-from pilotage.queue.spec import ATTR_NAME, JobSpec
+from pilotage.queue.spec import ATTR_NAME, JobPolicy, JobSpec
 from pilotage.queue.submit_items import Queue, parse_queue
 
 T = TypeVar("T")
@@ -41,12 +46,19 @@ _EXPRESSION = values.parse_expression
 #: Most jobs one submit description may queue (the API's limit for one cluster).
 MAX_JOBS = 100_000
 _MACRO_DEPTH = 32
-_REF = re.compile(r"\$\(([^()]*)\)")
+_MAX_INCLUDES = 32
+#: The HTCondor version whose submit language this parser follows (``if version >= ...``).
+HTCONDOR_VERSION = (24, 0, 0)
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ASSIGN = re.compile(r"([^=\s]+)\s*=\s*(.*)", re.DOTALL)
 _QUEUE = re.compile(r"queue(?:\s+(.*))?", re.IGNORECASE | re.DOTALL)
+_IF = re.compile(r"(if|elif)\s+(.*)", re.IGNORECASE | re.DOTALL)
+_INCLUDE = re.compile(r"include\s*(\w*)\s*:\s*(.*)", re.IGNORECASE | re.DOTALL)
 #: Macros the parser defines itself; a submit file may read but not set them.
-_BUILTIN = frozenset({"cluster", "clusterid", "process", "procid", "owner"})
+_BUILTIN = frozenset(
+    {"cluster", "clusterid", "process", "procid", "owner", "itemindex", "step", "row"}
+    | {"dollar", "submit_file"}
+)
 #: Attributes a ``+Attr`` may not set: the command to use instead, or who sets it.
 _RESERVED_ATTRS = {
     "requirements": "the requirements command",
@@ -85,9 +97,14 @@ _FIELDS = {
     "request_memory_mb": "request_memory",
     "request_disk_mb": "request_disk",
     "max_walltime_s": "allowed_job_duration",
+    **{c: c for c in ("transfer_output_remaps", "stream_output", "stream_error", "batch_name")},
+    **{c: c for c in ("accounting_group", "accounting_group_user", "notify_user")},
+    "notification": "notification",
 }
+#: JobPolicy fields, each from the command of that name.
+_POLICY = tuple(JobPolicy.model_fields)
 #: Commands accepted for compatibility: checked, then without effect.
-_CHECK_ONLY = ("universe", "should_transfer_files", "when_to_transfer_output", "notification")
+_CHECK_ONLY = ("universe", "should_transfer_files", "when_to_transfer_output", "log_xml")
 
 
 @dataclass(frozen=True)
@@ -153,14 +170,29 @@ class _Parser:
         self.lines = _logical_lines(text)
         self.source = source
         self.iwd = posixpath.normpath(os.path.abspath(iwd))
-        self.fixed = {"cluster": str(cluster_id), "clusterid": str(cluster_id), "owner": owner}
+        self.fixed = {
+            "cluster": str(cluster_id),
+            "clusterid": str(cluster_id),
+            "owner": owner,
+            "dollar": "$",
+            "submit_file": source,
+        }
         # A name that is not a command may be set only if the file reads it somewhere.
-        self.referenced = {n.lower() for _, line in self.lines for n in _REF.findall(line)}
+        self.referenced: set[str] = set()
+        for _, line in self.lines:
+            self.referenced |= macros.referenced_names(line) | _defined_names(line)
         self.settings: dict[str, _Setting] = {}
         self.attrs: dict[str, tuple[str, _Setting]] = {}  # lower name: (name, setting)
         self.jobs: list[JobSpec] = []
+        self.random = random.Random()
+        # Lines spliced in by 'include' carry numbers past every real one: number -> place.
+        self.included: dict[int, tuple[str, int]] = {}
+        self.includes = 0
 
     def fail(self, line: int | None, problem: str) -> NoReturn:
+        if line in self.included:
+            source, number = self.included[line]
+            raise SubmitError(problem, source=source, line=number)
         raise SubmitError(problem, source=self.source, line=line)
 
     def run(self) -> list[JobSpec]:
@@ -168,14 +200,20 @@ class _Parser:
         unused: _Setting | None = None  # the first setting since the last queue
         queued = False
         index = 0
+        branches = _Branches(self)
         while index < len(lines):
             number, text = lines[index]
-            assign = _ASSIGN.fullmatch(text)
-            queue = None if assign else _QUEUE.fullmatch(text)
             index += 1
             if "\x00" in text:
                 self.fail(number, "the line contains a NUL byte")
-            if assign:
+            if branches.take(number, text) or not branches.active:
+                continue
+            assign = _ASSIGN.fullmatch(text)
+            queue = None if assign else _QUEUE.fullmatch(text)
+            include = None if assign or queue else _INCLUDE.fullmatch(text)
+            if include:
+                self.include(include.group(1), include.group(2).strip(), number, index)
+            elif assign:
                 setting = self.assign(assign.group(1), assign.group(2).strip(), number)
                 unused = unused or setting
             elif queue:
@@ -184,6 +222,7 @@ class _Parser:
                 queued, unused = True, None
             else:
                 self.fail(number, f"expected 'command = value' or 'queue', not {text!r}")
+        branches.close()
         if not queued:
             self.fail(None, "no queue statement: end the description with 'queue'")
         if unused:
@@ -227,9 +266,33 @@ class _Parser:
             self.settings.pop(lower, None)
         return setting
 
+    def include(self, form: str, name: str, line: int, index: int) -> None:
+        """Splice the lines of ``include : FILE`` in after ``line`` (at ``index``)."""
+        if form or name.endswith("|"):
+            self.fail(
+                line,
+                "include of a command's output is not supported: run the command yourself "
+                "and 'include : FILE' its output",
+            )
+        self.includes += 1
+        if self.includes > _MAX_INCLUDES:
+            self.fail(line, f"more than {_MAX_INCLUDES} includes (does a file include itself?)")
+        path = posixpath.join(self.iwd, self.expand(name, line, self.fixed, ()))
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            why = getattr(error, "strerror", None) or "it is not UTF-8 text"
+            self.fail(line, f"cannot include {path}: {why}")
+        base = (self.includes + 1) * 10_000_000
+        spliced = [(base + n, t) for n, t in _logical_lines(text)]
+        self.included.update({base + n: (path, n) for n, _ in _logical_lines(text)})
+        for _, t in spliced:
+            self.referenced |= macros.referenced_names(t) | _defined_names(t)
+        self.lines[index:index] = spliced
+
     def check_now(self, setting: _Setting, parse: Callable[[str], object]) -> None:
         """Check a value that needs no macro at once, so even an overridden one is caught."""
-        if setting.value and "$(" not in setting.value:
+        if setting.value and "$" not in setting.value:
             self.parse(setting, setting.value, parse)
 
     def parse(self, setting: _Setting, text: str, parse: Callable[[str], T]) -> T:
@@ -239,29 +302,29 @@ class _Parser:
             self.fail(setting.line, f"{setting.key}: {error}")
 
     def expand(self, text: str, line: int, scope: Mapping[str, str], chain: tuple[str, ...]) -> str:
-        """Replace every ``$(name)`` in ``text`` (written on ``line``), recursively."""
-        if "$(" not in text:
+        """Replace every macro in ``text`` (written on ``line``), recursively."""
+        if "$" not in text:
             return text
-        if "$$(" in text:
-            self.fail(line, "$$(...) macros are not supported")
 
-        def one(match: re.Match[str]) -> str:
-            name = match.group(1)
+        def lookup(name: str) -> str | None:
             lower = name.lower()
-            if not _NAME.fullmatch(name):
-                self.fail(line, f"$({name}) is not a supported macro: use $(name)")
             if lower in scope:
                 return scope[lower]
             if lower not in self.settings:
-                hint = " (it is set by 'queue ... in' or 'queue ... from')" * (lower == "item")
-                self.fail(line, f"undefined macro $({name}){hint}")
+                return None
             if lower in chain or len(chain) >= _MACRO_DEPTH:
                 loop = " -> ".join(f"$({n})" for n in (*chain, lower))
                 self.fail(line, f"macro loop: {loop}")
             setting = self.settings[lower]
             return self.expand(setting.value, setting.line, scope, (*chain, lower))
 
-        return _REF.sub(one, text)
+        try:
+            return macros.expand(text, lookup, rng=self.random)
+        except macros.MacroError as error:
+            hint = ""
+            if "$(item)" in str(error).lower():
+                hint = " (it is set by 'queue ... in' or 'queue ... from')"
+            self.fail(line, f"{error}{hint}")
 
     def queue(self, spec: Queue) -> None:
         """Queue the jobs of one ``queue`` statement with the commands now in effect."""
@@ -270,10 +333,11 @@ class _Parser:
             self.fail(
                 spec.line, f"this queues {len(self.jobs) + total} jobs; the limit is {MAX_JOBS}"
             )
-        for row in spec.rows:
-            for _ in range(spec.count):
+        for item_index, row in zip(spec.indexes, spec.rows, strict=True):
+            for step in range(spec.count):
                 proc = str(len(self.jobs))
-                scope = {**self.fixed, "process": proc, "procid": proc}
+                scope = {**self.fixed, "process": proc, "procid": proc, "step": str(step)}
+                scope.update(itemindex=str(item_index), row=str(item_index))
                 scope.update(zip((name.lower() for name in spec.names), row, strict=True))
                 self.jobs.append(_JobBuilder(self, scope, spec.line).build())
 
@@ -282,8 +346,43 @@ class _Parser:
         return self.expand(text, line, self.fixed, ())
 
     def reserved(self, name: str) -> bool:
-        """Whether ``name`` cannot be a queue variable (it is a command or built in)."""
-        return name.lower() in _COMMANDS or name.lower() in _BUILTIN
+        """Whether ``name`` cannot be a queue variable (it is built in); a command can be."""
+        return name.lower() in _BUILTIN
+
+    def condition(self, text: str, line: int) -> bool:
+        """The truth of an ``if``/``elif`` condition, with HTCondor's forms."""
+        words = text.split()
+        negate = words[:1] == ["!"] or text.startswith("!")
+        body = text[1:].strip() if negate else text
+        defined = re.fullmatch(r"defined\s+(\S+)", body, re.IGNORECASE)
+        if defined:
+            name = defined.group(1)
+            value = (
+                name.startswith("$") or name.lower() in self.settings or name.lower() in self.fixed
+            )
+            return value != negate
+        expanded = self.expand(text, line, self.fixed, ()).strip()
+        version = re.fullmatch(r"version\s*(==|!=|>=|<=|>|<)\s*([0-9.]+)", expanded, re.I)
+        if version:
+            wanted = tuple(int(p) for p in version.group(2).strip(".").split("."))
+            ours = HTCONDOR_VERSION[: len(wanted)]
+            ops = {"==": ours == wanted, "!=": ours != wanted, ">=": ours >= wanted}
+            ops.update({"<=": ours <= wanted, ">": ours > wanted, "<": ours < wanted})
+            return ops[version.group(1)]
+        lower = expanded.lower()
+        if lower in ("true", "yes", "false", "no"):
+            return lower in ("true", "yes")
+        try:
+            result = classad2.ExprTree(expanded).eval()
+        except Exception:  # noqa: BLE001  (classad2 raises its own untyped exception)
+            result = None
+        if type(result) in (bool, int, float):  # Not classad2's Value enum (undefined).
+            return bool(result)
+        self.fail(
+            line,
+            f"cannot decide 'if {text}': use defined NAME, version >= X.Y, true/false, a number "
+            "or a ClassAd expression of constants",
+        )
 
 
 class _JobBuilder:
@@ -296,13 +395,17 @@ class _JobBuilder:
 
     def get(self, key: str, parse: Callable[[str], T]) -> T | None:
         setting = self.parser.settings.get(key)
+        if key in self.scope and key not in _BUILTIN:  # A queue variable names the command.
+            setting = _Setting(key, self.scope[key], self.line)
+            return self.parser.parse(setting, self.scope[key], parse) if setting.value else None
         if setting is None:
             return None
         text = self.parser.expand(setting.value, setting.line, self.scope, (key,)).strip()
         return self.parser.parse(setting, text, parse) if text else None
 
     def line_of(self, key: str) -> int:
-        return self.parser.settings[key].line
+        setting = self.parser.settings.get(key)
+        return self.line if setting is None else setting.line
 
     def build(self) -> JobSpec:
         parser = self.parser
@@ -351,12 +454,27 @@ class _JobBuilder:
             value = self.get(key, _COMMANDS[key])
             if value is not None:
                 fields[field] = value
+        if isinstance(fields.get("notification"), str):
+            fields["notification"] = str(fields["notification"]).lower()
+        fields["policy"] = self.policy()
         try:
             return JobSpec.model_validate(fields)
         except pydantic.ValidationError as error:
             first = error.errors()[0]
             where = ".".join(str(part) for part in first["loc"])
             parser.fail(self.line, f"job {self.scope['process']}: {where}: {first['msg']}")
+
+    def policy(self) -> JobPolicy:
+        """The job's policy commands; ``on_exit_remove`` cannot be mixed with retries."""
+        policy = {key: self.get(key, _COMMANDS[key]) for key in _POLICY}
+        retries = [k for k in ("max_retries", "retry_until") if policy[k] is not None]
+        if policy["on_exit_remove"] is not None and retries:
+            self.parser.fail(
+                self.line_of(retries[0]),
+                f"{retries[0]} cannot be used with on_exit_remove: both decide when a job "
+                "leaves the queue; keep one",
+            )
+        return JobPolicy.model_validate({k: v for k, v in policy.items() if v is not None})
 
     def proxy_path(self, iwd: str) -> str | None:
         """The job's proxy file: ``x509userproxy``, else the default one when
@@ -412,3 +530,55 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
     if pending:
         lines.append((start, "".join(pending).strip()))
     return lines
+
+
+def _defined_names(line: str) -> set[str]:
+    """The name an ``if defined NAME`` reads (so that setting it is not an unknown command)."""
+    match = re.match(r"(?:el)?if\s+!?\s*defined\s+(\w+)", line, re.IGNORECASE)
+    return {match.group(1).lower()} if match else set()
+
+
+class _Branches:
+    """The ``if``/``elif``/``else``/``endif`` nesting, deciding which lines are in effect.
+
+    Invariant: each frame is [parent active, this branch active, a branch was taken,
+    else seen, line of its if]; ``active`` is the innermost branch's.
+    """
+
+    def __init__(self, parser: _Parser) -> None:
+        self.parser = parser
+        self.frames: list[list[Any]] = []
+
+    @property
+    def active(self) -> bool:
+        return not self.frames or bool(self.frames[-1][1])
+
+    def take(self, line: int, text: str) -> bool:
+        """Handle ``text`` if it is a branch statement; return whether it was one."""
+        keyword = _IF.fullmatch(text)
+        word = (keyword.group(1) if keyword else text).lower()
+        if word == "if" and keyword:
+            on = self.active and self.parser.condition(keyword.group(2).strip(), line)
+            self.frames.append([self.active, on, on, False, line])
+        elif word in ("elif", "else", "endif") and not self.frames:
+            self.parser.fail(line, f"'{word}' without an 'if' before it")
+        elif word == "elif" and keyword:
+            frame = self.frames[-1]
+            if frame[3]:
+                self.parser.fail(line, "'elif' after 'else'")
+            on = frame[0] and not frame[2] and self.parser.condition(keyword.group(2), line)
+            frame[1], frame[2] = on, frame[2] or on
+        elif word == "else":
+            frame = self.frames[-1]
+            if frame[3]:
+                self.parser.fail(line, "a second 'else' for one 'if'")
+            frame[1], frame[3] = frame[0] and not frame[2], True
+        elif word == "endif":
+            self.frames.pop()
+        else:
+            return False
+        return True
+
+    def close(self) -> None:
+        if self.frames:
+            self.parser.fail(self.frames[-1][4], "this 'if' has no 'endif'")

@@ -181,6 +181,80 @@ def parse_duration(value: str) -> int:
     return int(value)
 
 
+def parse_false_log_xml(value: str) -> bool:
+    """``log_xml``: the XML event log is not written; only false is accepted."""
+    if parse_bool(value):
+        raise ValueError(
+            "the XML event log is not supported: drop log_xml, the log is written in "
+            "HTCondor's text form (or JSON with PILOTAGE_USERLOG_FORMAT=json)"
+        )
+    return False
+
+
+def parse_exit_code(value: str) -> int:
+    """``success_exit_code``: an exit code, 0 to 255."""
+    return parse_int(value, low=0, high=255)
+
+
+def parse_retries(value: str) -> int:
+    """``max_retries``: how many times a job that did not succeed runs again."""
+    return parse_int(value, low=0, high=10_000)
+
+
+def parse_retry_until(value: str) -> str:
+    """``retry_until``: an expression, or an exit code meaning ``ExitCode == N``."""
+    if _INTEGER.fullmatch(value):
+        return f"ExitCode == {parse_exit_code(value)}"
+    return parse_expression(value)
+
+
+def parse_name(value: str) -> str:
+    """An accounting group or user: letters, digits, ``_ . - @``; quotes are dropped."""
+    name = value.strip('"')
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.@-]{0,127}", name):
+        raise ValueError(f"{value!r} is not a name of letters, digits, '_', '.', '-' or '@'")
+    return name
+
+
+def parse_label(value: str) -> str:
+    """``batch_name``: free text on one line; surrounding double quotes are dropped."""
+    label = value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value
+    if not label or len(label) > 256 or '"' in label:
+        raise ValueError(f"{value!r} must be 1 to 256 characters without a double quote inside")
+    return label
+
+
+def parse_emails(value: str) -> str:
+    """``notify_user``: one or more mail addresses, separated by commas."""
+    for address in split_list(value):
+        if not re.fullmatch(r"[^@\s,;<>]+@[^@\s,;<>]+", address):
+            raise ValueError(f"{address!r} is not a mail address such as alice@example.org")
+    return value
+
+
+def parse_remaps(value: str) -> dict[str, str]:
+    """``transfer_output_remaps``: ``"name = destination; ..."`` (the quotes are optional).
+
+    ``name`` is an output in the job's directory; ``destination`` is where it lands on the
+    submit host (relative to ``initialdir``, or absolute).
+    """
+    text = value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value
+    remaps: dict[str, str] = {}
+    for piece in (p.strip() for p in text.split(";")):
+        if not piece:
+            continue
+        name, equals, destination = (part.strip() for part in piece.partition("="))
+        if not equals or not name or not destination:
+            raise ValueError(f"{piece!r} is not 'name = destination'")
+        parse_output_path(name)
+        if destination.endswith("/"):
+            raise ValueError(f"destination {destination!r} must name a file, not a directory")
+        remaps[name] = destination
+    if not remaps:
+        raise ValueError('give at least one "name = destination"')
+    return remaps
+
+
 #: Every command the language knows, with the parser that checks its value.
 COMMANDS: dict[str, Callable[[str], object]] = {
     "executable": parse_text,
@@ -209,6 +283,31 @@ COMMANDS: dict[str, Callable[[str], object]] = {
     "use_x509userproxy": parse_bool,
     "x509userproxy": parse_text,
     "allowed_job_duration": parse_duration,
+    "max_retries": parse_retries,
+    "retry_until": parse_retry_until,
+    "success_exit_code": parse_exit_code,
+    **{
+        f"{when}_{what}": parse_expression
+        for when, what in (
+            ("periodic", "hold"),
+            ("periodic", "release"),
+            ("periodic", "remove"),
+            ("on_exit", "hold"),
+            ("on_exit", "remove"),
+            ("periodic", "hold_reason"),
+            ("periodic", "hold_subcode"),
+            ("on_exit", "hold_reason"),
+            ("on_exit", "hold_subcode"),
+        )
+    },
+    "transfer_output_remaps": parse_remaps,
+    "stream_output": parse_bool,
+    "stream_error": parse_bool,
+    "batch_name": parse_label,
+    "accounting_group": parse_name,
+    "accounting_group_user": parse_name,
+    "notify_user": parse_emails,
+    "log_xml": parse_false_log_xml,
 }
 
 
