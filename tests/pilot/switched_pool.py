@@ -169,6 +169,13 @@ class AgentPool:
                 agent.kill()
                 agent.wait()
 
+    def kill_agents(self) -> None:
+        """Kill every agent still running (a failed test's)."""
+        for agent in self.agents:
+            if agent.poll() is None:
+                agent.kill()
+                agent.wait()
+
     def output(self, job: str, user: str) -> dict[str, bytes]:
         """The job's output sandbox as its owner downloads it: name -> bytes."""
         with self.x509.https(self.pool.token(user, "user")) as http:

@@ -50,9 +50,13 @@ def site(require_service: Callable[[str, str], NoReturn]) -> Iterator[Site]:
 
 
 @pytest.fixture
-def pool(site: Site, make_pool: Callable[..., Pool], monkeypatch: pytest.MonkeyPatch) -> AgentPool:
+def pool(
+    site: Site, make_pool: Callable[..., Pool], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[AgentPool]:
     monkeypatch.setenv("PILOTAGE_X509_CA_DIR", str(site.pki.trust_dir))  # type: ignore[attr-defined]
-    return AgentPool.create(site, make_pool())
+    the_pool = AgentPool.create(site, make_pool())
+    yield the_pool
+    the_pool.kill_agents()
 
 
 def _gate(pool: AgentPool) -> Path:

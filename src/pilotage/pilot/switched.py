@@ -568,14 +568,17 @@ class SwitchedRun(JobRun):
             read_fd, write_fd = os.pipe()
             request = {"action": "collect", "dir": str(self.scratch), "names": names,
                        "top": top, "stdout": {"fd": 1}}  # fmt: skip
-            with os.fdopen(read_fd, "rb") as pipe:
+            pipe = os.fdopen(read_fd, "rb")
+
+            def read() -> list[str]:
+                # Closed before the wrapper is waited for: a reader that stops early
+                # (refused, disk full) must not leave it blocked on a full pipe.
+                with pipe:
+                    return extract(cast(BinaryIO, pipe), out, max_bytes=2 * self._max_bytes)
+
+            with pipe:
                 try:
-                    self._action(
-                        request, (write_fd,),
-                        reader=lambda: extract(
-                            cast(BinaryIO, pipe), out, max_bytes=2 * self._max_bytes
-                        ),
-                    )  # fmt: skip
+                    self._action(request, (write_fd,), reader=read)
                 except SandboxError as exc:
                     log.warning("%s: outputs refused: %s", self.tag, exc.message)
                     return Failure(HoldCode.OUTPUT, f"the output sandbox is refused: {exc.message}")
