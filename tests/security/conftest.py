@@ -5,3 +5,5 @@ pool on 127.0.0.1) and asserts that it is refused the way docs/security.md says.
 this tier as root; a test that needs root or a service skips locally without it and fails
 under ``CI=true`` (``require_service``).
 """
+
+from .switch_helpers import screds, ssite  # noqa: F401 - the switch tests' site

@@ -128,12 +128,13 @@ class Site:
         authz = extra.pop(
             "authz", f'[authz]\nkind = "local"\npolicy = "{self.root}/policy-{name}.toml"\n'
         )
+        invokers = extra.pop("invokers", '["pilot"]')
         lines = [
             f'mode = "{mode}"',
-            'invokers = ["pilot"]',
+            f"invokers = {invokers}",
             f'trust_dir = "{self.root}/certificates"',
             f'audit_log = "{self.root}/audit-{name}/audit.jsonl"',
-            "syslog = false",
+            f"syslog = {extra.pop('syslog', 'false')}",
             f'hide = ["{self.root}/pilot-home"]',
             *[f"{key} = {value}" for key, value in extra.items()],
             authz,

@@ -1,22 +1,27 @@
 """Install ``pilotage-exec`` for a site: a root-owned copy of the switch and a wrapper.
 
 ``python -m pilotage.switch.install --prefix DIR [--config PATH] [--state-dir DIR]
-[--sudoers FILE --invoker ACCOUNT]`` writes:
+[--python PY] [--site-packages DIR] [--sudoers FILE --invoker ACCOUNT]`` writes:
 
 - ``DIR/lib/pilotage/switch/``: this package's modules, with the two constants of
   ``paths.py`` rewritten (the only change), so the installed switch reads *that* config
   and no caller can point it elsewhere: not by environment, not by flag; beside it
   ``DIR/lib/pilotage/x509/``, the X.509 library it uses, unchanged, and an empty
   ``DIR/lib/pilotage/__init__.py``;
-- ``DIR/bin/pilotage-exec``: a wrapper run by ``python -IS`` (``--python`` picks which; no
-  ``PYTHON*`` variables, no site directories) that puts only that copy and
-  ``cryptography`` on ``sys.path``;
+- ``DIR/bin/pilotage-exec``: a wrapper run by ``PY -IS`` (no ``PYTHON*`` variables, no
+  site directories, no current directory) that appends that copy and the site-packages
+  holding ``cryptography`` *after* the standard library, so nothing there can shadow a
+  standard module, and first re-checks (one ``os.stat`` each) that every path it trusts is
+  still root-owned and writable by nobody else, or exits 202 naming the path;
 - with ``--sudoers``, the sudo rule: ``ACCOUNT ALL=(root) NOPASSWD: DIR/bin/pilotage-exec``
   plus the ``env_keep`` and ``closefrom_override`` the switch's interface needs.
 
-Everything is owned by root, mode 0755 (0440 for the sudo rule). The prefix and every
-directory above it must be root-owned and not writable by others, or the copy could be
-swapped after installation; the installer refuses such a prefix.
+Root runs all of it, so whoever can write any of it owns the node. The installer refuses,
+naming the path, unless each of these is root-owned and not writable by group or others:
+the prefix, the interpreter (the real file after links), the standard library, the
+site-packages and the packages the switch imports from it (every file), and every
+directory above each of them (where a sticky directory such as ``/tmp`` is accepted: others
+may add entries there, not replace ours).
 """
 
 from __future__ import annotations
@@ -33,18 +38,60 @@ from pathlib import Path
 PACKAGE = "pilotage"
 KEPT_VARIABLES = (
     "PILOTAGE_EXEC_USER_CREDENTIAL PILOTAGE_EXEC_PILOT_CREDENTIAL PILOTAGE_EXEC_TARGET_DIR "
-    "PILOTAGE_EXEC_JOB_ID PILOTAGE_EXEC_STATUS_FD PILOTAGE_JOB_*"
+    "PILOTAGE_EXEC_JOB_ID PILOTAGE_EXEC_JOB_NAME PILOTAGE_EXEC_STATUS_FD PILOTAGE_JOB_*"
 )
+#: What the switch imports from the site-packages: cryptography and its own dependencies.
+SITE_PACKAGES = ("cryptography", "cffi", "pycparser", "_cffi_backend")
+
+WRAPPER = """#!{python} -IS
+\"\"\"pilotage-exec, installed by pilotage.switch.install; see docs/switch.md.\"\"\"
+import os
+import sys
+
+# (path, whether a sticky directory is accepted): root's and closed to writers, or 202.
+for path, sticky in {trusted!r}:
+    try:
+        st = os.stat(path)
+        bad = st.st_uid != 0 or (st.st_mode & 0o022 and not (sticky and st.st_mode & 0o1000))
+    except OSError:
+        bad = True
+    if bad:
+        sys.stderr.write(f"pilotage-exec: {{path}} is gone, not root-owned or writable by "
+                         "others; this installation is unsafe, refusing to run.\\n")
+        sys.exit(202)
+sys.path += {extra!r}  # after the standard library: nothing there can shadow it
+from {package}.switch.main import main
+
+main()
+"""
 
 
-def check_safe_directory(path: Path) -> None:
-    """Refuse ``path`` unless it and each parent are root-owned and closed to writers."""
-    for directory in [path, *path.parents]:
-        st = directory.stat()
-        if st.st_uid != 0 or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            if st.st_mode & stat.S_ISVTX and directory != path:
-                continue  # /tmp-like: others may add entries, not replace ours
-            raise SystemExit(f"refusing to install under {directory}: not root-owned or writable")
+def unsafe(path: Path, *, sticky_ok: bool = False) -> str:
+    """Why ``path`` may not be trusted by root ("" if it may)."""
+    st = path.lstat() if path.is_symlink() else path.stat()
+    if st.st_uid != 0:
+        return f"{path} is owned by uid {st.st_uid}, not by root"
+    if stat.S_ISLNK(st.st_mode) or not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return ""
+    if sticky_ok and st.st_mode & stat.S_ISVTX:
+        return ""
+    return f"{path} is writable by group or others"
+
+
+def trusted_paths(paths: list[Path], trees: list[Path]) -> list[tuple[str, bool]]:
+    """Each of ``paths`` and every directory above it, as (path, sticky accepted) pairs,
+    after checking them and every file under ``trees``; ``SystemExit`` naming the first
+    unsafe one."""
+    found: dict[str, bool] = {}
+    for path in paths:
+        for index, item in enumerate([path, *path.parents]):
+            found.setdefault(str(item), index > 0)
+    checks = [(Path(p), sticky) for p, sticky in found.items()]
+    checks += [(item, False) for tree in trees for item in tree.rglob("*")]
+    for item, sticky in checks:
+        if reason := unsafe(item, sticky_ok=sticky):
+            raise SystemExit(f"refusing to install: {reason}; root would run code from it")
+    return sorted(found.items())
 
 
 def rewrite_paths(text: str, config: str, state_dir: str) -> str:
@@ -56,20 +103,34 @@ def rewrite_paths(text: str, config: str, state_dir: str) -> str:
     return text.replace("'", '"')
 
 
-def install(prefix: Path, config: str, state_dir: str, python: str = sys.executable) -> Path:
+def install(
+    prefix: Path, config: str, state_dir: str, python: str = sys.executable,
+    site: Path | None = None,
+) -> Path:  # fmt: skip
     """Write the copy and the wrapper under ``prefix``; return the wrapper's path.
 
     ``python`` runs the wrapper: any CPython of this one's minor version can, as long as
     every account that calls the switch may execute it (namespace mode runs unprivileged).
+    ``site`` is the site-packages holding ``cryptography`` (default: this one's).
     """
-    import cryptography
-
     if os.geteuid() != 0:
         raise SystemExit("run the installer as root: the installed switch must be root-owned")
+    if site is None:
+        import cryptography
+
+        site = Path(cryptography.__file__).parent.parent
+    site = site.resolve()
+    if not (site / "cryptography").is_dir():
+        raise SystemExit(f"{site} holds no cryptography package")
+    interpreter = Path(python).resolve()
+    code = "import os, sys; print(*(p for p in sys.path if os.path.exists(p)))"
+    stdlib = [Path(p) for p in subprocess.run([str(interpreter), "-IS", "-c", code],
+              capture_output=True, text=True, check=True).stdout.split()]  # fmt: skip
     prefix = prefix.resolve()
     for sub in ("bin", "lib"):
         (prefix / sub).mkdir(mode=0o755, parents=True, exist_ok=True)
-    check_safe_directory(prefix)
+    packages = [site / name for name in SITE_PACKAGES if (site / name).is_dir()]
+    trusted_paths([prefix, interpreter, site, *stdlib], packages)
     source = Path(__file__).parent
     target = prefix / "lib" / PACKAGE
     staging = prefix / "lib" / f".{PACKAGE}.new"
@@ -85,24 +146,22 @@ def install(prefix: Path, config: str, state_dir: str, python: str = sys.executa
             (staging / package / module.name).write_text(text)
     for path in staging.rglob("*.py"):
         path.chmod(0o644)
-    (staging / "__init__.py").chmod(0o644)
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
-    site = str(Path(cryptography.__file__).parent.parent)
-    wrapper = prefix / "bin" / "pilotage-exec"
-    temporary = wrapper.with_name(".pilotage-exec.new")
-    temporary.write_text(
-        f"#!{python} -IS\n"
-        '"""pilotage-exec, installed by pilotage.switch.install; see docs/switch.md."""\n'
-        "import sys\n\n"
-        f"sys.path[:0] = [{str(prefix / 'lib')!r}, {site!r}]\n"
-        f"from {PACKAGE}.switch.main import main\n\n"
-        "main()\n"
-    )
-    temporary.chmod(0o755)
-    temporary.rename(wrapper)
     for path in [prefix, prefix / "bin", prefix / "lib", *prefix.rglob("*")]:
         os.lchown(path, 0, 0)
+    lib = prefix / "lib"
+    checked = [interpreter, *stdlib, site, *packages, lib, target, target / "switch",
+               target / "x509"]  # fmt: skip
+    wrapper = prefix / "bin" / "pilotage-exec"
+    temporary = wrapper.with_name(".pilotage-exec.new")
+    temporary.write_text(WRAPPER.format(
+        python=interpreter, package=PACKAGE, extra=[str(lib), str(site)],
+        trusted=trusted_paths(checked, []),
+    ))  # fmt: skip
+    os.chown(temporary, 0, 0)
+    temporary.chmod(0o755)
+    temporary.rename(wrapper)
     return wrapper
 
 
@@ -132,8 +191,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sudoers", type=Path, help="e.g. /etc/sudoers.d/pilotage-exec")
     parser.add_argument("--invoker", default="pilot", help="the pilot account of the rule")
     parser.add_argument("--python", default=sys.executable, help="the interpreter to run")
+    parser.add_argument("--site-packages", type=Path, help="where cryptography is installed")
     args = parser.parse_args(argv)
-    wrapper = install(args.prefix, args.config, args.state_dir, args.python)
+    wrapper = install(args.prefix, args.config, args.state_dir, args.python, args.site_packages)
     if args.sudoers:
         write_sudoers(args.sudoers, wrapper, args.invoker)
     print(wrapper)
