@@ -54,6 +54,8 @@ _ASSIGN = re.compile(r"([^=\s]+)\s*=\s*(.*)", re.DOTALL)
 _QUEUE = re.compile(r"queue(?:\s+(.*))?", re.IGNORECASE | re.DOTALL)
 _IF = re.compile(r"(if|elif)\s+(.*)", re.IGNORECASE | re.DOTALL)
 _INCLUDE = re.compile(r"include\s*(\w*)\s*:\s*(.*)", re.IGNORECASE | re.DOTALL)
+#: Other spellings HTCondor accepts for a command.
+_ALIASES = {"initial_dir": "initialdir", "jobbatchname": "batch_name"}
 #: Macros the parser defines itself; a submit file may read but not set them.
 _BUILTIN = frozenset(
     {"cluster", "clusterid", "process", "procid", "owner", "itemindex", "step", "row"}
@@ -104,7 +106,13 @@ _FIELDS = {
 #: JobPolicy fields, each from the command of that name.
 _POLICY = tuple(JobPolicy.model_fields)
 #: Commands accepted for compatibility: checked, then without effect.
-_CHECK_ONLY = ("universe", "should_transfer_files", "when_to_transfer_output", "log_xml")
+_CHECK_ONLY = (
+    "universe",
+    "should_transfer_files",
+    "when_to_transfer_output",
+    "log_xml",
+    "image_size",
+)
 
 
 @dataclass(frozen=True)
@@ -188,6 +196,7 @@ class _Parser:
         # Lines spliced in by 'include' carry numbers past every real one: number -> place.
         self.included: dict[int, tuple[str, int]] = {}
         self.includes = 0
+        self.macros: dict[str, _Setting] = {}  # names set that are not commands
 
     def fail(self, line: int | None, problem: str) -> NoReturn:
         if line in self.included:
@@ -223,6 +232,12 @@ class _Parser:
             else:
                 self.fail(number, f"expected 'command = value' or 'queue', not {text!r}")
         branches.close()
+        for lower, setting in sorted(self.macros.items(), key=lambda item: item[1].line):
+            if lower not in self.referenced:
+                close = difflib.get_close_matches(lower, list(_COMMANDS), n=1)
+                hint = f" (no $({setting.key}) uses it as a macro)"
+                hint = f" (did you mean {close[0]}?)" if close else hint
+                self.fail(setting.line, f"unknown submit command {setting.key!r}{hint}")
         if not queued:
             self.fail(None, "no queue statement: end the description with 'queue'")
         if unused:
@@ -237,7 +252,7 @@ class _Parser:
 
     def assign(self, key: str, value: str, line: int) -> _Setting:
         """Record one ``key = value``; check what can be checked before any job exists."""
-        lower = key.lower()
+        lower = _ALIASES.get(key.lower(), key.lower())
         setting = _Setting(key, value, line)
         if key.startswith("+") or lower.startswith("my."):
             name = key[1:] if key.startswith("+") else key[3:]
@@ -256,10 +271,8 @@ class _Parser:
             self.fail(line, f"$({key}) is set by pilotage and cannot be assigned")
         elif not _NAME.fullmatch(key):
             self.fail(line, f"{key!r} is not a valid command or macro name")
-        elif lower not in self.referenced:
-            close = difflib.get_close_matches(lower, list(_COMMANDS), n=1)
-            hint = f" (did you mean {close[0]}?)" if close else f" (no $({key}) uses it as a macro)"
-            self.fail(line, f"unknown submit command {key!r}{hint}")
+        else:  # A macro: checked at the end, once every include has been read.
+            self.macros.setdefault(lower, setting)
         if value:
             self.settings[lower] = setting
         else:  # As in HTCondor, an empty value unsets the command.
@@ -319,7 +332,7 @@ class _Parser:
             return self.expand(setting.value, setting.line, scope, (*chain, lower))
 
         try:
-            return macros.expand(text, lookup, rng=self.random)
+            return macros.expand(text, lookup, rng=self.random, cwd=self.iwd)
         except macros.MacroError as error:
             hint = ""
             if "$(item)" in str(error).lower():
@@ -370,6 +383,8 @@ class _Parser:
             ops.update({"<=": ours <= wanted, ">": ours > wanted, "<": ours < wanted})
             return ops[version.group(1)]
         lower = expanded.lower()
+        if not lower:  # A macro that expands to nothing is false, as in HTCondor.
+            return False
         if lower in ("true", "yes", "false", "no"):
             return lower in ("true", "yes")
         try:

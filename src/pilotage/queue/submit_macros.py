@@ -5,15 +5,16 @@ Forms, as ``condor_submit`` defines them::
     $(name)  $(name:default)            a macro, or ``default`` when it is not defined
     $ENV(VAR)  $ENV(VAR:default)        a variable of the submitter's environment
     $INT(name[,fmt])  $REAL(name[,fmt]) the macro evaluated as a ClassAd number, printf-formatted
-    $F[pdnxqb](name)                    parts of a file name (path, directory, name, extension,
-                                        quoted, without trailing slash)
+    $F[fpdnxbqau](name)                 parts of a file name: full path, directory, last
+                                        directory, name, extension, b(are), quoted
+    $DIRNAME(name)  $BASENAME(name)     the same as $Fp and $Fnx
     $SUBSTR(name, start[, length])      a piece of a macro (negative counts from the end)
     $CHOICE(index, a, b, ...)           the index-th (from 0) of the choices, or of a list macro
     $RANDOM_CHOICE(a, b, ...)           one of the choices, drawn at random
     $RANDOM_INTEGER(min, max[, step])   a random whole number in [min, max]
 
-Anything else that looks like a macro (``$$(attr)``, ``$WORD(...)``, an unsupported ``$F``
-letter) is an error, never left in the text: a job must not run with a literal ``$ENV(X)``
+Anything else that looks like a macro (``$$(attr)``, ``$WORD(...)``, ``$Fw`` for Windows
+paths) is an error, never left in the text: a job must not run with a literal ``$ENV(X)``
 as its argument because a form was misspelt. A ``$`` not followed by ``(`` or a function
 name and ``(`` (``$HOME``, ``$1``) is ordinary text.
 
@@ -37,8 +38,8 @@ Lookup = Callable[[str], "str | None"]
 _HEAD = re.compile(r"\$([A-Za-z_]*)\(")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 _INTEGER = re.compile(r"[+-]?[0-9]+")
-#: ``$F`` letters understood; HTCondor's ``a`` (absolute), ``w`` and ``u`` (slashes) are not.
-_FILE_PARTS = frozenset("pdnxqb")
+#: ``$F`` letters understood; ``w`` (Windows backslashes) is not.
+_FILE_PARTS = frozenset("fpdnxbqau")
 
 
 class MacroError(ValueError):
@@ -46,9 +47,17 @@ class MacroError(ValueError):
 
 
 def expand(
-    text: str, lookup: Lookup, *, rng: random.Random, env: Mapping[str, str] | None = None
+    text: str,
+    lookup: Lookup,
+    *,
+    rng: random.Random,
+    env: Mapping[str, str] | None = None,
+    cwd: str = "/",
 ) -> str:
-    """Expand every macro of ``text`` once; a macro's value comes expanded from ``lookup``."""
+    """Expand every macro of ``text`` once; a macro's value comes expanded from ``lookup``.
+
+    ``cwd`` is the submit directory, against which ``$Ff`` makes a path absolute.
+    """
     out: list[str] = []
     i = 0
     while (j := text.find("$", i)) >= 0:
@@ -65,7 +74,7 @@ def expand(
             continue
         close = _closing(text, head.end())
         body = text[head.end() : close]
-        call = _Call(lookup, rng, os.environ if env is None else env)
+        call = _Call(lookup, rng, os.environ if env is None else env, cwd)
         out.append(call.run(head.group(1), body))
         i = close + 1
     out.append(text[i:])
@@ -100,10 +109,16 @@ def _closing(text: str, start: int) -> int:
 class _Call:
     """One function-macro call: its name picks the method, its body holds the arguments."""
 
-    def __init__(self, lookup: Lookup, rng: random.Random, env: Mapping[str, str]) -> None:
+    def __init__(
+        self, lookup: Lookup, rng: random.Random, env: Mapping[str, str], cwd: str
+    ) -> None:
         self.lookup = lookup
         self.rng = rng
         self.env = env
+        self.cwd = cwd
+
+    def again(self, text: str) -> str:
+        return expand(text, self.lookup, rng=self.rng, env=self.env, cwd=self.cwd)
 
     def run(self, function: str, body: str) -> str:
         name = function.upper()
@@ -111,8 +126,12 @@ class _Call:
             return self.macro(body)
         if name == "ENV":
             return self.environ(body)
-        if name.startswith("F") and set(function[1:]) <= _FILE_PARTS:
-            return _file_part(function[1:], self.value(body.strip(), "$F"))
+        letters = {"DIRNAME": "p", "BASENAME": "nx"}.get(name, function[1:])
+        if name in ("DIRNAME", "BASENAME") or (name[:1] == "F" and set(letters) <= _FILE_PARTS):
+            path = self.value(self.again(body.strip()), f"${function}")
+            if "f" in letters:
+                path = posixpath.normpath(posixpath.join(self.cwd, path))
+            return _file_part(letters, path)
         handler = {
             "INT": self.integer,
             "REAL": self.real,
@@ -124,13 +143,14 @@ class _Call:
         if handler is None:
             raise MacroError(
                 f"${function}(...) is not a supported macro; supported: $(name), $ENV, $INT, "
-                "$REAL, $F[pdnxqb], $SUBSTR, $CHOICE, $RANDOM_CHOICE, $RANDOM_INTEGER"
+                "$REAL, $F[fpdnxbqau], $DIRNAME, $BASENAME, $SUBSTR, $CHOICE, $RANDOM_CHOICE, "
+                "$RANDOM_INTEGER"
             )
         return handler(self.args(body))
 
     def args(self, body: str) -> list[str]:
         """Comma-separated arguments, each with its own ``$(...)`` expanded."""
-        return [expand(a.strip(), self.lookup, rng=self.rng, env=self.env) for a in body.split(",")]
+        return [self.again(a.strip()) for a in body.split(",")]
 
     def macro(self, body: str) -> str:
         name, colon, default = body.partition(":")
@@ -141,7 +161,7 @@ class _Call:
         if value is not None:
             return value
         if colon:
-            return expand(default, self.lookup, rng=self.rng, env=self.env)
+            return self.again(default)
         raise MacroError(f"undefined macro $({name}); define it above, or write $({name}:default)")
 
     def environ(self, body: str) -> str:
@@ -243,11 +263,13 @@ def _file_part(letters: str, path: str) -> str:
         depth = letters.count("d")
         result = "/".join(parts[-depth:]) + "/" if parts else ""
     if "n" in letters or "x" in letters:
+        if "x" in letters and "b" in letters:
+            extension = extension[1:]
         result += (stem if "n" in letters else "") + (extension if "x" in letters else "")
     elif not set(letters) & set("pd"):
         result = path
     if "b" in letters:
         result = result.rstrip("/")
     if "q" in letters:
-        result = f'"{result}"'
+        result = f"'{result}'" if "a" in letters else f'"{result}"'
     return result

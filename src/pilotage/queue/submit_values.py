@@ -308,6 +308,7 @@ COMMANDS: dict[str, Callable[[str], object]] = {
     "accounting_group_user": parse_name,
     "notify_user": parse_emails,
     "log_xml": parse_false_log_xml,
+    "image_size": parse_disk_mb,
 }
 
 
