@@ -19,6 +19,8 @@ import base64
 import json
 import os
 import pwd
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -26,10 +28,13 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
+from rich.console import Console
 
 from pilotage.cli.client import Client, locate
 from pilotage.credentials.tokens import TokenIssuer
+from pilotage.credentials.x509_testing import make_pki
 from pilotage.demo_provisioning import start_services
+from pilotage.demo_switched import run_switched_with_server
 from pilotage.testing import Pool
 from switch.switch_site import Site, ensure_accounts
 
@@ -217,3 +222,26 @@ def test_an_optional_pilot_runs_jobs_as_itself_and_its_ad_says_so(
     pilot_logs = logs(root)
     assert "'PilotageSwitch': '\"none\"'" in pilot_logs  # the agent's effective attributes
     assert "switch test1 failed with exit code 0" in pilot_logs
+
+
+def test_the_switched_demo_runs_each_job_as_its_owner(
+    make_pool: Callable[..., Pool], monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    require_service: Callable[[str, str], NoReturn],
+) -> None:  # fmt: skip
+    """``pilotage demo --provisioning --switch`` on a pool of the test's own."""
+    ensure_accounts(require_service)
+    root = Path(tempfile.mkdtemp(prefix="pilotage-switched-", dir="/tmp"))
+    root.chmod(0o755)
+    try:
+        pki = make_pki(root / "ca")
+        monkeypatch.setenv("PILOTAGE_X509_CA_DIR", str(pki.trust_dir))
+        pool = make_pool(idle_timeout_s="5")
+        console = Console(record=True, width=120)
+        code = run_switched_with_server(pool.state, root, console, pki, jobs=2)
+        text = console.export_text()
+        assert code == 0, text + logs(root)
+        assert "FAILED" not in text
+        assert "of alice: id -un says 'alice" in text
+        assert "of bob: id -un says 'bob" in text
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

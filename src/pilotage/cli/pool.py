@@ -232,10 +232,18 @@ def register(app: typer.Typer) -> None:
             bool,
             typer.Option(help="Run a factory and a frontend: pilots only where jobs can run."),
         ] = False,
+        switch: Annotated[
+            bool,
+            typer.Option(help="With --provisioning, as root: each job runs as its owner."),
+        ] = False,
     ) -> None:
         """Start a throwaway pool with local pilots, run an example cluster, show results."""
         from pilotage.demo import run_demo
 
+        if provisioning and switch:
+            from pilotage.demo_switched import run_switched_demo
+
+            raise typer.Exit(run_switched_demo(db=db))
         if provisioning:
             from pilotage.demo_provisioning import run_provisioning_demo
 
