@@ -93,3 +93,30 @@ def test_jobs_run_as_their_owner_and_refusals_hold(
     assert runs and all(r["caller"] == "pilot" for r in runs)
     # Both credentials went to the switch: the pilot's identity is in every record.
     assert all(r.get("pilot") == PILOT_SUBJECT for r in runs), runs
+
+
+def test_linger_mode_runs_the_same(
+    site: Site, make_pool: Callable[..., Pool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With linger the switch holds the wrapper's socket for the whole job, never the
+    exec-status pipe: the agent still sees the start, the end and a start failure."""
+    monkeypatch.setenv("PILOTAGE_X509_CA_DIR", str(site.pki.trust_dir))  # type: ignore[attr-defined]
+    config = site.root / "exec-setuid.toml"
+    config.write_text("linger = true\n" + config.read_text())
+    pool = AgentPool.create(site, make_pool())
+    job = pool.submit("alice", ALICE, "id -un; exit 3")
+    private = pilot_file(pool.home / "private.sh", b"#!/bin/sh\ntrue\n", 0o700)
+    broken = pool.submit("alice", ALICE, "true", executable=str(private), arguments=[])
+    agent = pool.start_agent()
+    try:
+        jobs = pool.wait([job, broken])
+        assert agent.wait(timeout=60) == 0
+    finally:
+        pool.kill_agents()
+    text = pool.log.read_text()
+    assert (jobs[job]["state"], jobs[job]["exit_code"]) == ("COMPLETED", 3), text
+    assert pool.output(job, "alice")["out.txt"] == b"alice\n"
+    assert (jobs[broken]["state"], jobs[broken]["hold_code"]) == ("HELD", 13), text
+    assert "Permission denied" in jobs[broken]["hold_reason"]
+    assert pool.wait_workdir_empty() == [], text
+    assert any(r.get("event") == "exit" for r in site.audit("setuid"))

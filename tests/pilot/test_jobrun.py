@@ -219,3 +219,19 @@ def test_lease_renewal_only_extends(tmp_path: Path, ca_file: Path) -> None:
     run.renew(time.monotonic())
     assert run.lease_deadline > first
     assert os.path.basename(run.scratch) == "c-test"
+
+
+def test_an_output_carrying_the_pilot_credential_is_held(tmp_path: Path, ca_file: Path) -> None:
+    """Without the switch the job runs as the pilot and can read its token: it must not
+    go out in an output (review finding 10); nothing is uploaded (no server is called)."""
+    token = tmp_path / "token"
+    token.write_text("eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJwaWxvdHMifQ.c2lnbmF0dXJlLW9mLXRoZS1wb29s\n")
+    run = make_run(
+        tmp_path, ca_file, **shell(f"sed 's/^/stolen: /' {token} > loot.txt"),
+        transfer_output_files=("loot.txt",),
+    )  # fmt: skip
+    run.pilot_credential = token
+    result = run.execute()
+    assert result is not None and result.exit_code == 0
+    assert result.failure is not None and result.failure.code == HoldCode.OUTPUT
+    assert "the output 'loot.txt' carries the job's credential" in result.failure.reason

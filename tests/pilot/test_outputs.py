@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from pilotage.pilot.outputs import OutputError, pack_outputs, select_outputs, snapshot
+from pilotage.pilot.outputs import (
+    OutputError,
+    credential_needles,
+    find_credential,
+    pack_outputs,
+    select_outputs,
+    snapshot,
+)
 
 
 @pytest.fixture
@@ -78,3 +85,54 @@ def test_pack_outputs_round_trip(scratch: Path, tmp_path: Path) -> None:
         tar.seek(0)
         with tarfile.open(fileobj=tar, mode="r|") as archive:
             assert [m.name for m in archive] == ["data", "data/x", "kept.txt"]
+
+
+def _proxy_file(path: Path) -> bytes:
+    """A file shaped like a proxy: a certificate block, then an RSA key in PEM."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    data = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n" + key_pem
+    path.write_bytes(data)
+    return key.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+
+
+@pytest.mark.parametrize("how", ["copy", "key-pem", "one-line", "der", "der-slice"])
+def test_an_output_carrying_the_credential_is_found(
+    scratch: Path, tmp_path: Path, how: str
+) -> None:
+    proxy = tmp_path / "x509_proxy"
+    der = _proxy_file(proxy)
+    data = proxy.read_bytes()
+    pem = data[data.index(b"-----BEGIN RSA") :]
+    carried = {
+        "copy": data,
+        "key-pem": b"log line\n" + pem + b"more\n",
+        "one-line": b"prefix " + pem.splitlines()[5] + b" suffix",
+        "der": b"\x00" * 5000 + der,
+        "der-slice": der[600:700],
+    }[how]
+    (scratch / "clean.txt").write_bytes(b"nothing here\n" * 1000)
+    (scratch / "data" / "stolen").write_bytes(carried)
+    tar = pack_outputs(scratch, ["clean.txt", "data"], 1 << 24, tmp_path)
+    with tar:
+        assert find_credential(tar, credential_needles([proxy])) == "data/stolen"
+
+
+def test_outputs_without_the_credential_pass(scratch: Path, tmp_path: Path) -> None:
+    proxy = tmp_path / "x509_proxy"
+    _proxy_file(proxy)
+    tar = pack_outputs(scratch, ["in.txt", "data"], 1 << 24, tmp_path)
+    with tar:
+        assert find_credential(tar, credential_needles([proxy, tmp_path / "absent"])) is None
+        assert tar.tell() == 0  # rewound for the upload

@@ -113,6 +113,7 @@ _KEY_BLOCK = re.compile(
 )
 #: The shortest piece of a credential searched for: long enough never to occur by chance.
 _MIN_NEEDLE = 40
+_SLICE = 48
 _CHUNK = 1 << 20
 
 
@@ -120,8 +121,8 @@ def credential_needles(files: list[Path]) -> list[bytes]:
     """What an output must not contain, from the credential files the agent holds.
 
     For each file: its whole content; for each private key in it, the PEM block, each
-    line of its body, and the key's DER (whole, and in slices, so a partial copy is seen).
-    A file that is missing or not a regular file of its own is skipped.
+    line of its body, and the key's DER, whole and in slices of 48 bytes (so a copy of
+    any 95 bytes of it is seen). A file that is missing or not a regular file of its own is skipped.
     """
     needles: set[bytes] = set()
     for path in files:
@@ -143,7 +144,8 @@ def credential_needles(files: list[Path]) -> list[bytes]:
             except ValueError:
                 continue
             needles.add(der)
-            needles.update(der[at : at + 64] for at in range(0, len(der) - 63, 64))
+            # Any piece of 2 * _SLICE - 1 bytes or more holds one of these slices whole.
+            needles.update(der[at : at + _SLICE] for at in range(0, len(der) - _SLICE + 1, _SLICE))
     return sorted(n for n in needles if len(n) >= _MIN_NEEDLE)
 
 
