@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -256,6 +257,9 @@ def bring_back(
         if job.get("log"):
             events = client.call("GET", f"/api/v1/jobs/{job['id']}/events")
             logs.setdefault(job["log"], []).append((job, events))
+    form = os.environ.get("PILOTAGE_USERLOG_FORMAT", "text").lower()
+    if form not in ("text", "json"):
+        raise BadInput(f"PILOTAGE_USERLOG_FORMAT is {form!r}: use text or json")
     for path, history in logs.items():
-        write_user_log(Path(path), history)
+        write_user_log(Path(path), history, json_form=form == "json")
     return done

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from pilotage.cli.client import Client
 from pilotage.errors import BadInput
-from pilotage.queue import sandbox
+from pilotage.queue import eventlog, sandbox
 from pilotage.queue.spec import ClusterSubmission, JobSpec
 from pilotage.queue.submit import check_inputs, parse_submit
 
@@ -150,16 +150,20 @@ class _ResponseReader:
         return data
 
 
-def write_user_log(path: Path, history: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> None:
-    """Write the event histories of the jobs sharing one ``log`` file, oldest first."""
-    lines = []
-    for job, events in history:
-        for event in events:
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event["at"]))
-            change = f"{event['from'] or 'SUBMITTED'} -> {event['to']}"
-            why = f": {event['reason']}" if event.get("reason") else ""
-            job_id = f"({job['cluster']:03d}.{job['proc']:03d}.000)"
-            text = f"{job_id} {when} {change} ({event['trigger']}){why}"
-            lines.append((event["at"], text))
-    lines.sort()
-    path.write_text("".join(text + "\n" for _, text in lines), encoding="utf-8")
+def write_user_log(
+    path: Path,
+    history: list[tuple[dict[str, Any], list[dict[str, Any]]]],
+    *,
+    json_form: bool = False,
+) -> None:
+    """Write the event log of the jobs sharing one ``log`` file in HTCondor's format.
+
+    The whole file is rewritten from the server's history each time, so it is always
+    complete and in time order however often outputs are fetched.
+    """
+    host = f"<{socket.gethostname()}>"
+    events = [
+        e for job, changes in history for e in eventlog.events_of(job, changes, submit_host=host)
+    ]
+    text = eventlog.render_json(events) if json_form else eventlog.render_text(events)
+    path.write_text(text, encoding="utf-8")
