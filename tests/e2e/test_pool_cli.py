@@ -49,7 +49,7 @@ def test_submit_run_wait_and_outputs_come_back(pool: Pool) -> None:
         assert out.startswith(f"hello from job 1.{i} ")
         assert (work / f"result-{i}.txt").read_text() == f"item={i} words=13\n"
     log = (work / "hello.1.log").read_text()
-    assert "IDLE -> RUNNING" in log and "RUNNING -> COMPLETED" in log
+    assert "001 (001.000.000) " in log and "005 (001.005.000) " in log
 
 
 def test_hold_release_remove(pool: Pool) -> None:
