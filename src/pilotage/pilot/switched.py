@@ -60,25 +60,26 @@ import fcntl
 import json
 import logging
 import os
-import pkgutil
 import posixpath
 import re
 import shutil
 import signal
 import socket
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar, cast
 
-from pilotage.errors import OperatorError, Transient, UserError
+from pilotage.errors import Transient, UserError
 from pilotage.queue.sandbox import SandboxError, extract, pack
 
 from .client import error_kind, retrying
+from .jobcredential import check_switch_mode, install_wrapper, make_key_request, proxy_file_bytes
 from .jobrun import DEFAULT_PATH, DISK_FULL, JobRun, _Gone, build_environment, remove_tree
 from .outputs import OutputError, is_safe_relpath, pack_outputs, select_outputs, snapshot
 from .wire import Failure, HoldCode, JobResult
+
+__all__ = ["NO_CREDENTIAL", "SwitchedRun", "check_switch_mode"]
 
 log = logging.getLogger("pilotage.pilot")
 T = TypeVar("T")
@@ -92,7 +93,6 @@ NO_CREDENTIAL = (
 )
 #: Refusals of a credential release that hold the job (the credential, not the pilot, is bad).
 _HOLDING = ("NoStoredCredential", "IdentityChanged", "StoredCredentialUnusable")
-_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\r?\n.*?-----END CERTIFICATE-----\r?\n?", re.S)
 #: No status line at all (a dead switch: 202, or ``--signal``'s success).
 _NO_LINE = -202
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -100,73 +100,6 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _SEND_TIMEOUT_S = 120.0
 #: The names the switch gives the user's credential copy in the target directory.
 _COPIES = ("x509_proxy", "bearer_token")
-
-_wrapper_lock = threading.Lock()
-_wrappers: dict[Path, Path] = {}
-
-
-def install_wrapper(workdir: Path) -> Path:
-    """Write the job wrapper into ``workdir`` (once per agent), mode 0644; its path.
-
-    The file is the pilot's in the pilot's directory: the user can read and run it, never
-    change it. It is replaced atomically if an older one is there.
-    """
-    with _wrapper_lock:
-        if workdir in _wrappers:
-            return _wrappers[workdir]
-        source = pkgutil.get_data("pilotage.pilot", "wrapper.py")
-        if source is None:
-            raise OperatorError("the job wrapper (pilotage/pilot/wrapper.py) is missing")
-        path = workdir / "pilotage-job-wrapper.py"
-        tmp = workdir / f".pilotage-job-wrapper.{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-        with os.fdopen(fd, "wb") as out:
-            out.write(source)
-        os.chmod(tmp, 0o644)  # whatever the umask: the job's owner must read it
-        os.replace(tmp, path)
-        _wrappers[workdir] = path
-        return path
-
-
-def check_switch_mode() -> None:
-    """Refuse ``--switch`` at start on a node without ``cryptography``."""
-    try:
-        import cryptography  # noqa: F401
-    except ImportError:
-        raise OperatorError(
-            "--switch needs the Python package cryptography (the switch needs it too): "
-            "the agent makes the key of each job's credential"
-        ) from None
-
-
-def make_key_request() -> tuple[bytes, str]:
-    """A new RSA key (PEM) and a CSR for it (PEM); the subject is ignored by the server."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pilotage-agent")])
-    csr = x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, hashes.SHA256())
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-    return key_pem, csr.public_bytes(serialization.Encoding.PEM).decode()
-
-
-def proxy_file_bytes(chain_pem: str, key_pem: bytes) -> bytes:
-    """The grid order: the released proxy certificate, its key, then the rest of the chain."""
-    certs = _PEM_CERT.findall(chain_pem.encode())
-    if not certs:
-        raise OperatorError("the server's credential release holds no certificate")
-    return b"".join(_line_ended(c) for c in (certs[0], key_pem, *certs[1:]))
-
-
-def _line_ended(pem: bytes) -> bytes:
-    return pem if pem.endswith(b"\n") else pem + b"\n"
 
 
 class _Refused(Exception):
