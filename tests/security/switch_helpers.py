@@ -25,12 +25,13 @@ from switch_site import (
     Credentials,
     Site,
     ensure_accounts,
+    interpreter,
     pilot_file,
     run_switch,
     wait_for,
 )
 
-__all__ = ["Credentials", "Site", "pilot_file", "refused", "run_switch", "wait_for"]
+__all__ = ["Credentials", "Site", "interpreter", "pilot_file", "refused", "run_switch", "wait_for"]
 GRID_MAPFILE = '"/O=Example/CN=Bob" bob\n"/O=Example/CN=Forkbomb" pilotagefb\n'
 
 
