@@ -1,0 +1,97 @@
+"""Finding 6 of the security review: trust files were read without any check.
+
+A pilot-owned grid-mapfile let the pilot map itself to bob. The grid-mapfile, the
+gridmapdir (the directory and each lease file) and every file of the CA directory get the
+checks of the config and the policy now: root-owned, not writable by group or others, or
+the switch refuses to run (202) with a sentence naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from .switch_helpers import Credentials, Site, refused, run_switch
+
+
+@pytest.fixture(scope="module")
+def wrapper(ssite: Site) -> Path:
+    """A setuid switch without a cache, so each change is seen at once."""
+    return ssite.install("trust", "setuid", cache_ttl_s="0")
+
+
+@pytest.fixture
+def restore(ssite: Site) -> Iterator[Callable[[Path], None]]:
+    """``restore(path)`` records a file's owner, mode and bytes, put back after the test."""
+    saved: list[tuple[Path, os.stat_result, bytes | None]] = []
+
+    def remember(path: Path) -> None:
+        saved.append((path, path.stat(), path.read_bytes() if path.is_file() else None))
+
+    yield remember
+    for path, st, data in reversed(saved):
+        if data is not None:
+            path.write_bytes(data)
+        os.chown(path, st.st_uid, st.st_gid)
+        path.chmod(st.st_mode & 0o7777)
+
+
+def give_to_pilot(path: Path) -> int:
+    pilot = pwd.getpwnam("pilot")
+    os.chown(path, pilot.pw_uid, pilot.pw_gid)
+    return pilot.pw_uid
+
+
+def test_a_pilot_owned_grid_mapfile_cannot_map_the_pilot_to_bob(
+    ssite: Site, screds: Credentials, wrapper: Path, restore: Callable[[Path], None]
+) -> None:
+    gridmap = ssite.root / "grid-mapfile"
+    restore(gridmap)
+    gridmap.write_text(gridmap.read_text() + '"/O=Example/CN=Pilot" bob\n')
+    uid = give_to_pilot(gridmap)
+    result = run_switch(wrapper, ["--", "id", "-un"], user=screds.made["pilot"])
+    refused(result, 202, f"The grid-mapfile {gridmap} is owned by uid {uid}, not by root.")
+    assert "bob" not in result.stdout
+    os.chown(gridmap, 0, 0)
+    gridmap.chmod(0o666)
+    result = run_switch(wrapper, ["--", "id", "-un"], user=screds.made["pilot"])
+    refused(result, 202, f"The grid-mapfile {gridmap} is writable by group or others.")
+
+
+def test_the_gridmapdir_and_its_leases_must_be_roots(
+    ssite: Site, screds: Credentials, wrapper: Path, restore: Callable[[Path], None]
+) -> None:
+    gridmapdir = ssite.root / "gridmapdir"
+    restore(gridmapdir)
+    uid = give_to_pilot(gridmapdir)
+    result = run_switch(wrapper, ["--", "true"], user=screds.made["alice"])
+    refused(result, 202, f"The gridmapdir {gridmapdir} is owned by uid {uid}, not by root.")
+    os.chown(gridmapdir, 0, 0)
+    lease = gridmapdir / "cms005"
+    lease.touch()
+    try:
+        give_to_pilot(lease)
+        result = run_switch(wrapper, ["--", "true"], user=screds.made["alice"])
+        refused(result, 202, f"The gridmapdir file {lease} is owned by uid {uid}, not by root.")
+    finally:
+        lease.unlink()
+
+
+def test_every_file_of_the_ca_directory_must_be_roots(
+    ssite: Site, screds: Credentials, wrapper: Path, restore: Callable[[Path], None]
+) -> None:
+    ca_file = sorted((ssite.root / "certificates").iterdir())[0]
+    restore(ca_file)
+    uid = give_to_pilot(ca_file)
+    result = run_switch(wrapper, ["--", "true"], user=screds.made["alice"])
+    refused(result, 202, f"The CA directory file {ca_file} is owned by uid {uid}, not by root.")
+    os.chown(ca_file, 0, 0)
+    ca_file.chmod(0o664)
+    result = run_switch(wrapper, ["--", "true"], user=screds.made["alice"])
+    refused(result, 202, f"The CA directory file {ca_file} is writable by group or others.")
+    ca_file.chmod(0o644)
+    assert run_switch(wrapper, ["--", "true"], user=screds.made["alice"]).returncode == 0
