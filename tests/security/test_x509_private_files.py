@@ -61,15 +61,17 @@ def test_login_refuses_a_symlinked_or_foreign_proxy(
     proxy = alice_proxy(pki, tmp_path / "x509up")
     link = tmp_path / "link"
     link.symlink_to(proxy)
-    refused = pool.cli("--server", pool.url, "login", "--proxy", str(link))
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "config")}
+    refused = pool.cli("--server", pool.url, "login", "--proxy", str(link), env=env)
     assert refused.returncode == 2, refused.stderr
     assert f"The proxy file {link} is a symbolic link" in refused.stderr
     if os.geteuid() != 0:
         pytest.skip("giving the proxy to another account needs root")
     os.chown(proxy, 65534, -1)
-    refused = pool.cli("--server", pool.url, "login", "--proxy", str(proxy))
+    refused = pool.cli("--server", pool.url, "login", "--proxy", str(proxy), env=env)
     assert refused.returncode == 2, refused.stderr
     assert f"The proxy file {proxy} belongs to uid 65534, not to you" in refused.stderr
+    assert not (tmp_path / "config" / "pilotage" / "token").exists()
 
 
 def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str]:
