@@ -164,10 +164,37 @@ def test_export_shares_a_trust_directory_between_cas(pki: Pki, tmp_path: Path) -
     other.ca.export_trust_dir(shared)
     for ca in (pki.ca, other.ca):
         name_hash = subject_hash(ca.cert.subject.public_bytes())
-        assert {f"{name_hash}.0", f"{name_hash}.r0", f"{name_hash}.signing_policy"} <= {
+        policies = {f"{name_hash}.namespaces", f"{name_hash}.signing_policy"}
+        assert {f"{name_hash}.0", f"{name_hash}.r0", *policies} <= {
             p.name for p in shared.iterdir()
         }
     store = TrustStore.from_directory(shared)
     assert store.ca_count == 2
     validate_chain([other.user.cert], store, require_crl=True)
     validate_chain([pki.user.cert], store, require_crl=True)
+
+
+def test_a_ca_with_a_namespace_writes_it_and_issues_only_inside_it(tmp_path: Path) -> None:
+    ca = CertificateAuthority.init(
+        tmp_path / "ca", "CN=Narrow CA,O=Example", key_bits=2048, subjects=["/O=Example/OU=Users/*"]
+    )
+    name_hash = subject_hash(ca.cert.subject.public_bytes())
+    assert (ca.directory / "certificates" / f"{name_hash}.namespaces").read_text() == (
+        "#NAMESPACES-VERSION: 1.0\n"
+        'TO Issuer "/O=Example/CN=Narrow CA" \\\n'
+        '  PERMIT Subject "/O=Example/OU=Users/.*"\n'
+    )
+    assert (ca.directory / "certificates" / f"{name_hash}.signing_policy").read_text() == (
+        "access_id_CA X509 '/O=Example/CN=Narrow CA'\n"
+        "pos_rights globus CA:sign\n"
+        "cond_subjects globus '\"/O=Example/OU=Users/*\"'\n"
+    )
+    carol = ca.issue_user("/O=Example/OU=Users/CN=Carol")
+    store = TrustStore.from_directory(ca.directory / "certificates")
+    assert validate_chain([carol.cert], store).identity_dn == "/O=Example/OU=Users/CN=Carol"
+    with pytest.raises(BadInput, match="outside this CA's namespace"):
+        ca.issue_user("/O=Example/CN=Dave")
+    assert CertificateAuthority(ca.directory).subjects == ("/O=Example/OU=Users/*",)
+    with pytest.raises(BadInput, match="cannot carry"):
+        CertificateAuthority.init(tmp_path / "q", "CN=Quote's CA,O=Example", key_bits=2048)
+    assert not (tmp_path / "q" / "ca.key").exists()

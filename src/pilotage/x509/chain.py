@@ -1,15 +1,18 @@
 """Validation of X.509 credentials and RFC 3820 proxy chains, for the switch and the server.
 
 Read ``validate_chain`` top to bottom, then the rules it calls, each with a ``# Why:``.
-Around it, in this package: ``trust_store.py`` (the trusted CAs and CRLs),
-``certificate.py`` (reading a credential file and one certificate), ``der.py``
-(ProxyCertInfo, canonical names), ``errors.py`` (one exception per refusal),
-``proxy_info.py`` (description without judgement).
+Around it, in this package: ``trust_store.py`` (the trusted CAs, their CRLs and
+namespace policies, the last read by ``namespaces.py``), ``certificate.py`` (reading a
+credential file and one certificate), ``der.py`` (ProxyCertInfo, canonical names),
+``errors.py`` (one exception per refusal), ``proxy_info.py`` (description without
+judgement).
 
 Trust comes only from the site's CA directory in the usual grid layout (``<hash>.0`` CA
-certificates, ``<hash>.r0`` CRLs, ``*.pem``). CA certificates carried inside a credential
-are ignored. A path is: proxies (leaf first), one end-entity certificate (a user's or a
-host's), then CAs of the directory up to a self-signed one.
+certificates, ``<hash>.r0`` CRLs, ``*.pem``, ``<hash>.namespaces`` and
+``<hash>.signing_policy``), and each CA is trusted only for its namespace. CA
+certificates carried inside a credential are ignored. A path is: proxies (leaf first),
+one end-entity certificate (a user's or a host's), then CAs of the directory up to a
+self-signed one.
 
 Imports: the standard library, ``cryptography`` and the sibling modules of this
 package (which import no more), nothing else of pilotage.
