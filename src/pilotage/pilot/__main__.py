@@ -21,6 +21,7 @@ from pilotage.errors import PilotageError
 
 from .agent import run
 from .config import DEFAULT_LIFETIME_S, AgentConfig, default_attrs
+from .renewal import RenewalSettings
 from .resources import Resources, detect_cpus, detect_disk_mb, detect_memory_mb
 from .switched import check_switch_mode
 
@@ -113,6 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="the site's answer: may a job run as the pilot account after the switch "
         "fails with an internal error (default: no)",
     )
+    p.add_argument(
+        "--renewal",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="credential renewal and expiry of switched jobs (repeatable): fraction, "
+        "renew_margin_s, retry_s, expiry_margin_s, kill_grace_s",
+    )
     p.add_argument("--version", action="version", version=f"pilotage-agent {__version__}")
     return p
 
@@ -150,6 +159,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         switch=args.switch,
         single_user=args.single_user,
         bypass_on_error=args.bypass_on_error == "yes",
+        renewal=RenewalSettings.parse(args.renewal),
     )
 
 

@@ -237,7 +237,7 @@ class Agent:
             "pilot_credential": self.config.token_file,
         }
         run = (
-            SwitchedRun(claim, switch=self.config.switch, **settings)
+            SwitchedRun(claim, switch=self.config.switch, renewal=self.config.renewal, **settings)
             if self.config.switch
             else JobRun(claim, **settings)
         )

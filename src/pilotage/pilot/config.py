@@ -14,6 +14,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .renewal import RenewalSettings
 from .resources import Resources
 
 #: How long registration keeps retrying an unreachable server before giving up.
@@ -63,6 +64,9 @@ class AgentConfig:
     #: ``--bypass-on-error``: the site's answer to seed 002's question 4 — may a job run
     #: as the pilot account after the switch fails with an internal error (202)?
     bypass_on_error: bool = False
+    #: ``--renewal KEY=VALUE``: when a switched job's credential is renewed, and when the
+    #: job is stopped because none can be had (docs/pilot.md, "Keeping control").
+    renewal: RenewalSettings = field(default_factory=RenewalSettings)
 
     @property
     def pilot_name(self) -> str:
@@ -86,4 +90,5 @@ class AgentConfig:
             + (f" switch={' '.join(self.switch)!r}" if self.switch else "")
             + (f" single_user={self.single_user!r}" if self.single_user is not None else "")
             + f" bypass_on_error={'yes' if self.bypass_on_error else 'no'}"
+            + (f" renewal={self.renewal.describe()}" if self.switch else "")
         )

@@ -62,6 +62,7 @@ import logging
 import os
 import posixpath
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -77,6 +78,7 @@ from .client import error_kind, retrying
 from .jobcredential import check_switch_mode, install_wrapper, make_key_request, proxy_file_bytes
 from .jobrun import DEFAULT_PATH, DISK_FULL, JobRun, _Gone, build_environment, remove_tree
 from .outputs import OutputError, is_safe_relpath, pack_outputs, select_outputs, snapshot
+from .renewal import Grant, Keeper, RefreshRefused, RenewalSettings
 from .wire import Failure, HoldCode, JobResult
 
 __all__ = ["NO_CREDENTIAL", "SwitchedRun", "check_switch_mode"]
@@ -118,9 +120,18 @@ class _CannotStart(Exception):
 class SwitchedRun(JobRun):
     """A claim whose job, files and signals are handled as its owner, through the switch."""
 
-    def __init__(self, *args: Any, switch: tuple[str, ...], **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, switch: tuple[str, ...],
+        renewal: RenewalSettings | None = None, **kwargs: Any,
+    ) -> None:  # fmt: skip
         super().__init__(*args, **kwargs)
         self.switch = switch
+        #: When the job's credential is renewed, and when the job is stopped without one.
+        self.renewal = renewal or RenewalSettings()
+        self._grant: Grant | None = None
+        self._keeper: Keeper | None = None
+        #: Set (under ``_lock``) when the job is stopped because its credential runs out.
+        self._expired: Failure | None = None
         self._program = shutil.which(switch[0]) or switch[0]
         self.home = self.scratch  # workdir/<claim_id>: the pilot's, 0711
         self.scratch = self.home / "job"  # the user's, made by the switch
@@ -311,6 +322,47 @@ class SwitchedRun(JobRun):
         except OSError as exc:
             log.warning("%s: SIG%s not delivered through the switch (%s)", self.tag, name, exc)
 
+    # -- the job's credential (pilot/renewal.py) ------------------------------------
+
+    def hand_credential(self, data: bytes) -> None:
+        """Give the running job a renewed credential: ``--refresh``, then the pilot's copy.
+
+        The new file is written beside the pilot's copy (``O_EXCL``, 0600) and named to
+        the switch, which replaces the user's copy atomically and refuses another
+        identity; only then does it replace the pilot's copy (a rename), so both always
+        hold the same credential.
+        """
+        tmp = self.home / f".proxy-{secrets.token_hex(8)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            env = {**self._env(target=True, family=False),
+                   "PILOTAGE_EXEC_USER_CREDENTIAL": str(tmp)}  # fmt: skip
+            with open(os.devnull, "rb") as null:
+                pid, status_fd = self._launch(["--refresh"], null.fileno(), env)
+            code, message = self._status(status_fd)
+            exit_code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+            if code != _NO_LINE or exit_code != 0:
+                raise RefreshRefused(f"{exit_code} {message}" if code == _NO_LINE
+                                     else f"{code} {message}")  # fmt: skip
+            os.replace(tmp, self.proxy)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    def expire(self, failure: Failure) -> bool:
+        """Have the job reported with ``failure`` once it ends; false if it has ended."""
+        with self._lock:
+            if not self._running() or not self.alive:
+                return False
+            self._expired = failure
+            return True
+
+    def signal_job(self, name: str) -> None:
+        """``--signal NAME`` to the job's family, as its owner."""
+        self._send(name)
+
     # -- the claim -------------------------------------------------------------------
 
     def execute(self) -> JobResult | None:
@@ -333,6 +385,8 @@ class SwitchedRun(JobRun):
             result = self._wait_job()
             if not self.alive:
                 return None
+            if self._expired is not None:  # stopped, not ended: its outputs are not taken
+                return dataclasses.replace(result, failure=self._expired)
             failure = self._collect(before)
             # An output failure is reported with how the job itself ended.
             return result if failure is None else dataclasses.replace(result, failure=failure)
@@ -389,6 +443,7 @@ class SwitchedRun(JobRun):
         fd = os.open(self.proxy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "wb") as out:
             out.write(data)
+        self._grant = Grant.from_wire(released)
         log.info("%s: credential of %s released", self.tag, released.get("identity"))
         return None
 
@@ -458,7 +513,14 @@ class SwitchedRun(JobRun):
 
     def _wait_job(self) -> JobResult:
         assert self._pid is not None
-        _pid, status, usage = os.wait4(self._pid, 0)
+        if self._grant is not None:
+            self._keeper = Keeper(self, self._client, self.renewal, self._grant)
+            self._keeper.start()
+        try:
+            _pid, status, usage = os.wait4(self._pid, 0)
+        finally:
+            if self._keeper is not None:
+                self._keeper.close()
         with self._lock:
             self._exited = True
             if self._kill_timer is not None:

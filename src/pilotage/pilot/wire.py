@@ -35,6 +35,8 @@ class HoldCode(enum.IntEnum):
     OUTPUT = 12
     START = 13
     IDENTITY = 14
+    #: The job was stopped before its credential ran out: no valid one could be had.
+    CREDENTIAL_EXPIRED = 15
 
 
 def _get(body: Any, key: str, kind: type | tuple[type, ...], what: str) -> Any:
