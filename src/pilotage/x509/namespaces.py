@@ -52,8 +52,15 @@ _ALIAS_TARGET = {
 _NS_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[^\s"]+')
 _EACL_TOKEN = re.compile(r"'[^']*'|[^\s']+")
 #: One EACL entry: these words, with the CA's DN after "x509" and the patterns last.
-_EACL_KEYWORDS = ["access_id_ca", "x509", "pos_rights", "globus", "ca:sign"]
-_EACL_KEYWORDS += ["cond_subjects", "globus"]
+_EACL_KEYWORDS = [
+    "access_id_ca",
+    "x509",
+    "pos_rights",
+    "globus",
+    "ca:sign",
+    "cond_subjects",
+    "globus",
+]
 _VERSION = re.compile(r"^#\s*NAMESPACES-VERSION:\s*(\S+)", re.IGNORECASE)
 
 
