@@ -37,13 +37,15 @@ from pilotage.api.wire import (
     PilotRegistration,
     Registered,
     Result,
+    Vacate,
+    VacateAnswer,
     WorkAnswer,
     WorkRequest,
 )
 from pilotage.collector import pilots as registry
 from pilotage.credentials.tokens import Role
 from pilotage.errors import NotFound
-from pilotage.queue import claims
+from pilotage.queue import claims, vacate
 from pilotage.queue.states import Trigger
 
 router = APIRouter(prefix="/pilot/v1")
@@ -218,6 +220,31 @@ async def claim_result(
     # The result is kept either way; a pilot that may not get work any more hears so.
     registry.require_active(pilot)
     return _answer(WorkAnswer(claim=claim, retry_after_s=retry_after_s, retire=pilot.retire))
+
+
+@router.post("/claims/{claim_id}/vacate", response_model=VacateAnswer)
+async def claim_vacate(
+    claim_id: str, body: Vacate, ctx: LoopCtx, who: Pilot, secret: Secret
+) -> Response:
+    """Give a live claim back unfinished: its job is IDLE again now, its attempt not
+    counted when the node is at fault, and kept from this pilot for ``exclude_s``."""
+
+    def work(conn: sa.Connection) -> VacateAnswer:
+        now = ctx.clock()
+        live, pilot = claims.held_claim(conn, claim_id, who.name, secret)
+        state = vacate.vacate(
+            conn,
+            live.claim_id,
+            live.job_id,
+            pilot,
+            body,
+            max_attempts=ctx.settings.server.max_attempts,
+            now=now,
+        )
+        registry.touch(conn, pilot, now, every_s=_touch_every_s(ctx))
+        return VacateAnswer(job_state=state.value)
+
+    return _answer(await ctx.write(work))
 
 
 @router.post("/pilots/{pilot_id}/exit", status_code=204)

@@ -174,7 +174,30 @@ class Result(Strict):
     cpu_s: float = Field(default=0.0, ge=0)
     max_rss_kb: int = Field(default=0, ge=0)
     failure: Failure | None = None
+    #: Set when the job ran as the pilot account because the switch failed with an
+    #: internal error at a site that allows it (docs/pilot.md, "Switch exit codes"): why.
+    without_switch: str | None = Field(default=None, min_length=1, max_length=2000)
     next: WorkRequest | None = None
+
+
+class Vacate(Strict):
+    """A pilot giving a live claim back unfinished: the job returns to IDLE at once.
+
+    ``node_fault``: the cause is the node or the pilot (a broken switch, a work path the
+    owner cannot search, a refused owner on a single-user pilot), not the job, so the
+    attempt is not counted against it. ``exclude_s``: this pilot is not given the job
+    again for that long (a back-off after a switch error, issue 10, uses it too).
+    """
+
+    reason: str = Field(min_length=1, max_length=2000)
+    node_fault: bool = False
+    exclude_s: float = Field(default=0.0, ge=0, le=7 * 86400)
+
+
+class VacateAnswer(Strict):
+    """The job's state after a vacate: IDLE, or HELD when a counted attempt was its last."""
+
+    job_state: str
 
 
 class PilotExit(Strict):

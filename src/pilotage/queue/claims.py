@@ -26,7 +26,7 @@ from pilotage.collector import pilots as pilot_registry
 from pilotage.config import ServerSettings
 from pilotage.errors import Conflict, NotFound
 from pilotage.matchmaking.service import MatchService
-from pilotage.queue import history, spool
+from pilotage.queue import history, spool, vacate
 from pilotage.queue.states import HoldCode, JobState, Trigger, transition
 from pilotage.store.tables import claims, job_events, jobs, pilots
 
@@ -159,13 +159,18 @@ def dispatch(
     if free.cpus < 1 or free.memory_mb < 1:
         return None
     slot = pilot_registry.offer_ad(pilot, free, min(time_left_s, pilot.expires_at - now))
+    slot = vacate.offer_for(pilot, slot)  # a single-user pilot's owner, once fixed
+    skip = vacate.excluded(pilot, now)  # jobs it gave back lately (usually none)
     matcher.sync(conn)
-    for job_id in matcher.candidates(slot, now):
+    for job_id in matcher.candidates(slot, now, 8 + len(skip)):
+        if job_id in skip:
+            continue
         claim = _claim(conn, job_id, pilot, settings=settings, now=now, pg=is_postgres)
         if claim is None:
             matcher.taken(job_id)  # no longer idle: another server took it, or it was held
             continue
         matcher.claimed(job_id, claim.request_cpus, now)
+        vacate.lock_owner(conn, pilot, slot, claim.owner)
         return claim
     return None
 
@@ -329,6 +334,8 @@ def report(
     conn: sa.Connection, live: LiveClaim, result: Result, *, pilot: str, now: float
 ) -> JobState:
     """Record how a job ended; returns its new state."""
+    if result.without_switch is not None:
+        vacate.note_without_switch(conn, live.claim_id, live.job_id, result.without_switch)
     if result.failure is not None:
         return _report_failure(conn, live, result, result.failure, pilot=pilot, now=now)
     won = conn.execute(
@@ -397,8 +404,12 @@ def _failure(failure: Failure) -> tuple[Any, dict[str, Any]]:
 
 def _exit_text(result: Result) -> str:
     if result.signal is not None:
-        return f"killed by signal {result.signal}"
-    return f"exited with code {result.exit_code}"
+        text = f"killed by signal {result.signal}"
+    else:
+        text = f"exited with code {result.exit_code}"
+    if result.without_switch is not None:
+        text += "; " + vacate.without_switch_text(result.without_switch)
+    return text
 
 
 def release_claim(

@@ -107,6 +107,10 @@ pilots = sa.Table(
     # SHA-256 (hex) of the secret answered at registration; every later call of the
     # pilot proves it. NULL only for pilots registered before secrets: they can do nothing.
     sa.Column("secret_sha256", sa.String(64), nullable=True),
+    # A single-user pilot's owner, once its first job fixed it (docs/pilot.md).
+    sa.Column("single_owner", sa.String(128), nullable=True),
+    # Jobs this pilot gave back and must not get again before a time: JSON {job id: until}.
+    sa.Column("exclusions", sa.Text, nullable=True),
     sa.Index("ix_pilots_state", "state"),
 )
 
