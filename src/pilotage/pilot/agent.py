@@ -15,6 +15,8 @@ are killed).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import signal
 import threading
@@ -28,9 +30,10 @@ from .client import Backoff, Client, retrying
 from .config import REGISTER_PATIENCE_S, AgentConfig
 from .heartbeat import Heartbeat
 from .jobrun import KILL_GRACE_S, JobRun
+from .nodepolicy import report_line, switch_type_problem
 from .resources import Resources, Slot, SlotFull
 from .switched import SwitchedRun
-from .wire import VERSION, Claim, JobResult, Registration, WorkAnswer, work_request
+from .wire import VERSION, Claim, GiveBack, JobResult, Registration, WorkAnswer, work_request
 
 log = logging.getLogger("pilotage.pilot")
 
@@ -63,12 +66,22 @@ class Agent:
         # Written by signal handlers and other threads; plain attributes, read in the loop.
         self._signalled: str | None = None
         self._lost: str | None = None
+        #: Why this node cannot run jobs (a switch refusal that is the node's fault): the
+        #: pilot takes no more jobs and leaves once its running ones end.
+        self._node_fault: str | None = None
+        #: A single-user pilot's owner: the flag's, or its first job's (``*``).
+        self._owner = None if config.single_user in (None, "*") else config.single_user
 
     # -- the main loop ---------------------------------------------------------------
 
     def run(self) -> int:
         """Register, serve until a reason to leave, leave; 0 normally, 1 on a fatal error."""
         log.info("agent starting: %s", self.config.describe())
+        problem = switch_type_problem(self.config.attrs, bool(self.config.switch))
+        if problem is not None:
+            log.error("not starting: %s", problem)
+            report_line("switch_type", problem, switch=self.config.attrs.get("PilotageSwitch"))
+            return 1
         previous = self._install_signals()
         try:
             try:
@@ -92,7 +105,7 @@ class Agent:
             finally:
                 heartbeat.stop()
             self._leave(reason)
-            return 1 if self._lost else 0
+            return 1 if self._lost or self._node_fault else 0
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
@@ -112,7 +125,7 @@ class Agent:
             "gpus": r.gpus,
             "lifetime_s": cfg.lifetime_s,
             "attrs": cfg.attrs,
-            "start": cfg.start,
+            "start": self._start_expression(),
         }
         give_up = time.monotonic() + REGISTER_PATIENCE_S
         answer = retrying(
@@ -129,6 +142,13 @@ class Agent:
             self.idle_timeout_s,
         )
         return self.registration
+
+    def _start_expression(self) -> str:
+        """The slot's START: the flag's, and only its owner's jobs on a single-user pilot
+        whose owner is named (``*`` is locked by the server at the first claim)."""
+        if self._owner is None:
+            return self.config.start
+        return f"({self.config.start}) && TARGET.Owner == {json.dumps(self._owner)}"
 
     @property
     def idle_timeout_s(self) -> float:
@@ -171,6 +191,8 @@ class Agent:
             return self._signalled
         if self._lost:
             return f"lost by the server: {self._lost}"
+        if self._node_fault and not busy:
+            return f"node fault: {self._node_fault}"
         if now >= self._end:
             return "lifetime reached"
         if busy:
@@ -186,7 +208,7 @@ class Agent:
     def _may_ask(self, free: Resources) -> bool:
         """Whether to ask for more work with ``free`` resources (caller holds ``_lock``)."""
         return (
-            not (self._retire or self._signalled or self._lost)
+            not (self._retire or self._signalled or self._lost or self._node_fault)
             and self._end - time.monotonic() >= self.config.lifetime_margin_s
             and Slot.MIN_FREE.fits_in(free)
         )
@@ -229,6 +251,15 @@ class Agent:
 
     def _start(self, claim: Claim, sent: float) -> None:
         assert self.registration is not None
+        if self.config.single_user is not None:
+            if self._owner is None:
+                self._owner = claim.owner  # '*': the first job's owner, for good
+            elif claim.owner != self._owner:
+                why = f"a single-user pilot of {self._owner} does not run a job of {claim.owner}"
+                log.error("claim %s job %s: %s", claim.claim_id, claim.job_id, why)
+                left_s = max(0.0, self._end - time.monotonic())
+                self._give_back(claim, f"claim {claim.claim_id}", GiveBack(why, exclude_s=left_s))
+                return
         settings: dict[str, Any] = {
             "client": self.client,
             "workdir": self.config.workdir,
@@ -255,19 +286,19 @@ class Agent:
         thread.start()
 
     def _serve(self, run: JobRun) -> None:
-        """A claim's thread: run it, clean up, report (asking for the next), release."""
-        try:
-            result = run.execute()
-        except Exception:  # one job's bug must not take the pilot down
-            log.exception("%s: unexpected error; dropping the claim", run.tag)
-            run.stop("agent error")
-            result = None
-        finally:
-            run.cleanup()
+        """A claim's thread: run it, clean up, report (asking for the next) or give it
+        back, release."""
+        result = self._execute(run)
+        if run.give_back is not None and run.give_back.bypassable and self._may_bypass(run):
+            run, result = self._bypass(run, run.give_back)
         try:
             with self._ask_lock:
                 sent = time.monotonic()
-                answer = self._report(run, result)
+                if run.give_back is not None:
+                    self._give_back(run.claim, run.tag, run.give_back)
+                    answer = None
+                else:
+                    answer = self._report(run, result)
                 self._release(run)
                 if answer is not None:
                     self._take(answer, sent)
@@ -276,6 +307,77 @@ class Agent:
             self._release(run)
         finally:
             self.client.close()  # this thread's connection ends with the thread
+
+    @staticmethod
+    def _execute(run: JobRun) -> JobResult | None:
+        try:
+            return run.execute()
+        except Exception:  # one job's bug must not take the pilot down
+            log.exception("%s: unexpected error; dropping the claim", run.tag)
+            run.stop("agent error")
+            return None
+        finally:
+            run.cleanup()
+
+    def _may_bypass(self, run: JobRun) -> bool:
+        """Whether a job whose switch failed with an internal error may run as the pilot
+        account: the site says so (``--bypass-on-error yes``), the VO does not require
+        the switch, and the claim still lives."""
+        required = self.config.attrs.get("PilotageSwitchMode", "").strip('"') == "required"
+        return self.config.bypass_on_error and not required and run.alive
+
+    def _bypass(self, run: JobRun, why: GiveBack) -> tuple[JobRun, JobResult | None]:
+        """Run the claim again, as the pilot account; its result says why (seed 002 q. 4)."""
+        assert self.registration is not None
+        log.warning("%s: running it as the pilot account (bypass allowed): %s", run.tag, why.reason)
+        plain = JobRun(
+            run.claim,
+            client=self.client,
+            workdir=self.config.workdir,
+            max_sandbox_bytes=self.registration.max_sandbox_bytes,
+            granted_at=run.lease_deadline - run.claim.lease_s,
+            pilot_credential=self.config.token_file,
+        )
+        with self._lock:
+            if self._runs.get(run.claim.claim_id) is not run:
+                return run, None
+            self._runs[run.claim.claim_id] = plain
+        result = self._execute(plain)
+        if why.stop_pilot:
+            self._stop_taking_jobs(why.reason)
+        if result is None:
+            return plain, None
+        return plain, dataclasses.replace(result, without_switch=why.reason)
+
+    def _give_back(self, claim: Claim, tag: str, why: GiveBack) -> None:
+        """Give a claim back unfinished (a few quick tries; else its lease lapses); when the
+        node is at fault, take no more jobs and say why."""
+        give_up = time.monotonic() + 30.0
+        try:
+            state = retrying(
+                lambda: self.client.vacate(claim.claim_id, why.to_wire()),
+                what=f"{tag}: give back",
+                wait=lambda delay: (
+                    self._sleep(min(delay, 5.0), always=True) or time.monotonic() > give_up
+                ),
+                backoff=Backoff(first_s=1.0, max_s=5.0),
+            )
+            log.info("%s: given back (%s); the job is %s", tag, why.reason, state)
+        except PilotageError as exc:
+            log.warning("%s: not given back (%s); its lease will lapse", tag, exc.message)
+        if why.stop_pilot:
+            self._stop_taking_jobs(why.reason, claim)
+
+    def _stop_taking_jobs(self, reason: str, claim: Claim | None = None) -> None:
+        if self._node_fault is not None:
+            return
+        self._node_fault = reason
+        log.error("this node cannot run jobs: %s; taking no more", reason)
+        report_line(
+            "node_fault", reason, job=claim.job_id if claim else None,
+            claim=claim.claim_id if claim else None,
+        )  # fmt: skip
+        self._wake.set()
 
     def _report(self, run: JobRun, result: JobResult | None) -> WorkAnswer | None:
         """Report ``result`` (unless None), asking for the next job if there is room.

@@ -195,6 +195,13 @@ class Client:
         except ValueError:
             raise PilotageError(f"the server's answer to {method} {path} is not JSON") from None
 
+    def vacate(self, claim_id: str, body: dict[str, Any]) -> str:
+        """Give a live claim back unfinished (``POST .../vacate``, a ``GiveBack``'s wire
+        form); the job's state after it (``IDLE``, or ``HELD`` after its last attempt)."""
+        answer = self.request("POST", f"/pilot/v1/claims/{claim_id}/vacate", body)
+        state = answer.get("job_state") if isinstance(answer, dict) else None
+        return state if isinstance(state, str) else "unknown"
+
     def put_file(self, path: str, file: IO[bytes], size: int, content_type: str) -> None:
         """Upload ``size`` bytes of ``file`` (from its start) as the body of a PUT."""
         file.seek(0)

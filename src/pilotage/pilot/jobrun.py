@@ -45,12 +45,14 @@ from .outputs import (
     select_outputs,
     snapshot,
 )
-from .wire import Claim, Failure, HoldCode, JobResult
+from .wire import Claim, Failure, GiveBack, HoldCode, JobResult
 
 log = logging.getLogger("pilotage.pilot")
 
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 KILL_GRACE_S = 10.0
+#: How long the server keeps a job this pilot gave back from it (docs/pilot.md).
+GIVE_BACK_EXCLUDE_S = 600.0
 #: Write failures that mean the node's disk (or the account's quota) is full.
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -131,6 +133,8 @@ class JobRun:
         #: Monotonic time by which the lease ends, counted from when it was requested.
         self.lease_deadline = granted_at + claim.lease_s
         self.stop_reason: str | None = None
+        #: Set when the claim is to be given back rather than reported (the agent does it).
+        self.give_back: GiveBack | None = None
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._proc: subprocess.Popen[bytes] | None = None
@@ -200,10 +204,16 @@ class JobRun:
             return result if failure is None else dataclasses.replace(result, failure=failure)
         except _Gone:
             return None
-        except OSError as exc:  # the node's fault (disk full...), not the job's: drop it
-            log.error("%s: cannot run here (%s); dropping the claim", self.tag, exc)
-            self.stop(f"node error: {exc}")
+        except OSError as exc:  # the node's fault (disk full...), not the job's
+            self.node_fault(f"the job cannot run on this node: {exc}")
             return None
+
+    def node_fault(self, reason: str) -> None:
+        """Stop the claim and mark it to give back, not counted, with the pilot taking no
+        more jobs: the node cannot run jobs, through no fault of this one (issue 9)."""
+        log.error("%s: %s; giving the job back", self.tag, reason)
+        self.give_back = GiveBack(reason, exclude_s=GIVE_BACK_EXCLUDE_S, stop_pilot=True)
+        self.stop(reason)
 
     def credential_files(self) -> list[Path]:
         """The credential files whose key material no output may carry."""

@@ -76,10 +76,19 @@ from pilotage.queue.sandbox import SandboxError, extract, pack
 
 from .client import error_kind, retrying
 from .jobcredential import check_switch_mode, install_wrapper, make_key_request, proxy_file_bytes
-from .jobrun import DEFAULT_PATH, DISK_FULL, JobRun, _Gone, build_environment, remove_tree
+from .jobrun import (
+    DEFAULT_PATH,
+    DISK_FULL,
+    GIVE_BACK_EXCLUDE_S,
+    JobRun,
+    _Gone,
+    build_environment,
+    remove_tree,
+)
+from .nodepolicy import Cause, classify
 from .outputs import OutputError, is_safe_relpath, pack_outputs, select_outputs, snapshot
 from .renewal import Grant, Keeper, RefreshRefused, RenewalSettings
-from .wire import Failure, HoldCode, JobResult
+from .wire import Failure, GiveBack, HoldCode, JobResult
 
 __all__ = ["NO_CREDENTIAL", "SwitchedRun", "check_switch_mode"]
 
@@ -394,21 +403,26 @@ class SwitchedRun(JobRun):
             return self._refused(exc)
         except _Gone:
             return None
-        except OSError as exc:  # the node's fault, not the job's: drop it
-            log.error("%s: cannot run here (%s); dropping the claim", self.tag, exc)
-            self.stop(f"node error: {exc}")
+        except OSError as exc:  # a missing switch, a wrapper that never ran: the node's fault
+            self.node_fault(f"the job cannot run on this node: {exc}")
             return None
 
     def _refused(self, exc: _Refused) -> JobResult | None:
-        exc.code = 202 if exc.code == _NO_LINE else exc.code
-        log.warning("%s: pilotage-exec refused (%d): %s", self.tag, exc.code, exc.message)
-        if exc.code == 202 or exc.code not in (201, 203):
-            self.stop(f"pilotage-exec failed on this node ({exc.code} {exc.message})")
-            return None
-        code = HoldCode.IDENTITY if exc.code == 203 else HoldCode.START
-        return JobResult(
-            failure=Failure(code, f"pilotage-exec refused ({exc.code}): {exc.message}")
+        """Hold the job for what its owner must fix; give it back for anything else
+        (:func:`~pilotage.pilot.nodepolicy.classify`, docs/pilot.md "Switch exit codes")."""
+        code = None if exc.code == _NO_LINE else exc.code
+        text = f"pilotage-exec refused ({exc.code}): {exc.message}" if code else exc.message
+        log.warning("%s: %s", self.tag, text)
+        cause, stop_pilot = classify(code, exc.message)
+        if cause is Cause.OWNER:
+            return JobResult(failure=Failure(HoldCode.IDENTITY, text))
+        self.give_back = GiveBack(
+            text,
+            exclude_s=GIVE_BACK_EXCLUDE_S,
+            stop_pilot=stop_pilot,
+            bypassable=cause is Cause.INTERNAL,
         )
+        return None
 
     def _server(self, what: str, call: Callable[[], T]) -> T:
         try:

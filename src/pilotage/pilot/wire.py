@@ -204,10 +204,17 @@ class JobResult:
     cpu_s: float = 0.0
     max_rss_kb: int = 0
     failure: Failure | None = None
+    #: Why the job ran as the pilot account (the switch failed with an internal error at
+    #: a site that allows it); the job's history records it.
+    without_switch: str | None = None
 
     def to_wire(self, next_request: dict[str, Any] | None) -> dict[str, Any]:
         """The body of ``POST .../result``, with ``next`` when another job is wanted."""
+        extra = (
+            {} if self.without_switch is None else {"without_switch": self.without_switch[:2000]}
+        )
         return {
+            **extra,
             "v": VERSION,
             "exit_code": self.exit_code,
             "signal": self.signal,
@@ -216,6 +223,32 @@ class JobResult:
             "max_rss_kb": self.max_rss_kb,
             "failure": None if self.failure is None else self.failure.to_wire(),
             "next": next_request,
+        }
+
+
+@dataclass(frozen=True)
+class GiveBack:
+    """A claim to give back unfinished (``POST .../vacate``), and what the agent does next.
+
+    ``node_fault``: not the job's fault, so the server does not count the attempt.
+    ``exclude_s``: the server keeps the job from this pilot that long. The last two
+    fields stay in the agent: ``stop_pilot`` (the node is unfit: take no more jobs) and
+    ``bypassable`` (an internal error of the switch, after which a site that allows it
+    lets the job run as the pilot account).
+    """
+
+    reason: str
+    node_fault: bool = True
+    exclude_s: float = 0.0
+    stop_pilot: bool = False
+    bypassable: bool = False
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "v": VERSION,
+            "reason": self.reason[:2000] or "given back",
+            "node_fault": self.node_fault,
+            "exclude_s": round(max(0.0, min(self.exclude_s, 7 * 86400.0)), 3),
         }
 
 
