@@ -104,13 +104,13 @@ def test_only_the_claims_pilot_gets_the_credential_once_per_key(x509_pool: X509P
         ("release", "refused", "pilot-a"),
         ("release", "refused", "pilot-a"),
         ("release", "refused", "pilot-a"),
-        ("release", "granted", "pilot-a"),
+        ("renew", "granted", "pilot-a"),
         ("key", "refused", "pilot-b"),
-        ("release", "refused", "pilot-b"),
-        ("release", "refused", "alice"),
+        ("renew", "refused", "pilot-b"),
+        ("renew", "refused", "alice"),
         ("key", "refused", "alice"),
         ("key", "refused", "(unauthenticated)"),
-        ("release", "refused", "pilot-a"),
+        ("renew", "refused", "pilot-a"),
     ]
     assert all(r["job_id"] and r["identity"] == ALICE for r in records if r["claim_id"] == claim_a)
     reasons = [r["reason"].split(":")[0] for r in records if r["outcome"] == "refused"]

@@ -24,7 +24,7 @@ from pilotage.api.wire import PILOT_SECRET_HEADER, Strict
 from pilotage.collector import pilots as pilot_registry
 from pilotage.credentials import delegation, login, release, store, vo
 from pilotage.credentials.audit import GRANTED, AuditRecord
-from pilotage.credentials.errors import ClaimEnded
+from pilotage.credentials.errors import ClaimEnded, IdentityChanged
 from pilotage.credentials.service import CredentialService
 from pilotage.credentials.tokens import Role
 from pilotage.errors import BadInput, NotFound, PilotageError
@@ -54,6 +54,15 @@ def _refused(
         creds.audit.insert(conn, refused)
         if isinstance(exc, ClaimEnded) and record.claim_id is not None:
             release.retire_keys(conn, record.claim_id, refused.at)
+        if isinstance(exc, IdentityChanged):
+            # Why: seed 000 §4.5: the job keeps its identity; its owner sees why in its history.
+            reason = f"a credential of another identity was refused, the job keeps its own: {exc}"
+            if record.claim_id is not None:
+                release.note_identity_refused(
+                    conn, reason, now=refused.at, claim_id=record.claim_id
+                )
+            else:
+                release.note_identity_refused(conn, reason, now=refused.at, owner=record.caller)
     creds.audit.append(refused)
 
 
@@ -338,8 +347,11 @@ def credential_key(claim_id: str, request: Request, ctx: Ctx, creds: Creds) -> R
 def credential(
     claim_id: str, body: CredentialRequest, request: Request, ctx: Ctx, creds: Creds
 ) -> CredentialRelease:
-    """A short-lived proxy derived from the job owner's stored credential."""
-    record, claim = _pilot_attempt("release", claim_id, request, ctx)
+    """A short-lived proxy derived from the job owner's stored credential (audited as
+    ``release``, or ``renew`` with a renewal key)."""
+    with ctx.store.read() as conn:  # only the audit's word for the attempt: nothing answered
+        event = "renew" if release.is_renewal(conn, body.key) else "release"
+    record, claim = _pilot_attempt(event, claim_id, request, ctx)
     try:
         with ctx.store.write() as conn:
             # Checked again inside the write: the claim may have ended since.

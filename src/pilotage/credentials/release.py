@@ -18,7 +18,13 @@ user tokens out; "the caller's claim" keeps a compromised pilot from harvesting 
 credentials of jobs it does not run; the key, one-time and bound to one claim, makes a
 leaked key useless once used and every key useless once the claim ends; the identity
 check stops a credential of another identity reaching a running job; the lifetime of a
-release never exceeds the stored credential's. Every attempt is audited by the caller.
+release never exceeds the stored credential's. Every attempt is audited by the caller:
+as ``release`` with key 0, as ``renew`` with a renewal key (:func:`is_renewal`).
+
+A credential of another identity, offered by re-delegation or met at a renewal, is
+refused and the running jobs concerned keep their own; :func:`note_identity_refused`
+writes that event into each one's history (trigger ``identity_refused``, state
+unchanged), where its owner sees it (docs/pilot.md, "Keeping control").
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ from pilotage.credentials.errors import (
 from pilotage.credentials.proxy import sign_proxy_request
 from pilotage.credentials.store import StoreKey
 from pilotage.errors import BadInput, NotFound
-from pilotage.store.tables import claims, jobs, pilots, retrieval_keys
+from pilotage.store.tables import claims, job_events, jobs, pilots, retrieval_keys
 from pilotage.x509.errors import CredentialError, WeakKey
 
 
@@ -198,6 +204,65 @@ def release(
         renewal_key=renewal,
         renewal_key_expires_at=not_after,
     )
+
+
+def is_renewal(conn: sa.Connection, key: str) -> bool:
+    """Whether ``key`` is a renewal key (generation 1 and up) rather than a claim's first."""
+    generation = conn.execute(
+        sa.select(retrieval_keys.c.generation).where(retrieval_keys.c.key_hash == _hash(key))
+    ).scalar()
+    return generation is not None and int(generation) > 0
+
+
+#: The ``trigger`` of a job event recording a refused change of identity.
+IDENTITY_REFUSED = "identity_refused"
+
+
+def note_identity_refused(
+    conn: sa.Connection,
+    reason: str,
+    *,
+    now: float,
+    owner: str | None = None,
+    claim_id: str | None = None,
+) -> int:
+    """Record, in each running X.509 job of ``owner`` (or the job of ``claim_id``), that a
+    credential of another identity was refused; how many jobs. The state is unchanged.
+
+    For a claim the event is written once: its renewals are retried, the refusal is one.
+    """
+    query = (
+        sa.select(jobs.c.id, jobs.c.claim_id, jobs.c.spec, claims.c.pilot_id)
+        .join(claims, claims.c.id == jobs.c.claim_id)
+        .where(jobs.c.state == "RUNNING")
+    )
+    if owner is not None:
+        query = query.where(jobs.c.owner == owner)
+    if claim_id is not None:
+        query = query.where(jobs.c.claim_id == claim_id)
+        noted = conn.execute(
+            sa.select(job_events.c.id).where(
+                job_events.c.claim_id == claim_id, job_events.c.trigger == IDENTITY_REFUSED
+            )
+        ).first()
+        if noted is not None:
+            return 0
+    rows = [r for r in conn.execute(query) if json.loads(r.spec).get("x509_identity")]
+    for row in rows:
+        conn.execute(
+            sa.insert(job_events).values(
+                job_id=row.id,
+                at=now,
+                from_state="RUNNING",
+                to_state="RUNNING",
+                trigger=IDENTITY_REFUSED,
+                actor="server",
+                reason=reason,
+                claim_id=row.claim_id,
+                pilot_id=row.pilot_id,
+            )
+        )
+    return len(rows)
 
 
 def retire_keys(conn: sa.Connection, claim_id: str, now: float) -> None:
