@@ -95,3 +95,18 @@ def test_every_file_of_the_ca_directory_must_be_roots(
     refused(result, 202, f"The CA directory file {ca_file} is writable by group or others.")
     ca_file.chmod(0o644)
     assert run_switch(wrapper, ["--", "true"], user=screds.made["alice"]).returncode == 0
+
+
+def test_a_mapping_to_a_system_or_missing_account_is_refused(
+    ssite: Site, screds: Credentials, wrapper: Path, restore: Callable[[Path], None]
+) -> None:
+    gridmap = ssite.root / "grid-mapfile"
+    restore(gridmap)
+    daemon = pwd.getpwnam("daemon").pw_uid
+    for account, sentence in (
+        ("daemon", f"The mapped account daemon has uid {daemon}, below min_uid 1000"),
+        ("nosuchaccount", "The mapped account nosuchaccount does not exist on this node."),
+    ):
+        gridmap.write_text(f'"/O=Example/CN=Pilot" {account}\n')
+        result = run_switch(wrapper, ["--", "id", "-un"], user=screds.made["pilot"])
+        refused(result, 202, sentence)
