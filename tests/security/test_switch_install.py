@@ -78,10 +78,8 @@ def test_a_site_packages_the_pilot_can_write_is_refused(ssite: Site, site_copy: 
 
 def test_a_planted_standard_module_never_runs_as_root(ssite: Site, site_copy: Path) -> None:
     marker = own_dir(ssite.root / "markers", "root", 0o777) / "contextlib-ran"
-    (site_copy / "contextlib.py").write_text(
-        f"open({str(marker)!r}, 'w').write(str(__import__('os').geteuid()))\n"
-        "raise SystemExit(99)\n"
-    )
+    planted = f"open({str(marker)!r}, 'w').write(str(__import__('os').geteuid()))\n"
+    (site_copy / "contextlib.py").write_text(planted + "raise SystemExit(99)\n")
     try:
         ssite.install("planted", "setuid")  # config, policy and sudo rule; then with the copy:
         state = f"/var/tmp/pilotage-exec-test-{ssite.root.name}-planted"

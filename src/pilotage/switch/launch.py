@@ -87,7 +87,9 @@ def _exec(launch: Launch) -> NoReturn:
 
         # Counts every process of the uid, not only this job's: the cgroup's pids.max is
         # the precise limit, this the fallback where the node offers none.
-        resource.setrlimit(resource.RLIMIT_NPROC, (launch.nproc, launch.nproc))
+        hard = resource.getrlimit(resource.RLIMIT_NPROC)[1]  # unprivileged: cannot raise it
+        limit = launch.nproc if hard == resource.RLIM_INFINITY else min(launch.nproc, hard)
+        resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
     if launch.switch_user:
         become(launch.uid, launch.gid, launch.groups)
     _close_inherited()
