@@ -44,11 +44,13 @@ agent then deletes the claim's directory. A job that filled the disk has its fil
 before its result is reported.
 
 Each switch call passes the switch's own status channel as descriptor 3 (hence ``sudo
--C 4`` or more) and reads its line: ``0 started <pid>``, or ``<code> <message>``; 201 and
-203 hold the job with the switch's message, 202 (site or transient) drops the claim
-unreported, so its lease lapses and the job is matched again elsewhere (seed 000 §4.5,
-§4.7). A wrapper that never took its request (unreadable work path, no ``python3``) is the
-node's fault: the claim is dropped. Making the key and CSR of the job's credential needs
+-C 4`` or more) and reads its line: ``0 started <pid>``, or ``<code> <message>``. A
+refusal holds the job only when its owner must act (a 201 on its credential, a 203 on its
+identity); any other is the node's: the claim is given back uncounted (``POST .../vacate``)
+and the pilot takes no more jobs; after a 202 or no line the agent may run the job as the
+pilot account where the site allows it (:mod:`pilotage.pilot.nodepolicy`; docs/pilot.md,
+"Switch exit codes"; seed 000 §4.5, §4.7). A wrapper that never took its request
+(unreadable work path, no ``python3``) is the node's fault too. Making the key and CSR of the job's credential needs
 ``cryptography``, imported here only in this mode (the switch needs it on the node anyway).
 """
 
