@@ -129,3 +129,22 @@ def test_after_a_202_a_site_that_says_yes_runs_the_job_as_the_pilot_and_its_hist
     assert "writable by group or others" in ended["reason"]
     rows, _left = stored(pool.pool)
     assert "PilotageRanWithoutSwitch = true" in rows[job].ad
+
+
+def test_a_site_that_requires_setuid_never_gets_a_job_run_by_another_switch_type(
+    agent_pool: AgentPool,
+) -> None:
+    pool = agent_pool
+    job = pool.submit("alice", ALICE, "id -un")
+    # As start-up validation writes them: the site's answer and the type found on the node.
+    agent = pool.start_agent(
+        "--attr", 'PolicySetuid="require"', "--attr", 'PolicyLogOnly="allow"',
+        "--attr", 'PilotageSwitch="log-only"',
+    )  # fmt: skip
+    assert agent.wait(timeout=60) == 1, pool.log.read_text()
+    assert "the site requires setuid mode but this node's switch is 'log-only'" in (
+        pool.log.read_text()
+    )
+    rows, left = stored(pool.pool)
+    assert (rows[job].state, rows[job].attempts) == ("IDLE", 0)
+    assert left == []  # it never joined the pool
