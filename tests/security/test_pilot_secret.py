@@ -363,8 +363,10 @@ def _csr_pem() -> str:
 
 
 def test_users_see_counts_and_their_own_usage_admins_see_all(
-    pool: Pool, https: Callable[..., httpx.Client]
+    make_pool: Callable[..., Pool], https: Callable[..., httpx.Client]
 ) -> None:
+    # The pilot here never beats: a long heartbeat keeps it from being declared lost.
+    pool = make_pool(heartbeat_s="60", lease_s="600")
     alice = https(pool, pool.token("alice", "user"))
     bob = https(pool, pool.token("bob", "user"))
     for user, count in ((alice, 1), (bob, 2)):
@@ -410,6 +412,9 @@ def test_users_see_counts_and_their_own_usage_admins_see_all(
     assert [r["submitter"] for r in mine["submitters"]] == ["alice"]
     assert mine["total"]["submitters"] == 2 and mine["total"]["idle_jobs"] >= 2
     assert "bob" not in prio.text
+    analysis = alice.get("/api/v1/jobs/1.0/analysis")
+    assert analysis.status_code == 200, analysis.text
+    assert analysis.json()["fair_share"]["ahead"] == [] and "bob" not in analysis.text
 
     # An admin sees every pilot, its host, and every submitter.
     assert everything["scope"] == "all"

@@ -41,7 +41,25 @@ def job_analysis(job_id: str, ctx: Ctx, who: User) -> dict[str, Any]:
             for p in active
         ]
     result = ctx.matcher.analyze(load_ad(row.ad), slots, now)
+    if not who.admin:
+        _hide_others(result)
     return {"job": f"{row.cluster_id}.{row.proc_id}", "state": row.state, **result}
+
+
+def _hide_others(result: dict[str, Any]) -> None:
+    """Take the other submitters ahead in fair share out of a user's analysis: their
+    names are theirs (their count, ``competing``, stays)."""
+    fair = result["fair_share"]
+    if fair["ahead"]:
+        # The sentence naming them (analyze._position_sentence) is in the text, the
+        # summary and the details alike.
+        named = "; ahead: " + ", ".join(fair["ahead"])
+        for key, value in result.items():
+            if isinstance(value, str):
+                result[key] = value.replace(named, "")
+            elif isinstance(value, list | tuple):
+                result[key] = [v.replace(named, "") if isinstance(v, str) else v for v in value]
+    fair["ahead"] = []
 
 
 @router.get("/userprio")
