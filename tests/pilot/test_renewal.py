@@ -161,7 +161,7 @@ done"""
     records = [r for r in pool.x509.audit() if r["job_id"] == job]
     renewed = [r for r in records if (r["event"], r["outcome"]) == ("renew", "granted")]
     assert len(renewed) >= 3 and all(r["identity"] == ALICE for r in renewed), records
-    assert [r["event"] for r in records if r["event"] in ("release", "renew")][0] == "release"
+    assert next(r["event"] for r in records if r["event"] in ("release", "renew")) == "release"
     audit = refreshes(site)
     assert all(r["account"] == "alice" and r["user"] == ALICE for r in audit), audit
 
