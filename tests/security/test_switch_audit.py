@@ -80,6 +80,8 @@ def test_usage_is_summed_by_account_and_user_in_both_linger_modes(
     by_event = {(r.get("family"), r["event"]): r for r in records}
     end = by_event[(keys["alice"], "end")]
     assert end["job"] == "12.3" and end["account"] == "alice" and end["wall_s"] > 0
+    if end.get("cgroup"):  # cgroup v2: cpu time from its cpu.stat
+        assert end["cpu_user_s"] + end["cpu_sys_s"] > 0
     assert by_event[(keys["alice"], "exec")]["job"] == "12.3"
     assert by_event[(keys["bob"], "exit")]["cpu_user_s"] >= 0
     assert "wall_s" not in by_event[(keys["bob"], "end")]  # counted once, in its exit record

@@ -21,6 +21,8 @@ from pilotage.switch import install
 
 from .switch_helpers import Credentials, Site, own_dir, pilot_file, run_switch, wait_for
 
+CGROUP_V2 = ("/sys/fs/cgroup", "/sys/fs/cgroup/unified")
+
 
 @pytest.fixture(scope="module")
 def wrapper(ssite: Site) -> Path:
@@ -100,6 +102,8 @@ def test_same_job_id_in_two_pools_stays_apart(
         assert sorted(r["caller"] for r in ends) == ["pilot", "pilot2"]
         cgroups = {r["caller"]: r.get("cgroup") for r in records if r["event"] in ("exec", "exit")}
         assert set(cgroups) == {"pilot", "pilot2"}
+        if any(os.path.exists(f"{root}/cgroup.controllers") for root in CGROUP_V2):
+            assert all(cgroups.values()), "a cgroup v2 node gives each family a cgroup"
         for caller, cgroup in cgroups.items():
             if cgroup:  # a node with cgroup v2: the family's own, gone with the family
                 assert f"/pilotage/{pwd_uid(caller)}/{key}" in cgroup

@@ -376,7 +376,8 @@ def _signal(
     if sig == signal.SIGKILL and not family.members(entry):
         usage = family.end(jobs, caller_uid, key, entry)
         _audit(config, {**audit, "event": "end", "job": entry.get("name"), "signal": None,
-                        "signalled": None, **usage})  # fmt: skip
+                        "signalled": None, "cgroup": entry.get("cgroup") or None,
+                        **usage})  # fmt: skip
     return 0
 
 
