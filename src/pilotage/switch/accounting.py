@@ -37,9 +37,18 @@ def main(argv: list[str], audit_log: str, *, from_sudo: bool) -> int:
             lines = f.readlines()
     except OSError as exc:
         raise ClientError(f"The audit log {audit_log} cannot be read ({exc.strerror}).") from None
-    sums = summarize((json.loads(line) for line in lines if line.strip()), since)
+    sums = summarize(filter(None, map(_record, lines)), since)
     print(json.dumps({"since": since or None, **sums}, indent=1) if as_json else _table(sums))
     return 0
+
+
+def _record(line: str) -> dict[str, Any] | None:
+    """One audit line as a record; None for a line that is not one (a torn last write)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def _time(text: str) -> str:
