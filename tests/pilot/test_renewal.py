@@ -9,6 +9,8 @@ job writes) with a generous deadline, never on the clock: a slow machine only ta
   than the one before and names the same identity; the server audits each ``renew``; a
   re-delegation of another identity meanwhile is refused, the job keeps running, and the
   refusal is in the job's history.
+- A user who re-delegates a longer credential extends the running job: its renewals,
+  which had reached the stored credential's end, go on past it.
 - A job whose owner destroys the stored credential and delegates another identity is
   stopped before its copy ends (TERM, then KILL as it ignores TERM), cleaned up, and held
   with code 15 and a reason naming the commands to run.
@@ -68,10 +70,14 @@ def signals() -> Iterator[Path]:
 
 @pytest.fixture
 def agent_pool(
-    site: Site, make_pool: Callable[..., Pool], monkeypatch: pytest.MonkeyPatch
+    site: Site, make_pool: Callable[..., Pool], monkeypatch: pytest.MonkeyPatch, request: Any
 ) -> Iterator[AgentPool]:
+    """The pool: releases of 60 s (or the ``release_s`` of the test's parameter)."""
+    release_s = getattr(request, "param", 60)
     monkeypatch.setenv("PILOTAGE_X509_CA_DIR", str(site.pki.trust_dir))  # type: ignore[attr-defined]
-    monkeypatch.setenv("PILOTAGE_CREDENTIALS_RELEASE_LIFETIME_S", "60")
+    monkeypatch.setenv("PILOTAGE_CREDENTIALS_RELEASE_LIFETIME_S", str(release_s))
+    # A stored credential need outlive only the job's walltime (a short one is delegated).
+    monkeypatch.setenv("PILOTAGE_CREDENTIALS_LIFETIME_MARGIN_S", "0")
     pool = AgentPool.create(site, make_pool())
     yield pool
     pool.kill_agents()
@@ -170,6 +176,50 @@ done"""
     assert (noted[0]["from"], noted[0]["to"]) == ("RUNNING", "RUNNING")
     assert "/O=Example/CN=Bob" in noted[0]["reason"] and "keeps its own" in noted[0]["reason"]
     assert pool.wait_workdir_empty() == [], text
+
+
+NOTE_PROXIES = """last=""
+while [ ! -e {done} ]; do
+  sum=$(cksum < "$X509_USER_PROXY")
+  if [ "$sum" != "$last" ]; then
+    openssl x509 -noout -subject -enddate -nameopt compat -in "$X509_USER_PROXY" | tr '\\n' ' '
+    echo
+    openssl x509 -noout -enddate -in "$X509_USER_PROXY" > {ends}.new && mv -f {ends}.new {ends}
+    last=$sum
+  fi
+  sleep 0.2
+done"""
+
+
+@pytest.mark.parametrize("agent_pool", [30], indirect=True)
+def test_a_longer_delegation_extends_the_running_job(
+    agent_pool: AgentPool, site: Site, signals: Path
+) -> None:
+    pool = agent_pool
+    done, ends = signals / "done", signals / "ends"
+    alice_token = pool.pool.token("alice", "user")
+    with pool.x509.https(alice_token) as http:
+        # A stored credential of 90 s: without more, the job would be stopped 15 s
+        # before it ends, as renewals cannot go past it.
+        assert pool.x509.delegate(http, *pool.x509.proxy(), lifetime_s=90).status_code == 200
+        stored_end = http.get("/api/v1/credential").json()["not_after"]
+    job = pool.submit("alice", ALICE, NOTE_PROXIES.format(done=done, ends=ends), max_walltime_s=30)
+    pool.start_agent(*RENEWAL[:-4], "--renewal", "expiry_margin_s=15")
+    wait_for("the job's first credential", ends.exists, pool)
+    with pool.x509.https(alice_token) as http:
+        answer = pool.x509.delegate(http, *pool.x509.proxy(lifetime_s=3 * 3600), lifetime_s=7200)
+        assert answer.status_code == 200 and answer.json()["refreshed"], answer.text
+    wait_for(
+        "a renewal past the first stored credential's end",
+        lambda: ends.exists() and not_after(ends.read_text()) > stored_end + 1,
+        pool,
+    )
+    done.touch()
+    jobs = pool.wait([job], timeout=DEADLINE_S)
+    text = pool.log.read_text()
+    assert (jobs[job]["state"], jobs[job]["exit_code"]) == ("COMPLETED", 0), text
+    seen = pool.output(job, "alice")["out.txt"].decode().splitlines()
+    assert max(not_after(line.split("notAfter=", 1)[1]) for line in seen) > stored_end + 1
 
 
 def test_a_job_without_a_valid_credential_is_stopped_before_it_ends_and_held(
