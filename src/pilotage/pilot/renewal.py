@@ -255,9 +255,9 @@ class Keeper:
         """Stop the job before its credential runs out, to be reported held (code 15)."""
         job_id = self.job.claim.job_id
         reason = (
-            f"the job's credential ran out: its copy ended at {_utc(self.not_after)} and no "
+            f"the job's credential ran out: its copy ends at {_utc(self.not_after)} and no "
             f"valid credential could be had ({self._problem}); the job was stopped "
-            f"{self.settings.expiry_margin_s:g} s before. Delegate a credential of "
+            f"{self.settings.expiry_margin_s:g} s before that. Delegate a credential of "
             f"{self.identity} ('pilotage delegate'), then run 'pilotage release {job_id}'"
         )
         if not self.job.expire(Failure(HoldCode.CREDENTIAL_EXPIRED, reason)):
