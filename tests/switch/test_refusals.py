@@ -223,3 +223,14 @@ def test_status_fd_reports_an_exec_failure(site: Site, creds: Credentials, workd
     process.communicate(timeout=30)
     assert process.returncode == 201
     assert said.startswith(b"201 The program") and b"cannot be executed" in said
+
+
+def test_a_bad_job_id_or_name_changes_nothing(
+    site: Site, creds: Credentials, workdir: Path
+) -> None:
+    for variable, what in (("PILOTAGE_EXEC_JOB_ID", "job id"),
+                           ("PILOTAGE_EXEC_JOB_NAME", "job name")):  # fmt: skip
+        result = run_switch(site.installs["setuid"], ["--", "true"], user=creds.made["alice"],
+                            target=workdir, extra_env={variable: "../1.0"})  # fmt: skip
+        refused(result, 201, f"The {what} '../1.0' is not 1-128 letters, digits, '.', '_', '-'.")
+    assert os.listdir(workdir) == [], "refused before the job directory or the copy is made"

@@ -48,13 +48,15 @@ USAGE = (
 
 
 class Invocation(NamedTuple):
-    """The parsed command line: ``action`` is ``run``, ``refresh`` or ``signal``."""
+    """The request: ``action`` is ``run``, ``refresh`` or ``signal``; ``job`` the family key
+    (``--job``, or ``PILOTAGE_EXEC_JOB_ID`` for a run) and ``name`` the pool's job id."""
 
     action: str
     linger: bool | None
     command: list[str]
     signal: str
     job: str
+    name: str = ""
 
 
 def parse_args(argv: list[str]) -> Invocation:
@@ -99,6 +101,8 @@ def run(argv: list[str], environ: Mapping[str, str]) -> int:
     try:
         status_fd = _status_fd(environ)
         invocation = parse_args(argv) if argv[:1] != ["--accounting"] else None
+        if invocation is not None and invocation.action == "run":
+            invocation = _job_names(invocation, environ)
         uid, caller = _caller(environ)
         audit["caller"] = caller
         from . import config as config_module
@@ -120,6 +124,15 @@ def run(argv: list[str], environ: Mapping[str, str]) -> int:
         if config is not None:
             _audit(config, {**audit, "exit": exc.exit_code, "message": message})
         return exc.exit_code
+
+
+def _job_names(invocation: Invocation, environ: Mapping[str, str]) -> Invocation:
+    """A run's family key and job name from the environment, checked before anything is done."""
+    from .family import check_key
+
+    key = check_key(environ[JOB_ID]) if environ.get(JOB_ID) else ""
+    name = check_key(environ[JOB_NAME], "job name") if environ.get(JOB_NAME) else key
+    return invocation._replace(job=key, name=name)
 
 
 def _status_fd(environ: Mapping[str, str]) -> int:
@@ -264,8 +277,7 @@ def _start(
         environ, config.env_allow, search_path=config.search_path, account=account.pw_name,
         home=account.pw_dir, shell=account.pw_shell, credential=credential,
     )  # fmt: skip
-    key = family.check_key(environ[JOB_ID]) if environ.get(JOB_ID) else ""
-    name = family.check_key(environ[JOB_NAME], "job name") if environ.get(JOB_NAME) else key
+    key, name = invocation.job, invocation.name
     cgroup, limited = "", False
     if key and os.geteuid() == 0:
         cgroup, limited = family.make_cgroup(config.cgroup_root, caller_uid, key, config.pids_max)
