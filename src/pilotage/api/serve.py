@@ -23,6 +23,7 @@ from pilotage.api.auth import PeerCredentialProtocol
 from pilotage.api.context import ServerContext
 from pilotage.config import Settings
 from pilotage.errors import OperatorError
+from pilotage.queue.policy_store import sweep_once as policy_sweep
 from pilotage.queue.reaper import reap_once
 from pilotage.statedir import StateDir
 from pilotage.store.engine import Store
@@ -100,6 +101,7 @@ def _reaper(ctx: ServerContext, stop: threading.Event) -> None:
         try:
             now = ctx.clock()
             reap_once(ctx.store, ctx.settings.server, now)
+            policy_sweep(ctx.store, now)  # periodic_hold/release/remove
             _matchmaker_tick(ctx, now)
         except Exception:
             log.exception("reaper pass failed")

@@ -26,7 +26,7 @@ from pilotage.collector import pilots as pilot_registry
 from pilotage.config import ServerSettings
 from pilotage.errors import Conflict, NotFound
 from pilotage.matchmaking.service import MatchService
-from pilotage.queue import history, spool, vacate
+from pilotage.queue import history, policy_store, spool, vacate
 from pilotage.queue.states import HoldCode, JobState, Trigger, transition
 from pilotage.store.tables import claims, job_events, jobs, pilots
 
@@ -338,6 +338,10 @@ def report(
         vacate.note_without_switch(conn, live.claim_id, live.job_id, result.without_switch)
     if result.failure is not None:
         return _report_failure(conn, live, result, result.failure, pilot=pilot, now=now)
+    # The job's own on_exit_* / max_retries may hold it or run it again instead.
+    decided = policy_store.on_exit(conn, live.job_id, live.claim_id, result, pilot=pilot, now=now)
+    if decided is not None:
+        return decided
     won = conn.execute(
         _EXIT_JOB,
         {

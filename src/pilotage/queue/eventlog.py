@@ -64,8 +64,10 @@ def events_of(
     """
     out: list[LogEvent] = []
     cluster, proc = int(job["cluster"]), int(job["proc"])
+    holds = [c for c in history if c["to"] == "HELD"]
+    last_hold = holds[-1] if holds else None
     for change in history:
-        made = _event(job, change, submit_host)
+        made = _event(job, change, submit_host, last=change is last_hold)
         if made is not None:
             number, my_type, headline, details, attrs = made
             out.append(
@@ -77,7 +79,7 @@ def events_of(
 
 
 def _event(
-    job: Mapping[str, Any], change: Mapping[str, Any], submit_host: str
+    job: Mapping[str, Any], change: Mapping[str, Any], submit_host: str, *, last: bool
 ) -> tuple[int, str, str, tuple[str, ...], dict[str, Any]] | None:
     before, after = change.get("from"), change["to"]
     details: tuple[str, ...]
@@ -90,12 +92,17 @@ def _event(
             (),
             {"SubmitHost": submit_host},
         )
+    if before == after:
+        return None  # a note without a change of state (a refused identity): not logged
     if after == "RUNNING":
         host = f"<0.0.0.0:0?pilot={change.get('pilot') or 'unknown'}>"
         return 1, "ExecuteEvent", f"Job executing on host: {host}", (), {"ExecuteHost": host}
     if after == "HELD":
         code, subcode = _TRIGGER_CODES.get(str(change.get("trigger")), 0), 0
-        if _is_last_hold(job, change):
+        if change.get("actor") == "policy":
+            code = 3  # HTCondor's JobPolicy
+        # The job row keeps the code of its latest hold only (a removal leaves it there).
+        if last and job.get("hold_reason") == change.get("reason"):
             code = int(job.get("hold_code") or code)
             subcode = int(job.get("hold_subcode") or 0)
         details = (reason, f"Code {code} Subcode {subcode}")
@@ -113,11 +120,6 @@ def _event(
     if after == "COMPLETED":
         return _terminated(job)
     return None
-
-
-def _is_last_hold(job: Mapping[str, Any], change: Mapping[str, Any]) -> bool:
-    """The job's stored hold code belongs to its latest hold only."""
-    return job.get("state") == "HELD" and job.get("hold_reason") == change.get("reason")
 
 
 def _terminated(job: Mapping[str, Any]) -> tuple[int, str, str, tuple[str, ...], dict[str, Any]]:

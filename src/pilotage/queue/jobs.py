@@ -265,6 +265,7 @@ def job_view(row: sa.Row[Any]) -> dict[str, Any]:
         "exit_signal": row.exit_signal,
         "hold_reason": row.hold_reason,
         "hold_code": row.hold_code,
+        "hold_subcode": _hold_subcode(row.ad) if row.hold_code is not None else None,
         "site": row.site,
         "pilot": row.pilot_id,
         "attempts": row.attempts,
@@ -283,3 +284,12 @@ def job_view(row: sa.Row[Any]) -> dict[str, Any]:
         "log": spec.get("log"),
         "has_output": row.output_sandbox is not None,
     }
+
+
+_SUBCODE = re.compile(r"\bHoldReasonSubCode = (\d+)")
+
+
+def _hold_subcode(ad_text: str) -> int:
+    """HoldReasonSubCode of a held job (set in its ad by its own policy; 0 otherwise)."""
+    match = _SUBCODE.search(ad_text)
+    return int(match.group(1)) if match else 0

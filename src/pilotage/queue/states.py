@@ -39,6 +39,7 @@ class Trigger(enum.Enum):
     RELEASE = "release"  # a user or admin released it
     REMOVE = "remove"  # a user or admin removed it
     TOO_MANY_ATTEMPTS = "too_many_attempts"  # started and lost too often
+    RETRY = "retry"  # it exited and its policy (max_retries, on_exit_remove) runs it again
 
 
 S = JobState
@@ -57,6 +58,7 @@ TRANSITIONS: dict[tuple[JobState, Trigger], JobState] = {
     (S.RUNNING, T.HOLD): S.HELD,
     (S.RUNNING, T.REMOVE): S.REMOVED,
     (S.RUNNING, T.TOO_MANY_ATTEMPTS): S.HELD,
+    (S.RUNNING, T.RETRY): S.IDLE,
     (S.HELD, T.RELEASE): S.IDLE,
     (S.HELD, T.REMOVE): S.REMOVED,
 }
@@ -64,6 +66,7 @@ TRANSITIONS: dict[tuple[JobState, Trigger], JobState] = {
 #: Triggers that end a running claim.
 ENDS_CLAIM = frozenset(
     {T.EXIT, T.LEASE_EXPIRED, T.RELEASED_BY_PILOT, T.FAILURE, T.HOLD, T.REMOVE, T.TOO_MANY_ATTEMPTS}
+    | {T.RETRY}
 )
 
 
