@@ -50,8 +50,9 @@ identity); any other is the node's: the claim is given back uncounted (``POST ..
 and the pilot takes no more jobs; after a 202 or no line the agent may run the job as the
 pilot account where the site allows it (:mod:`pilotage.pilot.nodepolicy`; docs/pilot.md,
 "Switch exit codes"; seed 000 §4.5, §4.7). A wrapper that never took its request
-(unreadable work path, no ``python3``) is the node's fault too. Making the key and CSR of the job's credential needs
-``cryptography``, imported here only in this mode (the switch needs it on the node anyway).
+(unreadable work path, no ``python3``) is the node's fault too. Making the key and CSR of
+the job's credential needs ``cryptography``, imported here only in this mode (the switch
+needs it on the node anyway).
 """
 
 from __future__ import annotations
