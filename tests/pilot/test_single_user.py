@@ -89,3 +89,25 @@ def test_a_pilot_of_a_named_owner_never_takes_another_owners_job(
     assert agent.wait(timeout=90) == 0, agent.text()
     assert states(users["bob"], bob_jobs) == ["COMPLETED"], agent.text()
     assert states(users["alice"], alice_jobs) == ["IDLE", "IDLE"]
+
+
+def test_the_agent_itself_gives_back_a_claim_of_another_owner(
+    pool: Pool, users: dict[str, httpx.Client], agents: list[Agent], agent_pyz: Path
+) -> None:
+    """Defense in depth: with the slot ad not saying single-user, the server does not lock
+    the owner; the agent still runs one owner's jobs and gives the others back."""
+    ids = {"alice": submit(users["alice"], 2), "bob": submit(users["bob"], 2)}
+    agent = Agent(
+        pool, agent_pyz, "--single-user", "*", "--attr", "PilotageSingleUser=false",
+        "--idle-timeout", "3",
+    )  # fmt: skip
+    agents.append(agent)
+    assert agent.wait(timeout=90) == 0, agent.text()
+    seen = {name: states(users[name], ids[name]) for name in ids}
+    ran = [name for name, got in seen.items() if got == ["COMPLETED", "COMPLETED"]]
+    assert len(ran) == 1, (seen, agent.text())
+    other = "bob" if ran == ["alice"] else "alice"
+    assert seen[other] == ["IDLE", "IDLE"], seen
+    assert f"a single-user pilot of {ran[0]} does not run a job of {other}" in agent.text()
+    answer = users[other].get("/api/v1/jobs", params={"id": ids[other]}).json()
+    assert [job["attempts"] for job in answer] == [0, 0]
