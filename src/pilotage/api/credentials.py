@@ -58,11 +58,14 @@ def _refused(
             # Why: seed 000 §4.5: the job keeps its identity; its owner sees why in its history.
             reason = f"a credential of another identity was refused, the job keeps its own: {exc}"
             if record.claim_id is not None:
+                actor = f"pilot:{record.pilot_id}"
                 release.note_identity_refused(
-                    conn, reason, now=refused.at, claim_id=record.claim_id
+                    conn, reason, actor=actor, now=refused.at, claim_id=record.claim_id
                 )
             else:
-                release.note_identity_refused(conn, reason, now=refused.at, owner=record.caller)
+                release.note_identity_refused(
+                    conn, reason, actor=record.caller, now=refused.at, owner=record.caller
+                )
     creds.audit.append(refused)
 
 

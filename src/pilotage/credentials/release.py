@@ -222,6 +222,7 @@ def note_identity_refused(
     conn: sa.Connection,
     reason: str,
     *,
+    actor: str,
     now: float,
     owner: str | None = None,
     claim_id: str | None = None,
@@ -229,6 +230,7 @@ def note_identity_refused(
     """Record, in each running X.509 job of ``owner`` (or the job of ``claim_id``), that a
     credential of another identity was refused; how many jobs. The state is unchanged.
 
+    ``actor`` is who offered it: the owner re-delegating, or the claim's pilot renewing.
     For a claim the event is written once: its renewals are retried, the refusal is one.
     """
     query = (
@@ -242,7 +244,9 @@ def note_identity_refused(
         query = query.where(jobs.c.claim_id == claim_id)
         noted = conn.execute(
             sa.select(job_events.c.id).where(
-                job_events.c.claim_id == claim_id, job_events.c.trigger == IDENTITY_REFUSED
+                job_events.c.claim_id == claim_id,
+                job_events.c.trigger == IDENTITY_REFUSED,
+                job_events.c.actor == actor,
             )
         ).first()
         if noted is not None:
@@ -256,7 +260,7 @@ def note_identity_refused(
                 from_state="RUNNING",
                 to_state="RUNNING",
                 trigger=IDENTITY_REFUSED,
-                actor="server",
+                actor=actor,
                 reason=reason,
                 claim_id=row.claim_id,
                 pilot_id=row.pilot_id,
