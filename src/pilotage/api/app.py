@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from pilotage import __version__
-from pilotage.api import admin, credentials, matchmaking, pilots, provisioning, users
+from pilotage.api import admin, credentials, jobs, matchmaking, pilots, provisioning, users
 from pilotage.api.context import ServerContext
 from pilotage.credentials.service import CredentialService
 from pilotage.errors import PilotageError, Transient
@@ -43,6 +43,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
     # context's own authenticator: whatever wraps it, a cache say, must see them too).
     ctx.authenticator.rules = creds.rules
     app.include_router(users.router)
+    app.include_router(jobs.router)
     app.include_router(pilots.router)
     app.include_router(admin.router)
     app.include_router(credentials.router)

@@ -1,4 +1,4 @@
-"""User verbs: submit, q, history, rm, hold, release, wait, fetch."""
+"""User verbs: submit, q, history, rm, hold, release, qedit, wait, fetch."""
 
 from __future__ import annotations
 
@@ -12,17 +12,42 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from pilotage.cli import condor_style
 from pilotage.cli.client import Client
 from pilotage.cli.submitting import fetch_outputs, submit, write_user_log
 from pilotage.errors import BadInput, Transient
 
 Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 Ids = Annotated[list[str], typer.Argument(help="Job ids: CLUSTER or CLUSTER.PROC.")]
-OptIds = Annotated[list[str] | None, typer.Argument(help="Job ids: CLUSTER or CLUSTER.PROC.")]
 
 Reason = Annotated[str | None, typer.Option(help="Why (kept in the job's history).")]
+Words = Annotated[
+    list[str] | None, typer.Argument(help="Job ids (CLUSTER or CLUSTER.PROC) and user names.")
+]
+Targets = Annotated[
+    list[str] | None, typer.Argument(help="Job ids (CLUSTER or CLUSTER.PROC) or user names.")
+]
+Constraint = Annotated[
+    str | None,
+    typer.Option(
+        "-constraint", "--constraint", help="Only jobs whose ad makes this expression true."
+    ),
+]
+Autoformat = Annotated[
+    bool,
+    typer.Option(
+        "-af", "-autoformat", "--af", help="Print the named attributes, one job per line."
+    ),
+]
+Long = Annotated[bool, typer.Option("-l", "-long", "--long", help="Print whole job ads.")]
 
 FINAL = ("COMPLETED", "REMOVED", "HELD")
+#: The states each action applies to, for targets chosen by user name or constraint.
+_ACTS_ON = {
+    "remove": ("IDLE", "RUNNING", "HELD"),
+    "hold": ("IDLE", "RUNNING"),
+    "release": ("HELD",),
+}
 
 
 def _print_json(data: Any) -> None:
@@ -86,31 +111,59 @@ def register(app: typer.Typer) -> None:
         else:
             typer.echo(f"{count} job(s) submitted to cluster {cluster}.")
 
-    def _list(
+    def _show(
         ctx: typer.Context,
-        ids: list[str] | None,
+        words: list[str] | None,
+        *,
         finished: bool,
         owner: str | None,
+        constraint: str | None,
+        af: bool,
+        long: bool,
+        nobatch: bool,
         as_json: bool,
-        title: str,
+        limit: int | None = None,
     ) -> None:
-        params: dict[str, Any] = {"id": ids or [], "finished": finished}
-        if owner:
-            params["owner"] = owner
+        ids, rest = condor_style.split_targets(words or [])
+        attrs, owners = (rest, []) if af else ([], rest)
+        owners += [owner] if owner else []
         with ctx.obj.client() as client:
-            jobs = client.call("GET", "/api/v1/jobs", params=params)
+            jobs = condor_style.fetch_ads(
+                client,
+                ids=ids,
+                owners=owners,
+                constraint=constraint,
+                finished=finished,
+                limit=limit,
+            )
         if as_json:
-            _print_json(jobs)
-            return
-        console = Console()
-        console.print(jobs_table(jobs, title))
-        console.print(_summary(jobs))
+            _print_json([{k: v for k, v in job.items() if k != "ad"} for job in jobs])
+        elif af:
+            text = condor_style.autoformat(jobs, attrs)
+            if text:
+                typer.echo(text)
+        elif long:
+            typer.echo(condor_style.long_form(jobs))
+        else:
+            console = Console()
+            title = "History" if finished else "Queue"
+            batched = not (nobatch or finished or ids)
+            console.print(
+                condor_style.batch_table(jobs, title) if batched else jobs_table(jobs, title)
+            )
+            console.print(_summary(jobs))
 
     @app.command("q")
     def q_cmd(
         ctx: typer.Context,
-        ids: OptIds = None,
+        words: Words = None,
         owner: Annotated[str | None, typer.Option(help="Only this owner's jobs.")] = None,
+        constraint: Constraint = None,
+        af: Autoformat = False,
+        long: Long = False,
+        nobatch: Annotated[
+            bool, typer.Option("-nobatch", "--nobatch", help="One line per job, not per batch.")
+        ] = False,
         analyze: Annotated[
             bool,
             typer.Option(
@@ -118,38 +171,101 @@ def register(app: typer.Typer) -> None:
                 "-analyze",
                 "-better-analyze",
                 help="Why one job does not run: each Requirements clause against the "
-                "pool's slots, the slots that refuse it, its place in fair share.",
+                "pool's slots, the slots that refuse it, its place in fair share; for a "
+                "held job, why it is held and how to release it.",
             ),
         ] = False,
         as_json: Json = False,
     ) -> None:
-        """Jobs in the queue (idle, running, held)."""
+        """Jobs in the queue (idle, running, held), grouped by batch (condor_q).
+
+        WORDS are job ids (CLUSTER or CLUSTER.PROC) and user names; with -af, the words
+        that are not job ids are the attributes to print.
+        """
         if analyze:
-            if not ids or len(ids) != 1:
+            ids = condor_style.split_targets(words or [])[0]
+            if len(ids) != 1 or len(words or []) != 1:
                 raise BadInput("-analyze explains one job: name it as CLUSTER.PROC")
             with ctx.obj.client() as client:
+                (job,) = client.call("GET", "/api/v1/jobs", params={"id": ids})[:1]
+                if job["state"] == "HELD":
+                    if as_json:
+                        _print_json(
+                            {
+                                "job": job["id"],
+                                "held": True,
+                                "text": condor_style.held_explanation(job),
+                            }
+                        )
+                    else:
+                        typer.echo(condor_style.held_explanation(job))
+                    return
                 analysis = client.call("GET", f"/api/v1/jobs/{ids[0]}/analysis")
             if as_json:
                 _print_json(analysis)
             else:
                 typer.echo(analysis["text"])
             return
-        _list(ctx, ids, False, owner, as_json, "Queue")
+        _show(
+            ctx,
+            words,
+            finished=False,
+            owner=owner,
+            constraint=constraint,
+            af=af,
+            long=long,
+            nobatch=nobatch,
+            as_json=as_json,
+        )
 
     @app.command("history")
     def history_cmd(
         ctx: typer.Context,
-        ids: OptIds = None,
+        words: Words = None,
         owner: Annotated[str | None, typer.Option(help="Only this owner's jobs.")] = None,
+        constraint: Constraint = None,
+        limit: Annotated[
+            int | None,
+            typer.Option("-limit", "--limit", "-match", min=1, help="Only the N most recent jobs."),
+        ] = None,
+        af: Autoformat = False,
+        long: Long = False,
         as_json: Json = False,
     ) -> None:
-        """Jobs that have finished (completed or removed)."""
-        _list(ctx, ids, True, owner, as_json, "History")
+        """Jobs that have finished (completed or removed) (condor_history)."""
+        _show(
+            ctx,
+            words,
+            finished=True,
+            owner=owner,
+            constraint=constraint,
+            af=af,
+            long=long,
+            nobatch=True,
+            as_json=as_json,
+            limit=limit,
+        )
 
     def _act(
-        ctx: typer.Context, action: str, ids: list[str], reason: str | None, as_json: bool
+        ctx: typer.Context,
+        action: str,
+        words: list[str],
+        constraint: str | None,
+        reason: str | None,
+        as_json: bool,
     ) -> None:
+        ids, owners = condor_style.split_targets(words)
         with ctx.obj.client() as client:
+            if owners or constraint:
+                found = condor_style.fetch_ads(
+                    client, ids=ids, owners=owners, constraint=constraint, finished=False
+                )
+                # As condor_release does, a selection takes the jobs the action applies to.
+                ids = [job["id"] for job in found if job["state"] in _ACTS_ON[action]]
+                if not ids:
+                    raise BadInput(f"no job in the queue matches {' '.join(words) or constraint}")
+            if not ids:
+                raise BadInput("name jobs (CLUSTER or CLUSTER.PROC), user names, or -constraint")
             results = client.call(
                 "POST",
                 "/api/v1/jobs/actions",
@@ -168,23 +284,57 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(6)
 
     @app.command("rm")
-    def rm_cmd(ctx: typer.Context, ids: Ids, reason: Reason = None, as_json: Json = False) -> None:
-        """Remove jobs (a running job is stopped)."""
-        _act(ctx, "remove", ids, reason, as_json)
+    def rm_cmd(
+        ctx: typer.Context,
+        targets: Targets = None,
+        constraint: Constraint = None,
+        reason: Reason = None,
+        as_json: Json = False,
+    ) -> None:
+        """Remove jobs (a running job is stopped) (condor_rm)."""
+        _act(ctx, "remove", targets or [], constraint, reason, as_json)
 
     @app.command("hold")
     def hold_cmd(
-        ctx: typer.Context, ids: Ids, reason: Reason = None, as_json: Json = False
+        ctx: typer.Context,
+        targets: Targets = None,
+        constraint: Constraint = None,
+        reason: Reason = None,
+        as_json: Json = False,
     ) -> None:
-        """Hold jobs: they will not run until released (a running job is stopped)."""
-        _act(ctx, "hold", ids, reason, as_json)
+        """Hold jobs: they will not run until released (a running job is stopped)
+        (condor_hold)."""
+        _act(ctx, "hold", targets or [], constraint, reason, as_json)
 
     @app.command("release")
     def release_cmd(
-        ctx: typer.Context, ids: Ids, reason: Reason = None, as_json: Json = False
+        ctx: typer.Context,
+        targets: Targets = None,
+        constraint: Constraint = None,
+        reason: Reason = None,
+        as_json: Json = False,
     ) -> None:
-        """Release held jobs back to the queue."""
-        _act(ctx, "release", ids, reason, as_json)
+        """Release held jobs back to the queue (condor_release)."""
+        _act(ctx, "release", targets or [], constraint, reason, as_json)
+
+    @app.command("qedit")
+    def qedit_cmd(
+        ctx: typer.Context,
+        job: Annotated[str, typer.Argument(help="CLUSTER or CLUSTER.PROC (idle jobs only).")],
+        attribute: Annotated[str, typer.Argument(help="The attribute, e.g. PeriodicRemove.")],
+        value: Annotated[str, typer.Argument(help="A ClassAd expression; quote strings.")],
+        as_json: Json = False,
+    ) -> None:
+        """Set one attribute of idle jobs (condor_qedit)."""
+        with ctx.obj.client() as client:
+            answer = client.call(
+                "POST", f"/api/v1/jobs/{job}/attrs", json={"name": attribute, "value": value}
+            )
+        if as_json:
+            _print_json(answer)
+        else:
+            for edited in answer["edited"]:
+                typer.echo(f"job {edited}: {attribute} = {value}")
 
     @app.command("wait")
     def wait_cmd(

@@ -1,0 +1,144 @@
+"""What ``condor_q``, ``condor_history`` and ``condor_rm`` users expect from the output.
+
+The batch view groups jobs by ``JobBatchName`` (``ID: <cluster>`` when unnamed) with
+counts per state; ``-af`` prints attribute values, one job per line; ``-l`` prints whole
+ads in ``Name = value`` form, separated by blank lines. Targets of ``rm``/``hold``/
+``release`` are job ids, user names or a ``-constraint``, resolved to job ids here.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import classad2
+from rich.table import Table
+
+from pilotage.cli.client import Client
+from pilotage.errors import BadInput
+
+_JOB_ID = re.compile(r"^\d{1,18}(\.\d{1,9})?$")
+
+
+def split_targets(words: list[str]) -> tuple[list[str], list[str]]:
+    """Job ids and user names among the words of a command line, as HTCondor reads them."""
+    ids = [w for w in words if _JOB_ID.match(w)]
+    return ids, [w for w in words if not _JOB_ID.match(w)]
+
+
+def fetch_ads(
+    client: Client,
+    *,
+    ids: list[str],
+    owners: list[str],
+    constraint: str | None,
+    finished: bool,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """The jobs (each with its whole ``ad`` text) the selection names."""
+    params: dict[str, Any] = {"id": ids, "finished": finished}
+    if constraint:
+        params["constraint"] = constraint
+    if limit is not None:
+        params["limit"] = limit
+    if not owners:
+        return list(client.call("GET", "/api/v1/jobads", params=params))
+    found: list[dict[str, Any]] = []
+    for owner in owners:
+        found += client.call("GET", "/api/v1/jobads", params={**params, "owner": owner})
+    return found
+
+
+def batch_table(jobs: list[dict[str, Any]], title: str) -> Table:
+    """One row per owner and batch, with counts per state, as ``condor_q`` shows by default."""
+    table = Table(title=title, title_justify="left")
+    for column in (
+        "OWNER",
+        "BATCH_NAME",
+        "SUBMITTED",
+        "DONE",
+        "RUN",
+        "IDLE",
+        "HOLD",
+        "TOTAL",
+        "JOB_IDS",
+    ):
+        table.add_column(column, no_wrap=True)
+    batches: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for job in jobs:
+        name = _attr(job["ad"], "JobBatchName")
+        key = (job["owner"], str(name) if isinstance(name, str) else f"ID: {job['cluster']}")
+        batches.setdefault(key, []).append(job)
+    for (owner, name), members in batches.items():
+        states = [j["state"] for j in members]
+        ids = [j["id"] for j in members]
+        table.add_row(
+            owner,
+            name,
+            time.strftime("%m/%d %H:%M", time.localtime(min(j["qdate"] for j in members))),
+            str(states.count("COMPLETED") + states.count("REMOVED")) or "_",
+            str(states.count("RUNNING")),
+            str(states.count("IDLE")),
+            str(states.count("HELD")),
+            str(len(members)),
+            ids[0] if len(ids) == 1 else f"{ids[0]}-{ids[-1].split('.')[-1]}",
+        )
+    return table
+
+
+def autoformat(jobs: list[dict[str, Any]], attrs: list[str]) -> str:
+    """``-af``: the values of ``attrs`` for each job, space-separated, one job per line."""
+    if not attrs:
+        raise BadInput("-af needs attribute names, e.g. pilotage q -af ClusterId ProcId JobStatus")
+    lines = []
+    for job in jobs:
+        values = [_attr(job["ad"], name) for name in attrs]
+        lines.append(" ".join(_show(v) for v in values))
+    return "\n".join(lines)
+
+
+def long_form(jobs: list[dict[str, Any]]) -> str:
+    """``-l``: every job's whole ad, one ``Name = value`` per line, blank line between."""
+    return "\n".join(str(job["ad"]) for job in jobs)
+
+
+def _attr(ad_text: str, name: str) -> Any:
+    ad = classad2.parseOne(ad_text)  # the server sends the old "Name = value" form
+    if name not in ad:
+        return None
+    try:
+        return ad.eval(name)
+    except Exception:  # noqa: BLE001  (classad2 raises its own untyped exception)
+        return None
+
+
+def _show(value: Any) -> str:
+    if value is None or type(value) is classad2.Value:
+        return "undefined"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def held_explanation(job: dict[str, Any]) -> str:
+    """``q -analyze`` of a held job: why it is held and how to let it run again."""
+    code = job.get("hold_code")
+    subcode = job.get("hold_subcode") or 0
+    lines = [
+        f"Job {job['id']} is held, so it will not be matched to any slot.",
+        f"Hold reason: {job.get('hold_reason') or 'none given'} "
+        f"(HoldReasonCode {code}, HoldReasonSubCode {subcode}).",
+    ]
+    if code == 3:
+        lines.append(
+            "It was held by its own policy (periodic_hold or on_exit_hold); a "
+            "periodic_release expression, if it has one, may release it."
+        )
+    elif code == 20:
+        lines.append("It was started and lost too many times: check the pilots' sites.")
+    lines.append(
+        f"Fix the cause, then release it with: pilotage release {job['id']} "
+        f"(or remove it with: pilotage rm {job['id']})."
+    )
+    return "\n".join(lines)

@@ -1,0 +1,71 @@
+"""condor_q habits against a running server: batches, -constraint, -af, -l, qedit, targets by
+user name or constraint, history -limit, and -analyze on a held job."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pilotage.testing import Pool
+
+
+def _ok(result) -> str:  # type: ignore[no-untyped-def]
+    assert result.returncode == 0, result.stdout + result.stderr
+    return str(result.stdout)
+
+
+def _submit(pool: Pool) -> Path:
+    work = pool.root / "work"
+    work.mkdir()
+    (work / "job.sh").write_text("#!/bin/sh\nexit 0\n")
+    (work / "job.sub").write_text(
+        "executable = job.sh\nbatch_name = nightly\narguments = $(Process)\nqueue 3\n"
+    )
+    _ok(pool.cli("submit", "job.sub", cwd=work))
+    return work
+
+
+def test_q_groups_by_batch_and_reads_ads(pool: Pool) -> None:
+    _submit(pool)
+    me = json.loads(_ok(pool.cli("q", "--json")))[0]["owner"]
+    table = _ok(pool.cli("q"))
+    assert "BATCH_NAME" in table and "nightly" in table and "1.0-2" in table
+    assert "1.1" in _ok(pool.cli("q", "-nobatch"))
+    assert _ok(pool.cli("q", "-af", "ClusterId", "ProcId", "JobStatus")).split("\n")[:3] == [
+        "1 0 1",
+        "1 1 1",
+        "1 2 1",
+    ]
+    picked = json.loads(_ok(pool.cli("q", "-constraint", "ProcId >= 1", "--json")))
+    assert [j["id"] for j in picked] == ["1.1", "1.2"]
+    whole = _ok(pool.cli("q", "-l", "1.0"))
+    assert 'JobBatchName = "nightly"' in whole and "JobStatus = 1" in whole
+    assert _ok(pool.cli("q", "--owner", me, "-af", "Owner")).split() == [me] * 3
+    assert "nightly" in _ok(pool.cli("q", me))  # a user name, as condor_q takes it
+    bad = pool.cli("q", "-constraint", "ProcId >")
+    assert bad.returncode != 0 and "constraint" in bad.stderr
+
+
+def test_targets_qedit_analyze_and_history(pool: Pool) -> None:
+    _submit(pool)
+    me = json.loads(_ok(pool.cli("q", "--json")))[0]["owner"]
+    _ok(pool.cli("qedit", "1.0", "MyTag", '"checked"'))
+    assert _ok(pool.cli("q", "1.0", "-af", "MyTag")).strip() == "checked"
+    refused = pool.cli("qedit", "1.0", "Owner", '"mallory"')
+    assert refused.returncode != 0 and "set by the pool" in refused.stderr
+    _ok(pool.cli("hold", "-constraint", "ProcId == 2", "--reason", "wrong input"))
+    analysis = _ok(pool.cli("q", "-analyze", "1.2"))
+    assert "is held" in analysis and "wrong input" in analysis
+    assert "pilotage release 1.2" in analysis
+    not_idle = pool.cli("qedit", "1.2", "MyTag", "1")
+    assert not_idle.returncode != 0 and "only idle jobs" in not_idle.stderr
+    released = _ok(pool.cli("release", me))
+    assert "job 1.2 released" in released
+    _ok(pool.cli("rm", "-constraint", "ProcId != 1"))
+    assert [j["id"] for j in json.loads(_ok(pool.cli("q", "--json")))] == ["1.1"]
+    assert _ok(pool.cli("history", "-limit", "1", "-af", "ProcId", "JobStatus")).split() == [
+        "2",
+        "3",
+    ]
+    nothing = pool.cli("rm", "-constraint", "ProcId == 99")
+    assert nothing.returncode != 0 and "no job in the queue matches" in nothing.stderr
