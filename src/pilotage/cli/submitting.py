@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -59,6 +60,7 @@ def submit(client: Client, path: Path, owner: str) -> tuple[int, int]:
     identities = _proxy_identities(
         parse_submit(text, source=str(path), iwd=iwd, cluster_id=0, owner=owner)
     )
+    _warn_about_mail(parse_submit(text, source=str(path), iwd=iwd, cluster_id=0, owner=owner))
     cluster_id = int(client.call("POST", "/api/v1/clusters")["cluster_id"])
     specs = parse_submit(text, source=str(path), iwd=iwd, cluster_id=cluster_id, owner=owner)
     uploaded: dict[tuple[tuple[str, str], ...], str] = {}
@@ -73,6 +75,17 @@ def submit(client: Client, path: Path, owner: str) -> tuple[int, int]:
     body = ClusterSubmission(jobs=final).model_dump(mode="json")
     answer = client.call("POST", f"/api/v1/clusters/{cluster_id}/jobs", json=body)
     return cluster_id, int(answer["jobs"])
+
+
+def _warn_about_mail(specs: list[JobSpec]) -> None:
+    """notification/notify_user are accepted, but pilotage sends no mail: say so once."""
+    asked = next((s for s in specs if s.notification not in (None, "never") or s.notify_user), None)
+    if asked is not None:
+        sys.stderr.write(
+            f"pilotage: warning: notification = {asked.notification or 'complete'}: this pool "
+            "has no mail relay, so no mail will be sent; the job event log (log = FILE) and "
+            "'pilotage wait' report the same events\n"
+        )
 
 
 def _proxy_identities(specs: list[JobSpec]) -> dict[str, str]:

@@ -7,12 +7,13 @@ attributes (``+Attr``) but never set the ones the pool relies on (owner, ids, re
 from __future__ import annotations
 
 import json
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import classad2
 import htcondor2  # noqa: F401  (registers list functions such as stringListMember)
 
-from pilotage.errors import BadInput
+from pilotage.errors import BadInput, Denied
 from pilotage.queue.spec import JobSpec
 
 #: Attributes the server sets; a ``+Attr`` may not override them.
@@ -112,6 +113,31 @@ def check_spec_expressions(spec: JobSpec) -> None:
         if name.lower() in RESERVED:
             raise BadInput(f"attribute +{name} is set by the pool and cannot be given")
         parse_expr(value, f"attribute +{name}")
+
+
+def check_accounting(spec: JobSpec, owner: str, groups: Mapping[str, Collection[str]]) -> None:
+    """Refuse an accounting group the pool does not let ``owner`` use.
+
+    Fair share charges a job to its ``AcctGroup``, so the group is the pool's word:
+    ``groups`` maps each group to the users who may use it (``*`` for everyone). A job
+    may name only its owner as ``accounting_group_user``.
+    """
+    if spec.accounting_group_user not in (None, owner):
+        raise Denied(
+            f"accounting_group_user {spec.accounting_group_user} is not you ({owner}): "
+            "a job is charged to its owner"
+        )
+    group = spec.accounting_group
+    if group is None:
+        return
+    members = groups.get(group)
+    if members is None:
+        raise Denied(
+            f"accounting group {group!r} is not one this pool maps to users; drop "
+            "accounting_group, or ask the pool's admins to map it to you"
+        )
+    if owner not in members and "*" not in members:
+        raise Denied(f"{owner} may not use accounting group {group!r}")
 
 
 def requirements_of(spec: JobSpec) -> str:

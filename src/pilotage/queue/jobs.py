@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from pilotage.errors import BadInput, Conflict, Denied, NotFound
 from pilotage.queue import history
 from pilotage.queue.history import Actor
-from pilotage.queue.jobad import build_job_ad, check_spec_expressions
+from pilotage.queue.jobad import build_job_ad, check_accounting, check_spec_expressions
 from pilotage.queue.spec import JobSpec
 from pilotage.queue.states import HoldCode, JobState, Trigger, transition
 from pilotage.store.tables import clusters, job_events, jobs, sandboxes
@@ -56,9 +56,20 @@ def open_cluster(conn: sa.Connection, actor: Actor, now: float) -> int:
 
 
 def commit_cluster(
-    conn: sa.Connection, cluster_id: int, actor: Actor, specs: Sequence[JobSpec], now: float
+    conn: sa.Connection,
+    cluster_id: int,
+    actor: Actor,
+    specs: Sequence[JobSpec],
+    now: float,
+    *,
+    accounting_groups: Mapping[str, Collection[str]] | None = None,
 ) -> int:
-    """Store every job of an open cluster at once, IDLE. Returns the number of jobs."""
+    """Store every job of an open cluster at once, IDLE. Returns the number of jobs.
+
+    ``accounting_groups`` maps each group to the users who may use it; with none, no
+    job may name an accounting group.
+    """
+    accounting_groups = accounting_groups or {}
     row = conn.execute(sa.select(clusters).where(clusters.c.id == cluster_id)).first()
     if row is None:
         raise NotFound(f"cluster {cluster_id} does not exist")
@@ -78,6 +89,7 @@ def commit_cluster(
     rows = []
     for proc_id, spec in enumerate(specs):
         check_spec_expressions(spec)
+        check_accounting(spec, actor.name, accounting_groups)
         rows.append(
             {
                 "cluster_id": cluster_id,
