@@ -171,6 +171,9 @@ done"""
     audit = refreshes(site)
     assert all(r["account"] == "alice" and r["user"] == ALICE for r in audit), audit
 
+    # No key of any proxy in the agent's log nor in the switch's audit.
+    assert "PRIVATE KEY" not in text and "PRIVATE KEY" not in str(switch_audit(site))
+
     noted = [e for e in events(pool, job) if e["trigger"] == "identity_refused"]
     assert len(noted) == 1, events(pool, job)
     assert (noted[0]["from"], noted[0]["to"]) == ("RUNNING", "RUNNING")
