@@ -69,3 +69,24 @@ def test_targets_qedit_analyze_and_history(pool: Pool) -> None:
     ]
     nothing = pool.cli("rm", "-constraint", "ProcId == 99")
     assert nothing.returncode != 0 and "no job in the queue matches" in nothing.stderr
+
+
+def test_transfer_output_remaps_place_outputs(pool: Pool) -> None:
+    work = pool.root / "work"
+    elsewhere = pool.root / "elsewhere"
+    (work / "results").mkdir(parents=True)
+    elsewhere.mkdir()
+    (work / "job.sh").write_text("#!/bin/sh\necho one > out1.dat\necho two > out2.dat\n")
+    (work / "job.sh").chmod(0o755)
+    (work / "job.sub").write_text(
+        "executable = job.sh\nrequest_memory = 64M\n"
+        "transfer_output_files = out1.dat, out2.dat\n"
+        f'transfer_output_remaps = "out1.dat = results/one.dat; out2.dat = {elsewhere}/two.dat"\n'
+        "queue\n"
+    )
+    _ok(pool.cli("submit", "job.sub", cwd=work))
+    pool.pilots(1, cpus=1, memory_mb=512)
+    _ok(pool.cli("wait", "1", "--timeout", "120", cwd=work))
+    assert (work / "results" / "one.dat").read_text() == "one\n"
+    assert (elsewhere / "two.dat").read_text() == "two\n"
+    assert not (work / "out1.dat").exists() and not (work / "out2.dat").exists()

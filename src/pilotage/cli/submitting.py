@@ -118,9 +118,30 @@ def fetch_outputs(client: Client, job: dict[str, Any], into: Path | None = None)
         with client.stream(f"/api/v1/jobs/{job['id']}/output") as response:
             reader = _ResponseReader(response.iter_bytes())
             sandbox.extract(cast(BinaryIO, reader), work, max_bytes=MAX_INPUT_BYTES)
+        _remap(work, dest, job.get("transfer_output_remaps") or {})
         return _merge(work, dest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _remap(work: Path, iwd: Path, remaps: dict[str, str]) -> None:
+    """Move each remapped output from the unpacked tree to its destination, as
+    ``transfer_output_remaps`` asks; a destination whose directory is missing is
+    refused with its name, and the output then stays in ``initialdir``."""
+    for name, destination in remaps.items():
+        source = work / name
+        if source.is_symlink() or not source.is_file():
+            continue
+        target = iwd / destination  # an absolute destination replaces iwd
+        if not target.parent.is_dir():
+            sys.stderr.write(
+                f"pilotage: warning: transfer_output_remaps: {target.parent} does not exist; "
+                f"{name} is left in {iwd}\n"
+            )
+            continue
+        if target.is_symlink():
+            target.unlink()
+        shutil.move(source, target)  # the destination may be on another file system
 
 
 def _merge(source: Path, dest: Path, prefix: str = "") -> list[str]:

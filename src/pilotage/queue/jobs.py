@@ -294,6 +294,7 @@ def job_view(row: sa.Row[Any]) -> dict[str, Any]:
         "arguments": spec["arguments"],
         "iwd": spec["iwd"],
         "log": spec.get("log"),
+        "transfer_output_remaps": spec.get("transfer_output_remaps") or {},
         "has_output": row.output_sandbox is not None,
     }
 
