@@ -43,6 +43,12 @@ class ServerSettings:
     max_sandbox_members: int = 10000
     #: A job started and lost this many times is held.
     max_attempts: int = 5
+    #: A job denied (switch 203) at this many distinct sites is held (docs/pilot.md).
+    max_denials: int = 3
+    #: Stop orders (removed, held, vacated running jobs) handed to one pilot, and to the
+    #: pilots of one site, at most one per this many seconds (seed 000 section 4.6).
+    stop_rate_per_pilot_s: float = 0.05
+    stop_rate_per_site_s: float = 0.02
     #: How often the server looks for expired leases and lost pilots.
     reap_interval_s: float = 2.0
     #: Seconds an empty pilot is told to wait before asking again.

@@ -45,7 +45,7 @@ from pilotage.api.wire import (
 from pilotage.collector import pilots as registry
 from pilotage.credentials.tokens import Role
 from pilotage.errors import NotFound
-from pilotage.queue import claims, vacate
+from pilotage.queue import claims, denials, vacate
 from pilotage.queue.states import Trigger
 
 router = APIRouter(prefix="/pilot/v1")
@@ -232,15 +232,27 @@ async def claim_vacate(
     def work(conn: sa.Connection) -> VacateAnswer:
         now = ctx.clock()
         live, pilot = claims.held_claim(conn, claim_id, who.name, secret)
-        state = vacate.vacate(
-            conn,
-            live.claim_id,
-            live.job_id,
-            pilot,
-            body,
-            max_attempts=ctx.settings.server.max_attempts,
-            now=now,
-        )
+        if body.refusal == "denied":
+            # The site is the pilot's row's (its registration), never the pilot's word.
+            state = denials.deny(
+                conn,
+                live.claim_id,
+                live.job_id,
+                pilot,
+                body.reason,
+                max_denials=ctx.settings.server.max_denials,
+                now=now,
+            )
+        else:
+            state = vacate.vacate(
+                conn,
+                live.claim_id,
+                live.job_id,
+                pilot,
+                body,
+                max_attempts=ctx.settings.server.max_attempts,
+                now=now,
+            )
         registry.touch(conn, pilot, now, every_s=_touch_every_s(ctx))
         return VacateAnswer(job_state=state.value)
 

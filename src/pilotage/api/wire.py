@@ -6,6 +6,7 @@ Every body is validated here at the edge; the rest of the server never sees raw 
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -192,6 +193,10 @@ class Vacate(Strict):
     reason: str = Field(min_length=1, max_length=2000)
     node_fault: bool = False
     exclude_s: float = Field(default=0.0, ge=0, le=7 * 86400)
+    #: What the switch said, when it refused (issue 10): ``denied`` (203, the site will
+    #: not run this owner: the pilot's site is added to the job's ``ExcludedSites``) or
+    #: ``transient`` (202 after the agent's retries: reported against the pilot's entry).
+    refusal: Literal["denied", "transient"] | None = None
 
 
 class VacateAnswer(Strict):

@@ -33,7 +33,12 @@ from pilotage.matchmaking.analysis_text import clause_suggestion, conflict_sente
 from pilotage.matchmaking.classads import copy_ad, new_ad, parse_expr
 from pilotage.matchmaking.classads import is_true as _true
 from pilotage.matchmaking.classads import references as _references
-from pilotage.matchmaking.clauses import RESOURCE_REQUIREMENTS, resource_of, split_clauses
+from pilotage.matchmaking.clauses import (
+    EXCLUDED_SITES,
+    RESOURCE_REQUIREMENTS,
+    resource_of,
+    split_clauses,
+)
 from pilotage.matchmaking.fairshare import Accountant
 
 __all__ = ["Analysis", "ClauseReport", "FairShareReport", "Verdict", "analyze", "render_text"]
@@ -233,6 +238,12 @@ def analyze(
         )
         details.append(_position_sentence(fair))
 
+    excluded = job_ad.eval(EXCLUDED_SITES) if EXCLUDED_SITES in job_ad else None
+    if isinstance(excluded, list) and excluded:
+        details.append(
+            f"{EXCLUDED_SITES} = {', '.join(map(str, excluded))}: these sites denied the "
+            "job's owner (pilotage-exec 203); it is matched only at other sites."
+        )
     return Analysis(
         job=job.name,
         submitter=job.submitter.name,

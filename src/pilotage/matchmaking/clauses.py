@@ -119,3 +119,11 @@ def resource_of(clause: str) -> str | None:
         if pattern.match(clause.strip()):
             return name
     return None
+
+
+#: The job attribute listing the sites that denied the job's owner (switch 203).
+EXCLUDED_SITES: Final = "ExcludedSites"
+#: The clause a denial adds to a job's Requirements (queue/denials.py): no slot of an
+#: excluded site matches it. ``Site`` is the slot attribute the server sets from the
+#: pilot's registration (matchmaking/ads.py), never from the pilot's word at match time.
+EXCLUDED_SITES_CLAUSE: Final = f"!member(TARGET.Site, {EXCLUDED_SITES})"

@@ -417,6 +417,11 @@ class SwitchedRun(JobRun):
         text = f"pilotage-exec refused ({exc.code}): {exc.message}" if code else exc.message
         log.warning("%s: %s", self.tag, text)
         cause, stop_pilot = classify(code, exc.message)
+        if cause is Cause.OWNER and code == 203:
+            # This site will not run the owner; others may: the server excludes the site
+            # for the job (ExcludedSites) and holds it only when no site is left.
+            self.give_back = GiveBack(text, node_fault=False, refusal="denied")
+            return None
         if cause is Cause.OWNER:
             return JobResult(failure=Failure(HoldCode.IDENTITY, text))
         self.give_back = GiveBack(

@@ -242,14 +242,20 @@ class GiveBack:
     exclude_s: float = 0.0
     stop_pilot: bool = False
     bypassable: bool = False
+    #: ``"denied"`` (203: the server excludes this pilot's site for the job) or
+    #: ``"transient"`` (202 after retries: reported against the pilot's entry); issue 10.
+    refusal: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        body = {
             "v": VERSION,
             "reason": self.reason[:2000] or "given back",
             "node_fault": self.node_fault,
             "exclude_s": round(max(0.0, min(self.exclude_s, 7 * 86400.0)), 3),
         }
+        if self.refusal is not None:
+            body["refusal"] = self.refusal
+        return body
 
 
 def work_request(free: Resources, time_left_s: float) -> dict[str, Any]:
