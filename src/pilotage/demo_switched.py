@@ -36,13 +36,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from rich.console import Console
 
+from pilotage import exec_install as install
 from pilotage.cli.client import Client, locate
 from pilotage.credentials.ca import IssuedCredential
 from pilotage.credentials.proxy import sign_proxy_request
 from pilotage.credentials.x509_testing import Pki, make_pki
 from pilotage.demo_provisioning import SERVER_ENV, start_services
 from pilotage.statedir import StateDir
-from pilotage.switch import install
 
 ACCOUNTS = ("pilot", "alice", "bob")
 #: The installed switch's state directory (root's, 0700; the switch checks it), per demo.

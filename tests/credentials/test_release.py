@@ -118,11 +118,22 @@ def test_only_the_claims_pilot_gets_the_credential_once_per_key(x509_pool: X509P
     assert len(_audit_table(x509_pool)) == len(records)
 
 
+def test_a_retrieval_key_expires(make_x509_pool: Callable[..., X509Pool]) -> None:
+    # A one-second key, used only after more than a second: expired whatever the load.
+    x509_pool = make_x509_pool(PILOTAGE_CREDENTIALS_RETRIEVAL_KEY_TTL_S="1")
+    _alice_jobs(x509_pool, 1)
+    with x509_pool.https(x509_pool.pool.token("pilot-a", "pilot")) as http:
+        pilot = ProtocolPilot(http, "a0")
+        claim = pilot.claim()
+        stale = pilot.key(claim).json()["key"]
+        time.sleep(1.5)
+        assert error_of(pilot.fetch(claim, stale)[0])[:2] == (403, "RetrievalKeyExpired")
+
+
 def test_release_settings_and_a_changed_identity(
     make_x509_pool: Callable[..., X509Pool],
 ) -> None:
     x509_pool = make_x509_pool(
-        PILOTAGE_CREDENTIALS_RETRIEVAL_KEY_TTL_S="1",
         PILOTAGE_CREDENTIALS_RELEASE_LIMITED="false",
         PILOTAGE_CREDENTIALS_RELEASE_LIFETIME_S=str(5 * 3600),
     )
@@ -133,10 +144,6 @@ def test_release_settings_and_a_changed_identity(
         # own claim (its secret tells them apart).
         pilots = [ProtocolPilot(http, f"a{i}") for i in (0, 1, 2)]
         claims = [p.claim() for p in pilots]
-        pilot = pilots[0]
-        stale = pilot.key(claims[0]).json()["key"]
-        time.sleep(1.5)
-        assert error_of(pilot.fetch(claims[0], stale)[0])[:2] == (403, "RetrievalKeyExpired")
 
         # A weak key in the CSR is bad input, and the refusal does not spend the key.
         pilot = pilots[1]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pilotage.switch import install
+from pilotage import exec_install as install
 
 from .switch_helpers import Credentials, Site, own_dir, pilot_file, run_switch, wait_for
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import cryptography
 import pytest
 
-from pilotage.switch import install
+from pilotage import exec_install as install
 
 from .switch_helpers import Site, interpreter, own_dir, refused, run_switch
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pilotage.switch.leases import expand_pool
-from pilotage.switch.policy import Policy, PolicyError, Subject
+from pilotage.sitepolicy.leases import expand_pool
+from pilotage.sitepolicy.policy import Policy, PolicyError, Subject
 
 ALICE = Subject("x509", "/O=Example/CN=Alice", "/O=Example/CN=CA")
 CAROL = Subject("token", "carol", "https://pool.example", ("/cms", "/cms/analysis"))

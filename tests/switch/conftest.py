@@ -2,7 +2,7 @@
 
 Tests run as root (CI does) and create the accounts ``pilot``, ``alice``, ``bob`` and the
 pool ``cms001..cms005`` with ``useradd`` (idempotent). Each :class:`Site` mode is the
-real installer's output (``pilotage.switch.install``) with its own root-owned config, and
+real installer's output (``pilotage.exec_install``) with its own root-owned config, and
 a sudo rule in ``/etc/sudoers.d`` for ``pilot``, removed at the end of the session.
 Credentials are files of the pilot, mode 0600, as a pilot would hold them.
 """

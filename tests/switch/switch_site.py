@@ -22,10 +22,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from pilotage import exec_install as install
 from pilotage.credentials.proxy import make_proxy, proxy_pem
 from pilotage.credentials.tokens import Role, TokenIssuer
 from pilotage.credentials.x509_testing import make_pki
-from pilotage.switch import install
 from pilotage.testing_accounts import AccountsUnavailable
 from pilotage.testing_accounts import ensure_accounts as ensure_unix_accounts
 

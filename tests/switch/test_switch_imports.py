@@ -1,8 +1,9 @@
-"""The switch imports the standard library, ``cryptography``, ``pilotage.x509`` and itself.
+"""The switch imports the standard library, ``cryptography``, ``pilotage.x509``,
+``pilotage.sitepolicy`` and itself; ``sitepolicy`` imports the standard library only.
 
-The installer copies ``switch/`` and ``x509/`` alone next to ``cryptography``; a module
-importing the rest of pilotage would break there, and would pull unreviewed code into a
-root program.
+The installer copies ``switch/``, ``x509/`` and ``sitepolicy/`` alone next to
+``cryptography``; a module importing the rest of pilotage would break there, and would pull
+unreviewed code into a root program.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ MODULES = sorted(path.stem for path in SWITCH.glob("*.py"))
 def test_imports_stay_inside_the_switch(module: str) -> None:
     for node in ast.walk(ast.parse((SWITCH / f"{module}.py").read_text())):
         if isinstance(node, ast.ImportFrom) and node.level == 2:
-            assert (node.module or "").split(".")[0] == "x509", f"{module}: ..{node.module}"
+            package = (node.module or "").split(".")[0]
+            assert package in ("x509", "sitepolicy"), f"{module}: ..{node.module}"
             continue
         if isinstance(node, ast.ImportFrom) and node.level > 0:
             assert node.level == 1, f"{module}: {'.' * node.level}{node.module}"
@@ -51,3 +53,23 @@ def test_the_entry_point_stays_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+SITEPOLICY = SWITCH.parent / "sitepolicy"
+
+
+@pytest.mark.parametrize("module", sorted(p.stem for p in SITEPOLICY.glob("*.py")))
+def test_the_policy_engine_imports_the_standard_library_only(module: str) -> None:
+    for node in ast.walk(ast.parse((SITEPOLICY / f"{module}.py").read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level > 0:
+            assert node.level == 1, f"{module}: {'.' * node.level}{node.module}"
+            continue
+        if isinstance(node, ast.ImportFrom):
+            names = [node.module or ""]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        else:
+            continue
+        for name in names:
+            top = name.split(".")[0]
+            assert top in sys.stdlib_module_names or top == "__future__", f"{module}: {name}"

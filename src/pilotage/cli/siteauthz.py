@@ -61,7 +61,7 @@ def decide_cmd(
     group: Annotated[list[str] | None, typer.Option(help="A group (FQAN); repeat.")] = None,
 ) -> None:
     """Print the decision the policy makes for one identity (leases a pool account)."""
-    from pilotage.switch.policy import Policy, PolicyError, Subject
+    from pilotage.sitepolicy.policy import Policy, PolicyError, Subject
 
     if (dn is None) == (subject is None):
         raise OperatorError("give exactly one of --dn and --subject")

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from pilotage.errors import OperatorError
 from pilotage.siteauthz.wire import DecisionRequest, DecisionResponse
-from pilotage.switch.policy import Policy, PolicyError
+from pilotage.sitepolicy.policy import Policy, PolicyError
 
 log = logging.getLogger("pilotage.siteauthz")
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pilotage.switch.policy import Decision, Subject
+from pilotage.sitepolicy.policy import Decision, Subject
 
 API_VERSION = 1
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import os
 
+from ..sitepolicy.policy import Decision, Subject
 from .config import AuthzConfig, check_trusted
-from .policy import Decision, Subject
 from .refusals import Denied, SiteError
 from .state import Cache
 
@@ -46,8 +46,8 @@ def _stamp(path: str) -> int:
 
 
 def _local(authz: AuthzConfig, user: Subject, pilot: Subject | None) -> Decision:
+    from ..sitepolicy.policy import Policy, PolicyError
     from .config import check_trusted_dir
-    from .policy import Policy, PolicyError
 
     def check(path: str, what: str) -> None:
         if what == "gridmapdir":

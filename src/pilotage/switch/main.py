@@ -27,10 +27,10 @@ import time
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+from ..sitepolicy.policy import Decision, Subject
 from . import paths
 from .config import Config
 from .identity import Identity
-from .policy import Decision, Subject
 from .refusals import ClientError, Denied, Refusal, SiteError
 
 USER_CREDENTIAL = "PILOTAGE_EXEC_USER_CREDENTIAL"

@@ -2,7 +2,7 @@
 
 These two constants are the only paths the switch trusts before reading its config. They
 are never taken from the environment or the command line: the caller controls both. A
-site that wants other paths installs the switch with ``python -m pilotage.switch.install
+site that wants other paths installs the switch with ``python -m pilotage.exec_install
 --config PATH --state-dir DIR --prefix DIR``, which writes a copy of this package with
 these two lines rewritten (and nothing else changed).
 """

@@ -1,6 +1,6 @@
 """Install ``pilotage-exec`` for a site: a root-owned copy of the switch and a wrapper.
 
-``python -m pilotage.switch.install --prefix DIR [--config PATH] [--state-dir DIR]
+``python -m pilotage.exec_install --prefix DIR [--config PATH] [--state-dir DIR]
 [--python PY] [--site-packages DIR] [--sudoers FILE --invoker ACCOUNT]`` writes:
 
 - ``DIR/lib/pilotage/switch/``: this package's modules, with the two constants of
@@ -44,7 +44,7 @@ KEPT_VARIABLES = (
 SITE_PACKAGES = ("cryptography", "cffi", "pycparser", "_cffi_backend")
 
 WRAPPER = """#!{python} -IS
-\"\"\"pilotage-exec, installed by pilotage.switch.install; see docs/switch.md.\"\"\"
+\"\"\"pilotage-exec, installed by pilotage.exec_install; see docs/switch.md.\"\"\"
 import os
 import sys
 
@@ -131,15 +131,15 @@ def install(
         (prefix / sub).mkdir(mode=0o755, parents=True, exist_ok=True)
     packages = [site / name for name in SITE_PACKAGES if (site / name).is_dir()]
     trusted_paths([prefix, interpreter, site, *stdlib], packages)
-    source = Path(__file__).parent
+    source = Path(__file__).parent  # src/pilotage
     target = prefix / "lib" / PACKAGE
     staging = prefix / "lib" / f".{PACKAGE}.new"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(mode=0o755)
     (staging / "__init__.py").write_text("")
-    for package in ("switch", "x509"):
+    for package in ("switch", "x509", "sitepolicy"):
         (staging / package).mkdir(mode=0o755)
-        for module in sorted((source.parent / package).glob("*.py")):
+        for module in sorted((source / package).glob("*.py")):
             text = module.read_text()
             if (package, module.name) == ("switch", "paths.py"):
                 text = rewrite_paths(text, config, state_dir)
@@ -168,7 +168,7 @@ def install(
 def write_sudoers(path: Path, wrapper: Path, invoker: str) -> None:
     """Write the sudo rule for ``invoker``, checked with ``visudo`` before it is installed."""
     text = (
-        f"# pilotage-exec: written by pilotage.switch.install\n"
+        f"# pilotage-exec: written by pilotage.exec_install\n"
         f'Defaults!{wrapper} env_keep += "{KEPT_VARIABLES}", closefrom_override, !use_pty\n'
         f"{invoker} ALL=(root) NOPASSWD: {wrapper}\n"
     )
@@ -184,7 +184,7 @@ def write_sudoers(path: Path, wrapper: Path, invoker: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Command line of the installer."""
-    parser = argparse.ArgumentParser(prog="python -m pilotage.switch.install")
+    parser = argparse.ArgumentParser(prog="python -m pilotage.exec_install")
     parser.add_argument("--prefix", type=Path, required=True)
     parser.add_argument("--config", default="/etc/pilotage/exec.toml")
     parser.add_argument("--state-dir", default="/var/lib/pilotage-exec")
