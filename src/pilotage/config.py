@@ -87,6 +87,9 @@ class X509Settings:
     ca_dir: str = ""
     #: Refuse a chain whose CA has no CRL in the trust directory.
     require_crl: bool = False
+    #: Refuse a CA that has neither ``.namespaces`` nor ``.signing_policy`` (a CA with
+    #: either file is always held to it).
+    require_namespaces: bool = True
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,10 @@ class CredentialService:
         trust = None
         if settings.x509.ca_dir:
             try:
-                trust = TrustStore.from_directory(Path(settings.x509.ca_dir))
+                trust = TrustStore.from_directory(
+                    Path(settings.x509.ca_dir),
+                    require_namespaces=settings.x509.require_namespaces,
+                )
             except CredentialError as exc:
                 raise OperatorError(f"configuration [x509] ca_dir: {exc.message}") from None
         state.credential_audit_log.parent.mkdir(mode=0o700, exist_ok=True)

@@ -69,6 +69,7 @@ class Config(NamedTuple):
     min_uid: int
     cache_ttl_s: float
     allow_limited: bool
+    require_namespaces: bool
     hide: tuple[str, ...]
     cgroup_root: str
     authz: AuthzConfig
@@ -143,7 +144,7 @@ def _parse(path: str, raw: dict[str, Any]) -> Config:
     known = {
         "mode", "linger", "invokers", "path", "env_allow", "trust_dir", "audit_log", "syslog",
         "min_uid", "cache_ttl_s", "allow_limited", "hide", "cgroup_root", "authz", "tokens",
-        "pids_max", "syslog_socket",
+        "pids_max", "syslog_socket", "require_namespaces",
     }  # fmt: skip
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -190,6 +191,7 @@ def _parse(path: str, raw: dict[str, Any]) -> Config:
         min_uid=_get(raw, "min_uid", int, 1000),
         cache_ttl_s=float(_get(raw, "cache_ttl_s", (int, float), 60)),
         allow_limited=_get(raw, "allow_limited", bool, False),
+        require_namespaces=_get(raw, "require_namespaces", bool, True),
         hide=tuple(_get(raw, "hide", list, [])),
         cgroup_root=_get(raw, "cgroup_root", str, ""),
         authz=authz,

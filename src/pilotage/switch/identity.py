@@ -78,7 +78,7 @@ def identify(data: bytes, config: Config, cache: Cache, what: str) -> Identity:
         trust_stamp = os.stat(config.trust_dir).st_mtime_ns
     except OSError:
         trust_stamp = 0
-    key = f"{digest} {trust_stamp} {config.allow_limited}"
+    key = f"{digest} {trust_stamp} {config.allow_limited} {config.require_namespaces}"
     cached = cache.get("credential", key)
     if isinstance(cached, list) and len(cached) == len(Identity._fields):
         kind, subject, issuer, groups, not_after, _ = cached
@@ -106,10 +106,10 @@ def _x509_identity(data: bytes, config: Config, digest: str, what: str) -> Ident
         chain, key = load_credential(data)
         if key is None:
             raise ClientError(f"The {what} holds no private key.")
-        result = validate_chain(
-            chain, TrustStore.from_directory(config.trust_dir), key=key,
-            allow_limited=config.allow_limited,
-        )  # fmt: skip
+        trust = TrustStore.from_directory(
+            config.trust_dir, require_namespaces=config.require_namespaces
+        )
+        result = validate_chain(chain, trust, key=key, allow_limited=config.allow_limited)
     except TrustStoreError as exc:
         raise SiteError(f"The CA directory cannot check the {what}: {exc.message}") from None
     except CredentialError as exc:
