@@ -253,6 +253,8 @@ async def claim_vacate(
                 max_attempts=ctx.settings.server.max_attempts,
                 now=now,
             )
+            if body.refusal == "transient":
+                vacate.report_transient(conn, pilot, body.reason, now)
         registry.touch(conn, pilot, now, every_s=_touch_every_s(ctx))
         return VacateAnswer(job_state=state.value)
 

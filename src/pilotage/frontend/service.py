@@ -11,6 +11,8 @@ this module is the I/O around them. One cycle:
    the batch system runs but that runs no job yet counts as *idle*: it is about to take
    a job, so asking for another on its account would overshoot (the pool's registered
    pilots tell which are busy);
+   An entry whose pilots lately report a switch that keeps answering 202
+   (:mod:`pilotage.frontend.health`) has no demand, so no pilots are asked for there;
 4. plan, and publish one request per entry (``PUT /api/v1/requests/{me}/{entry}``) with
    a pilot token for the entry, minted again once half its lifetime has passed, while
    pilots are wanted there.
@@ -26,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pilotage.cli.client import Client
+from pilotage.frontend.health import HealthRule, Report, paused_entries
 from pilotage.frontend.matching import JobGroup, Matcher
 from pilotage.frontend.pressure import EntryState, Observation, Removal, Request, plan
 from pilotage.frontend.settings import FrontendConfig
@@ -118,8 +121,18 @@ class Frontend:
             )
         return groups
 
-    def decide(self, entries: list[EntryView], groups: list[JobGroup]) -> list[EntryDecision]:
-        """One cycle's decisions (no I/O): see steps 2 and 3 of the module docstring."""
+    def decide(
+        self,
+        entries: list[EntryView],
+        groups: list[JobGroup],
+        paused: dict[str, int] | None = None,
+    ) -> list[EntryDecision]:
+        """One cycle's decisions (no I/O): see steps 2 and 3 of the module docstring.
+
+        ``paused``: entries whose switch pilots report failing (:mod:`.health`), with
+        their counts: their demand is 0, so no pilot is asked for there.
+        """
+        paused = paused or {}
         settings = self.config.frontend
         vo_mode = settings.vo_switch_mode()
         modes: dict[str, str] = {}
@@ -138,6 +151,15 @@ class Frontend:
                 usable[e.name] = e
                 modes[e.name] = decision.mode.value
         demand = self.matcher.demand(groups, {n: e.ad for n, e in usable.items()})
+        for name, count in sorted(paused.items()):
+            if name in usable:
+                demand = {k: (0.0 if k[1] == name else v) for k, v in demand.items()}
+            self._say(f"paused {name}", (count > 0,),
+                      "entry %s: %d pilot(s) report its switch failing (202): no pilots there",
+                      name, count)  # fmt: skip
+        for name in usable:
+            if name not in paused and self._said.get(f"paused {name}") == (True,):
+                self._say(f"paused {name}", (False,), "entry %s: pilots again", name)
         group_names = sorted({g.group for g in groups} | {self.config.frontend.group})
         observations = []
         for name, e in usable.items():
@@ -166,6 +188,16 @@ class Frontend:
             decisions.append(summed(name, mine_, total, modes[name]))
         return decisions
 
+    def _paused(self, now: float) -> dict[str, int]:
+        """The entries :func:`~pilotage.frontend.health.paused_entries` pauses now."""
+        settings = self.config.frontend
+        rule = HealthRule(settings.transient_reports, settings.transient_window_s)
+        if rule.reports == 0:
+            return {}
+        answer = self.client.call("GET", "/api/v1/validation-reports", params={"limit": 1000})
+        reports = [Report(r["entry"], float(r["at"]), bool(r["ok"]), r["reason"]) for r in answer]
+        return paused_entries(reports, now, rule)
+
     def _token(self, entry: str, wanted: bool, now: float) -> str | None:
         """The entry's pilot token, minted or renewed while pilots are wanted there."""
         token = self.tokens.get(entry)
@@ -183,7 +215,7 @@ class Frontend:
     def cycle(self) -> list[EntryDecision]:
         """One cycle: read, decide, publish; the decisions."""
         now = self.clock()
-        decisions = self.decide(self._entries(now), self._groups())
+        decisions = self.decide(self._entries(now), self._groups(), self._paused(now))
         for d in decisions:
             wanted = d.idle_wanted > 0 or d.max_running > 0
             body = PilotRequest(

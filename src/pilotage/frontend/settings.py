@@ -95,6 +95,11 @@ class FrontendSettings(_Strict):
     )
     token_lifetime_s: Annotated[int, Field(ge=300, le=MAX_PILOT_TOKEN_S)] = 3600
     entry_max_age_s: Annotated[float, Field(gt=0)] = 300.0
+    #: An entry with this many reports of a switch that kept answering 202 within
+    #: ``transient_window_s`` gets no pilots until they age out (frontend/health.py);
+    #: 0 turns the rule off.
+    transient_reports: Annotated[int, Field(ge=0)] = 3
+    transient_window_s: Annotated[float, Field(gt=0)] = 900.0
 
     @model_validator(mode="after")
     def _types_once(self) -> FrontendSettings:

@@ -24,6 +24,7 @@ from .config import DEFAULT_LIFETIME_S, AgentConfig, default_attrs
 from .renewal import RenewalSettings
 from .resources import Resources, detect_cpus, detect_disk_mb, detect_memory_mb
 from .switched import check_switch_mode
+from .switchretry import SwitchRetry
 
 
 def _attr(text: str) -> tuple[str, str]:
@@ -122,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="credential renewal and expiry of switched jobs (repeatable): fraction, "
         "renew_margin_s, retry_s, expiry_margin_s, kill_grace_s",
     )
+    p.add_argument(
+        "--switch-retry",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a passing 202 of the switch (repeatable): retries, base_s, total_s, exclude_s",
+    )
     p.add_argument("--version", action="version", version=f"pilotage-agent {__version__}")
     return p
 
@@ -160,6 +168,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         single_user=args.single_user,
         bypass_on_error=args.bypass_on_error == "yes",
         renewal=RenewalSettings.parse(args.renewal),
+        switch_retry=SwitchRetry.parse(args.switch_retry),
     )
 
 

@@ -268,7 +268,13 @@ class Agent:
             "pilot_credential": self.config.token_file,
         }
         run = (
-            SwitchedRun(claim, switch=self.config.switch, renewal=self.config.renewal, **settings)
+            SwitchedRun(
+                claim,
+                switch=self.config.switch,
+                renewal=self.config.renewal,
+                retry=self.config.switch_retry,
+                **settings,
+            )
             if self.config.switch
             else JobRun(claim, **settings)
         )

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .renewal import RenewalSettings
 from .resources import Resources
+from .switchretry import SwitchRetry
 
 #: How long registration keeps retrying an unreachable server before giving up.
 REGISTER_PATIENCE_S = 600.0
@@ -67,6 +68,9 @@ class AgentConfig:
     #: ``--renewal KEY=VALUE``: when a switched job's credential is renewed, and when the
     #: job is stopped because none can be had (docs/pilot.md, "Keeping control").
     renewal: RenewalSettings = field(default_factory=RenewalSettings)
+    #: ``--switch-retry KEY=VALUE``: a passing 202's retries (count, first wait, total
+    #: time) and how long the job is then kept from this pilot (docs/pilot.md).
+    switch_retry: SwitchRetry = field(default_factory=SwitchRetry)
 
     @property
     def pilot_name(self) -> str:
@@ -91,4 +95,5 @@ class AgentConfig:
             + (f" single_user={self.single_user!r}" if self.single_user is not None else "")
             + f" bypass_on_error={'yes' if self.bypass_on_error else 'no'}"
             + (f" renewal={self.renewal.describe()}" if self.switch else "")
+            + (f" switch_retry={self.switch_retry.describe()}" if self.switch else "")
         )

@@ -91,6 +91,7 @@ from .jobrun import (
 from .nodepolicy import Cause, classify
 from .outputs import OutputError, is_safe_relpath, pack_outputs, select_outputs, snapshot
 from .renewal import Grant, Keeper, RefreshRefused, RenewalSettings
+from .switchretry import SwitchRetry
 from .wire import Failure, GiveBack, HoldCode, JobResult
 
 __all__ = ["NO_CREDENTIAL", "SwitchedRun", "check_switch_mode"]
@@ -134,10 +135,15 @@ class SwitchedRun(JobRun):
 
     def __init__(
         self, *args: Any, switch: tuple[str, ...],
-        renewal: RenewalSettings | None = None, **kwargs: Any,
+        renewal: RenewalSettings | None = None, retry: SwitchRetry | None = None,
+        **kwargs: Any,
     ) -> None:  # fmt: skip
         super().__init__(*args, **kwargs)
         self.switch = switch
+        #: How a passing 202 is retried, then given back (pilot/switchretry.py).
+        self.retry = retry or SwitchRetry()
+        #: Switch calls retried after a passing 202, for the log and the give-back.
+        self.retried = 0
         #: When the job's credential is renewed, and when the job is stopped without one.
         self.renewal = renewal or RenewalSettings()
         self._grant: Grant | None = None
@@ -221,6 +227,33 @@ class SwitchedRun(JobRun):
         return int(code), message
 
     def _wrapper(
+        self, request: dict[str, Any], passed: tuple[int, ...] = (), *, job: bool = False
+    ) -> tuple[int, int]:
+        """:meth:`_wrapper_once`, again after a passing 202 (the site's service unreachable
+        or overloaded) with randomised exponential back-off, within ``--switch-retry``'s
+        count and total time (seed 000 §4.5); then the last refusal is raised. Each try
+        gets copies of ``passed`` (nothing read them: the switch refused before the
+        wrapper ran); they are closed here."""
+        began = time.monotonic()
+        try:
+            while True:
+                try:
+                    copies = tuple(os.dup(fd) for fd in passed)
+                    return self._wrapper_once(request, copies, job=job)
+                except _Refused as exc:
+                    wait = self.retry.delay(self.retried, time.monotonic() - began)
+                    if wait is None or classify(exc.code, exc.message) != (Cause.INTERNAL, False):
+                        raise
+                    self.retried += 1
+                    log.warning("%s: pilotage-exec answered %d (%s); retry %d in %.1f s",
+                                self.tag, exc.code, exc.message, self.retried, wait)  # fmt: skip
+                    if self.wait_or_stopped(wait):
+                        raise _Gone from None
+        finally:
+            for fd in passed:
+                os.close(fd)
+
+    def _wrapper_once(
         self, request: dict[str, Any], passed: tuple[int, ...] = (), *, job: bool = False
     ) -> tuple[int, int]:
         """Start the wrapper through the switch and hand it ``request``.
@@ -424,11 +457,16 @@ class SwitchedRun(JobRun):
             return None
         if cause is Cause.OWNER:
             return JobResult(failure=Failure(HoldCode.IDENTITY, text))
+        passing = cause is Cause.INTERNAL and not stop_pilot
+        if passing:
+            text += f" (after {self.retried} retries)"
         self.give_back = GiveBack(
             text,
-            exclude_s=GIVE_BACK_EXCLUDE_S,
+            exclude_s=self.retry.exclude_s if passing else GIVE_BACK_EXCLUDE_S,
             stop_pilot=stop_pilot,
             bypassable=cause is Cause.INTERNAL,
+            # A passing 202 is the site's trouble, not the job's: reported for the entry.
+            refusal="transient" if passing else None,
         )
         return None
 

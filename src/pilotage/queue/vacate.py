@@ -11,6 +11,8 @@ without the switch; and what the dispatch path must then respect for that pilot.
 - Single-user pilots (``PilotageSingleUser = true`` in the slot ad): the server adds
   ``TARGET.Owner == "<owner>"`` to the slot's Requirements once the pilot's first claim
   has fixed its owner (:func:`offer_for`), and records that owner (:func:`lock_owner`).
+- :func:`report_transient`: a claim given back after the switch kept answering 202
+  (``refusal: "transient"``) is reported against the pilot's entry, for the frontend.
 - :func:`note_without_switch`: the job ran as the pilot account after the switch failed
   with an internal error at a site that allows it; its ad says so
   (``PilotageRanWithoutSwitch = true``) and its history gives the reason.
@@ -27,11 +29,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from pilotage.api.wire import Vacate
+from pilotage.collector.pilots import token_entry
 from pilotage.errors import Conflict
+from pilotage.frontend.health import TRANSIENT_REASON
 from pilotage.queue import history
 from pilotage.queue.jobad import load_ad, parse_expr
 from pilotage.queue.states import HoldCode, JobState, Trigger, transition
-from pilotage.store.tables import jobs, pilots
+from pilotage.store.tables import jobs, pilots, validation_reports
 
 #: The job ad attribute of a job that ran as the pilot account (docs/pilot.md).
 RAN_WITHOUT_SWITCH = "PilotageRanWithoutSwitch"
@@ -152,3 +156,29 @@ def note_without_switch(conn: sa.Connection, claim_id: str, job_id: int, why: st
 def without_switch_text(why: str) -> str:
     """The words the job's history adds to the event of a job run without the switch."""
     return f"ran as the pilot account without identity switching ({why})"
+
+
+def report_transient(conn: sa.Connection, pilot: sa.Row[Any], message: str, now: float) -> bool:
+    """Record, for the pilot's entry, that its switch kept answering 202 (issue 10).
+
+    The frontend reads these reports (``GET /api/v1/validation-reports``) and stops
+    asking for pilots at an entry that has many of them lately. The entry is the one the
+    pilot's token is bound to, never the pilot's word; a pilot of no entry (started by
+    hand) reports nothing. Returns whether a report was recorded.
+    """
+    entry = token_entry(pilot.subject)
+    if entry is None:
+        return False
+    conn.execute(
+        sa.insert(validation_reports).values(
+            at=now,
+            reporter=pilot.subject,
+            entry=entry,
+            pilot=pilot.id,
+            ok=False,
+            reason=TRANSIENT_REASON,
+            message=message[:4000],
+            details=json.dumps({"site": pilot.site}),
+        )
+    )
+    return True
