@@ -10,7 +10,8 @@ never promised twice.
 The agent leaves (``POST .../exit``) on idle timeout, at the end of its lifetime (running
 jobs are killed then; no new work is asked for in the last ``lifetime_margin_s``), when
 the server asks it to retire (once its jobs have ended), and on SIGTERM or SIGINT (jobs
-are killed).
+are killed). If it dies without leaving (SIGKILL), its reaper kills its jobs
+(:mod:`pilotage.pilot.reaper`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import signal
 import threading
 import time
@@ -31,6 +33,7 @@ from .config import REGISTER_PATIENCE_S, AgentConfig
 from .heartbeat import Heartbeat
 from .jobrun import KILL_GRACE_S, JobRun
 from .nodepolicy import report_line, switch_type_problem
+from .reaper import Reaper, lock_workdir, sweep
 from .resources import Resources, Slot, SlotFull
 from .switched import SwitchedRun
 from .wire import VERSION, Claim, GiveBack, JobResult, Registration, WorkAnswer, work_request
@@ -71,6 +74,9 @@ class Agent:
         self._node_fault: str | None = None
         #: A single-user pilot's owner: the flag's, or its first job's (``*``).
         self._owner = None if config.single_user in (None, "*") else config.single_user
+        #: Kills this agent's jobs if it dies (pilot/reaper.py); told of every claim.
+        self.reaper = Reaper(config.workdir, config.switch, config.token_file)
+        self._lock_fd: int | None = None
 
     # -- the main loop ---------------------------------------------------------------
 
@@ -82,6 +88,7 @@ class Agent:
             log.error("not starting: %s", problem)
             report_line("switch_type", problem, switch=self.config.attrs.get("PilotageSwitch"))
             return 1
+        self._start_reaper()
         previous = self._install_signals()
         try:
             try:
@@ -109,6 +116,22 @@ class Agent:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+            self.reaper.close()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+
+    def _start_reaper(self) -> None:
+        """Kill what a dead agent left in the work directory (when no live agent uses
+        it), then fork the reaper that kills this agent's jobs if it dies (pilot/reaper.py).
+        Called before any other thread starts."""
+        cfg = self.config
+        self._lock_fd = lock_workdir(cfg.workdir)
+        if self._lock_fd is None:
+            log.warning("another live agent uses %s: nothing left there is swept", cfg.workdir)
+        else:
+            sweep(cfg.workdir, cfg.switch, cfg.token_file)
+        keep = () if self._lock_fd is None else (self._lock_fd,)
+        self.reaper.start(keep)
 
     def register(self) -> Registration:
         """Join the pool, retrying an unreachable server for ``REGISTER_PATIENCE_S``."""
@@ -285,6 +308,7 @@ class Agent:
                 log.error("%s: not taken: %s", run.tag, exc)
                 return
             self._runs[claim.claim_id] = run
+            self.reaper.started(claim.claim_id)
             log.info("%s: claimed for %s (%s)", run.tag, claim.owner, claim.request)
             thread = threading.Thread(target=self._serve, args=(run,), name=claim.claim_id)
             self._threads = [t for t in self._threads if t.is_alive()]
@@ -411,6 +435,7 @@ class Agent:
         return WorkAnswer.from_wire(body) if next_request is not None else None
 
     def _release(self, run: JobRun) -> None:
+        self.reaper.ended(run.claim.claim_id)  # its job has ended and been cleaned up
         with self._lock:
             self._runs.pop(run.claim.claim_id, None)
             self.slot.release(run.claim.claim_id)
