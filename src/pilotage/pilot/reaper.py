@@ -15,9 +15,9 @@ them beyond anyone's control (issue 10, "A pilot that dies").
 - The sweep (:func:`sweep`): an agent that starts in a work directory left by a dead
   agent (whose reaper died too: the node rebooted, the whole process tree was killed)
   kills what the claim directories there still name, before it registers.
-- A flock on ``<workdir>/.agent.lock``, taken by the agent and held by the reaper too,
-  says whether a live agent (or its reaper) uses the directory: the sweep runs only
-  when it is free, so it never touches a sibling's jobs.
+- A flock on the work directory itself (nothing is left in it), taken by the agent and
+  held by the reaper too, says whether a live agent (or its reaper) uses the directory:
+  the sweep runs only when it is free, so it never touches a sibling's jobs.
 
 How a claim's job is killed (:func:`kill_claim`): every process of the pilot's account
 whose environment says it belongs to the claim (``PILOTAGE_SCRATCH_DIR`` inside
@@ -45,7 +45,6 @@ log = logging.getLogger("pilotage.pilot")
 
 #: A claim id as the server makes them (queue/claims.py); nothing else is ever killed.
 CLAIM_ID = re.compile(r"c-[A-Za-z0-9_-]{8,64}\Z")
-LOCK_NAME = ".agent.lock"
 _ENV_KEY = b"PILOTAGE_SCRATCH_DIR="
 #: How long the reaper waits for one ``--signal`` call of the switch.
 _SIGNAL_TIMEOUT_S = 60.0
@@ -129,7 +128,7 @@ def _signal_through_switch(
 
 def lock_workdir(workdir: Path) -> int | None:
     """Take the work directory's lock; its descriptor, or None if a live agent holds it."""
-    fd = os.open(workdir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    fd = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
