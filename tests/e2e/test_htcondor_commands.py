@@ -68,7 +68,7 @@ def test_targets_qedit_analyze_and_history(pool: Pool) -> None:
         "3",
     ]
     nothing = pool.cli("rm", "-constraint", "ProcId == 99")
-    assert nothing.returncode != 0 and "no job in the queue matches" in nothing.stderr
+    assert nothing.returncode == 2 and "no job in the queue matches" in nothing.stderr
 
 
 def test_transfer_output_remaps_place_outputs(pool: Pool) -> None:

@@ -19,12 +19,23 @@ from pilotage.cli.client import Client
 from pilotage.errors import BadInput
 
 _JOB_ID = re.compile(r"^\d{1,18}(\.\d{1,9})?$")
+#: A user name as the pool knows them: a Unix name, or a token subject.
+_USER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.@-]{0,255}$")
 
 
-def split_targets(words: list[str]) -> tuple[list[str], list[str]]:
-    """Job ids and user names among the words of a command line, as HTCondor reads them."""
+def split_targets(words: list[str], *, names: bool = True) -> tuple[list[str], list[str]]:
+    """Job ids and other words (user names, or with ``-af`` attribute names) of a command
+    line, as HTCondor reads them; a word that can be neither is refused.
+    """
     ids = [w for w in words if _JOB_ID.match(w)]
-    return ids, [w for w in words if not _JOB_ID.match(w)]
+    others = [w for w in words if not _JOB_ID.match(w)]
+    for word in others:
+        if names and not _USER.match(word):
+            raise BadInput(
+                f"'{word}' is not a job id; use CLUSTER or CLUSTER.PROC, e.g. 12 or 12.3 "
+                "(or a user name)"
+            )
+    return ids, others
 
 
 def fetch_ads(

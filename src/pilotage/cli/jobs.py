@@ -124,7 +124,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool,
         limit: int | None = None,
     ) -> None:
-        ids, rest = condor_style.split_targets(words or [])
+        ids, rest = condor_style.split_targets(words or [], names=not af)
         attrs, owners = (rest, []) if af else ([], rest)
         owners += [owner] if owner else []
         with ctx.obj.client() as client:
@@ -254,6 +254,11 @@ def register(app: typer.Typer) -> None:
         reason: str | None,
         as_json: bool,
     ) -> None:
+        if not words and not constraint:
+            raise BadInput(
+                "Missing argument: name jobs (CLUSTER or CLUSTER.PROC), user names, "
+                "or -constraint EXPR"
+            )
         ids, owners = condor_style.split_targets(words)
         with ctx.obj.client() as client:
             if owners or constraint:
@@ -263,7 +268,7 @@ def register(app: typer.Typer) -> None:
                 # As condor_release does, a selection takes the jobs the action applies to.
                 ids = [job["id"] for job in found if job["state"] in _ACTS_ON[action]]
                 if not ids:
-                    raise BadInput(f"no job in the queue matches {' '.join(words) or constraint}")
+                    raise BadInput(_nothing_matches(action, owners, constraint))
             if not ids:
                 raise BadInput("name jobs (CLUSTER or CLUSTER.PROC), user names, or -constraint")
             results = client.call(
@@ -382,6 +387,17 @@ def register(app: typer.Typer) -> None:
             me = client.call("GET", "/api/v1/whoami")["name"]
         if any(job["owner"] != me for job in jobs):
             raise typer.Exit(4)
+
+
+def _nothing_matches(action: str, owners: list[str], constraint: str | None) -> str:
+    """Why a selection by user name or constraint found no job to act on."""
+    if constraint:
+        return f"no job in the queue matches {constraint} (that the {action} applies to)"
+    who = ", ".join(owners)
+    return (
+        f"no job in the queue that the {action} applies to belongs to {who}; if '{owners[0]}' "
+        "was meant as a job: it is not a job id; use CLUSTER or CLUSTER.PROC"
+    )
 
 
 def bring_back(

@@ -56,11 +56,12 @@ def submit(client: Client, path: Path, owner: str) -> tuple[int, int]:
     """Submit the description at ``path``; return (cluster id, number of jobs)."""
     text = read_description(path)
     iwd = Path.cwd()
-    check_inputs(parse_submit(text, source=str(path), iwd=iwd, cluster_id=0, owner=owner))
-    identities = _proxy_identities(
-        parse_submit(text, source=str(path), iwd=iwd, cluster_id=0, owner=owner)
-    )
-    _warn_about_mail(parse_submit(text, source=str(path), iwd=iwd, cluster_id=0, owner=owner))
+    # One parse before any server call refuses a bad description; the jobs are parsed
+    # again with the cluster id once it is allocated.
+    draft = parse_submit(text, source=str(path), iwd=iwd, cluster_id=0, owner=owner)
+    check_inputs(draft)
+    identities = _proxy_identities(draft)
+    _warn_about_mail(draft)
     cluster_id = int(client.call("POST", "/api/v1/clusters")["cluster_id"])
     specs = parse_submit(text, source=str(path), iwd=iwd, cluster_id=cluster_id, owner=owner)
     uploaded: dict[tuple[tuple[str, str], ...], str] = {}
