@@ -47,8 +47,8 @@ class ServerSettings:
     max_denials: int = 3
     #: Stop orders (removed, held, vacated running jobs) handed to one pilot, and to the
     #: pilots of one site, at most one per this many seconds (seed 000 section 4.6).
-    stop_rate_per_pilot_s: float = 0.05
-    stop_rate_per_site_s: float = 0.02
+    stop_rate_per_pilot_s: float = 0.2
+    stop_rate_per_site_s: float = 0.05
     #: How often the server looks for expired leases and lost pilots.
     reap_interval_s: float = 2.0
     #: Seconds an empty pilot is told to wait before asking again.

@@ -37,6 +37,7 @@ from pilotage.api.wire import (
     PilotRegistration,
     Registered,
     Result,
+    Revoked,
     Vacate,
     VacateAnswer,
     WorkAnswer,
@@ -47,6 +48,7 @@ from pilotage.credentials.tokens import Role
 from pilotage.errors import NotFound
 from pilotage.queue import claims, denials, vacate
 from pilotage.queue.states import Trigger
+from pilotage.queue.stoppace import StopPacer
 
 router = APIRouter(prefix="/pilot/v1")
 
@@ -136,18 +138,38 @@ async def ask_for_work(
     return _answer(await ctx.write(work))
 
 
+def _stop_pacer(request: Request, ctx: ServerContext) -> StopPacer:
+    """This server process's pacer of stop orders (made at first use)."""
+    pacer: StopPacer | None = getattr(request.app.state, "stop_pacer", None)
+    if pacer is None:
+        s = ctx.settings.server
+        pacer = request.app.state.stop_pacer = StopPacer(
+            s.stop_rate_per_pilot_s, s.stop_rate_per_site_s
+        )
+    return pacer
+
+
 @router.post("/pilots/{pilot_id}/heartbeat", response_model=HeartbeatAnswer)
 async def heartbeat(
-    pilot_id: str, body: Heartbeat, ctx: LoopCtx, who: Pilot, secret: Secret
+    pilot_id: str, body: Heartbeat, request: Request, ctx: LoopCtx, who: Pilot, secret: Secret
 ) -> Response:
+    """Renew the pilot's live claims; hand out the stop orders of ended ones, spread over
+    time per pilot and per site (:mod:`pilotage.queue.stoppace`): those not due before
+    the next heartbeat are listed as renewed, so the agent keeps them until their turn."""
+    pacer = _stop_pacer(request, ctx)
+
     def work(conn: sa.Connection) -> HeartbeatAnswer:
         now = ctx.clock()
+        s = ctx.settings.server
         row = registry.owned(conn, pilot_id, who.name, secret)
         registry.require_active(row)
         registry.touch(conn, row, now)
-        renewed, revoked = claims.heartbeat(
-            conn, pilot_id, body.claims, lease_s=ctx.settings.server.lease_s, now=now
-        )
+        renewed, ended = claims.heartbeat(conn, pilot_id, body.claims, lease_s=s.lease_s, now=now)
+        stops = [(r.claim_id, r.reason) for r in ended]
+        orders, held = pacer.pace(pilot_id, row.site, stops, now, horizon_s=s.heartbeat_s)
+        for claim_id in held:
+            renewed[claim_id] = now + s.lease_s
+        revoked = [Revoked(claim_id=o.claim_id, reason=o.reason, delay_s=o.delay_s) for o in orders]
         return HeartbeatAnswer(renewed=renewed, revoked=revoked, retire=row.retire)
 
     return _answer(await ctx.write(work))

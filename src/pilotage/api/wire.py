@@ -143,10 +143,12 @@ class Heartbeat(Strict):
 
 
 class Revoked(BaseModel):
-    """A claim the pilot must stop at once."""
+    """A claim the pilot must stop, ``delay_s`` after this answer (the server spreads
+    stop orders over time per pilot and per site, seed 000 §4.6; queue/stoppace.py)."""
 
     claim_id: str
     reason: str
+    delay_s: float = 0.0
 
 
 class HeartbeatAnswer(Strict):

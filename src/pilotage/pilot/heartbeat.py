@@ -1,7 +1,8 @@
 """The one thread that renews every lease of the pilot, and stops what it cannot renew.
 
 Every ``heartbeat_s`` it sends the live claims (also when there are none: the pilot's
-own registration has a lease too). Revoked claims are stopped at once. A claim whose
+own registration has a lease too). Revoked claims are stopped at the delay the server
+gives each (zero, or its turn when many are stopped at once). A claim whose
 renewal failed is stopped when its lease would end before the next attempt plus the
 SIGTERM-to-SIGKILL grace: the job is then dead before the server gives it to another
 pilot, and two copies never run. Leases are measured on this node's monotonic clock
@@ -101,7 +102,10 @@ class Heartbeat:
                     renewed.add(claim_id)
             for claim_id, reason in answer.revoked.items():
                 if claim_id in runs:
-                    runs[claim_id].stop(f"revoked by the server: {reason}")
+                    self._stop_later(runs[claim_id], reason, answer.delays.get(claim_id, 0.0))
+                    if claim_id in answer.delays:
+                        runs[claim_id].renew(sent)  # kept until its turn
+                        renewed.add(claim_id)
             if answer.retire:
                 log.info("the server asks this pilot to retire")
                 self._on_retire()
@@ -114,6 +118,15 @@ class Heartbeat:
         for claim_id in leases_to_drop(deadlines, time.monotonic(), within_s):
             runs[claim_id].stop("its lease could not be renewed and ends soon")
         return delay
+
+    @staticmethod
+    def _stop_later(run: JobRun, reason: str, delay_s: float) -> None:
+        """Stop a revoked claim ``delay_s`` from now, on a timer of its own (the server
+        spreads stop orders over time: seed 000 §4.6); never in this thread, which a
+        switch call per stop would hold up."""
+        timer = threading.Timer(delay_s, run.stop, args=(f"revoked by the server: {reason}",))
+        timer.daemon = True
+        timer.start()
 
     def _retry_delay(self, retry_after_s: float) -> float:
         """Sooner than a period after a failure, but not before the server's Retry-After."""

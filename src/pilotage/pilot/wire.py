@@ -168,18 +168,26 @@ class HeartbeatAnswer:
     renewed: dict[str, float]
     revoked: dict[str, str]
     retire: bool
+    #: How long after the answer to stop each revoked claim (the server's pacing).
+    delays: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_wire(cls, body: Any) -> HeartbeatAnswer:
         what = "heartbeat answer"
         renewed = _get(body, "renewed", dict, what)
         revoked: dict[str, str] = {}
+        delays: dict[str, float] = {}
         for item in _get(body, "revoked", list, what):
-            revoked[_get(item, "claim_id", str, what)] = str(item.get("reason", "revoked"))
+            claim_id = _get(item, "claim_id", str, what)
+            revoked[claim_id] = str(item.get("reason", "revoked"))
+            delay = item.get("delay_s", 0.0)
+            if isinstance(delay, int | float) and not isinstance(delay, bool) and delay > 0:
+                delays[claim_id] = min(float(delay), 3600.0)
         return cls(
             renewed={str(k): float(v) for k, v in renewed.items()},
             revoked=revoked,
             retire=bool(body.get("retire", False)),
+            delays=delays,
         )
 
 
