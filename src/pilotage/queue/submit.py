@@ -27,13 +27,13 @@ import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import NoReturn, TypeVar
 
-import classad2
 import pydantic
 
 from pilotage.credentials.proxy import default_proxy_path
 from pilotage.errors import BadInput
+from pilotage.queue import submit_branches as branches_mod
 from pilotage.queue import submit_macros as macros
 from pilotage.queue import submit_values as values
 from pilotage.queue.spec import ATTR_NAME, JobPolicy, JobSpec
@@ -47,12 +47,9 @@ _EXPRESSION = values.parse_expression
 MAX_JOBS = 100_000
 _MACRO_DEPTH = 32
 _MAX_INCLUDES = 32
-#: The HTCondor version whose submit language this parser follows (``if version >= ...``).
-HTCONDOR_VERSION = (24, 0, 0)
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ASSIGN = re.compile(r"([^=\s]+)\s*=\s*(.*)", re.DOTALL)
 _QUEUE = re.compile(r"queue(?:\s+(.*))?", re.IGNORECASE | re.DOTALL)
-_IF = re.compile(r"(if|elif)\s+(.*)", re.IGNORECASE | re.DOTALL)
 _INCLUDE = re.compile(r"include\s*(\w*)\s*:\s*(.*)", re.IGNORECASE | re.DOTALL)
 #: Other spellings HTCondor accepts for a command.
 _ALIASES = {"initial_dir": "initialdir", "jobbatchname": "batch_name"}
@@ -188,7 +185,7 @@ class _Parser:
         # A name that is not a command may be set only if the file reads it somewhere.
         self.referenced: set[str] = set()
         for _, line in self.lines:
-            self.referenced |= macros.referenced_names(line) | _defined_names(line)
+            self.referenced |= macros.referenced_names(line) | branches_mod.defined_names(line)
         self.settings: dict[str, _Setting] = {}
         self.attrs: dict[str, tuple[str, _Setting]] = {}  # lower name: (name, setting)
         self.jobs: list[JobSpec] = []
@@ -209,7 +206,7 @@ class _Parser:
         unused: _Setting | None = None  # the first setting since the last queue
         queued = False
         index = 0
-        branches = _Branches(self)
+        branches = branches_mod.Branches(self.condition, self.fail)
         while index < len(lines):
             number, text = lines[index]
             index += 1
@@ -300,7 +297,7 @@ class _Parser:
         spliced = [(base + n, t) for n, t in _logical_lines(text)]
         self.included.update({base + n: (path, n) for n, _ in _logical_lines(text)})
         for _, t in spliced:
-            self.referenced |= macros.referenced_names(t) | _defined_names(t)
+            self.referenced |= macros.referenced_names(t) | branches_mod.defined_names(t)
         self.lines[index:index] = spliced
 
     def check_now(self, setting: _Setting, parse: Callable[[str], object]) -> None:
@@ -363,40 +360,13 @@ class _Parser:
         return name.lower() in _BUILTIN
 
     def condition(self, text: str, line: int) -> bool:
-        """The truth of an ``if``/``elif`` condition, with HTCondor's forms."""
-        words = text.split()
-        negate = words[:1] == ["!"] or text.startswith("!")
-        body = text[1:].strip() if negate else text
-        defined = re.fullmatch(r"defined\s+(\S+)", body, re.IGNORECASE)
-        if defined:
-            name = defined.group(1)
-            value = (
-                name.startswith("$") or name.lower() in self.settings or name.lower() in self.fixed
-            )
-            return value != negate
-        expanded = self.expand(text, line, self.fixed, ()).strip()
-        version = re.fullmatch(r"version\s*(==|!=|>=|<=|>|<)\s*([0-9.]+)", expanded, re.I)
-        if version:
-            wanted = tuple(int(p) for p in version.group(2).strip(".").split("."))
-            ours = HTCONDOR_VERSION[: len(wanted)]
-            ops = {"==": ours == wanted, "!=": ours != wanted, ">=": ours >= wanted}
-            ops.update({"<=": ours <= wanted, ">": ours > wanted, "<": ours < wanted})
-            return ops[version.group(1)]
-        lower = expanded.lower()
-        if not lower:  # A macro that expands to nothing is false, as in HTCondor.
-            return False
-        if lower in ("true", "yes", "false", "no"):
-            return lower in ("true", "yes")
-        try:
-            result = classad2.ExprTree(expanded).eval()
-        except Exception:  # noqa: BLE001  (classad2 raises its own untyped exception)
-            result = None
-        if type(result) in (bool, int, float):  # Not classad2's Value enum (undefined).
-            return bool(result)
-        self.fail(
+        """The truth of an ``if``/``elif`` condition (see :mod:`submit_branches`)."""
+        return branches_mod.decide(
+            text,
             line,
-            f"cannot decide 'if {text}': use defined NAME, version >= X.Y, true/false, a number "
-            "or a ClassAd expression of constants",
+            expand=lambda t: self.expand(t, line, self.fixed, ()),
+            is_defined=lambda n: n.lower() in self.settings or n.lower() in self.fixed,
+            fail=self.fail,
         )
 
 
@@ -545,55 +515,3 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
     if pending:
         lines.append((start, "".join(pending).strip()))
     return lines
-
-
-def _defined_names(line: str) -> set[str]:
-    """The name an ``if defined NAME`` reads (so that setting it is not an unknown command)."""
-    match = re.match(r"(?:el)?if\s+!?\s*defined\s+(\w+)", line, re.IGNORECASE)
-    return {match.group(1).lower()} if match else set()
-
-
-class _Branches:
-    """The ``if``/``elif``/``else``/``endif`` nesting, deciding which lines are in effect.
-
-    Invariant: each frame is [parent active, this branch active, a branch was taken,
-    else seen, line of its if]; ``active`` is the innermost branch's.
-    """
-
-    def __init__(self, parser: _Parser) -> None:
-        self.parser = parser
-        self.frames: list[list[Any]] = []
-
-    @property
-    def active(self) -> bool:
-        return not self.frames or bool(self.frames[-1][1])
-
-    def take(self, line: int, text: str) -> bool:
-        """Handle ``text`` if it is a branch statement; return whether it was one."""
-        keyword = _IF.fullmatch(text)
-        word = (keyword.group(1) if keyword else text).lower()
-        if word == "if" and keyword:
-            on = self.active and self.parser.condition(keyword.group(2).strip(), line)
-            self.frames.append([self.active, on, on, False, line])
-        elif word in ("elif", "else", "endif") and not self.frames:
-            self.parser.fail(line, f"'{word}' without an 'if' before it")
-        elif word == "elif" and keyword:
-            frame = self.frames[-1]
-            if frame[3]:
-                self.parser.fail(line, "'elif' after 'else'")
-            on = frame[0] and not frame[2] and self.parser.condition(keyword.group(2), line)
-            frame[1], frame[2] = on, frame[2] or on
-        elif word == "else":
-            frame = self.frames[-1]
-            if frame[3]:
-                self.parser.fail(line, "a second 'else' for one 'if'")
-            frame[1], frame[3] = frame[0] and not frame[2], True
-        elif word == "endif":
-            self.frames.pop()
-        else:
-            return False
-        return True
-
-    def close(self) -> None:
-        if self.frames:
-            self.parser.fail(self.frames[-1][4], "this 'if' has no 'endif'")
