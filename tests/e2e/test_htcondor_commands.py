@@ -90,3 +90,14 @@ def test_transfer_output_remaps_place_outputs(pool: Pool) -> None:
     assert (work / "results" / "one.dat").read_text() == "one\n"
     assert (elsewhere / "two.dat").read_text() == "two\n"
     assert not (work / "out1.dat").exists() and not (work / "out2.dat").exists()
+
+
+def test_an_unmapped_accounting_group_is_refused_and_nothing_is_stored(pool: Pool) -> None:
+    work = pool.root / "work"
+    work.mkdir()
+    (work / "job.sh").write_text("#!/bin/sh\nexit 0\n")
+    (work / "job.sub").write_text("executable = job.sh\naccounting_group = group_physics\nqueue\n")
+    refused = pool.cli("submit", "job.sub", cwd=work)
+    assert refused.returncode == 4, refused.stdout + refused.stderr
+    assert "accounting group 'group_physics' is not one this pool maps" in refused.stderr
+    assert json.loads(_ok(pool.cli("q", "--json"))) == []
