@@ -207,9 +207,11 @@ def run_cli(
 
 
 # Runs the CLI under an interpreter found for the user; the venv's packages (and the
-# editable pilotage) are added as a site directory, so the same code runs either way.
+# editable pilotage) are added as a site directory ahead of the system's (whose older
+# cryptography would otherwise win), so the same code runs either way.
 _LAUNCH = (
-    "import site, sys; site.addsitedir(sys.argv.pop(1)); sys.argv[0] = 'pilotage'; "
+    "import site, sys; d = sys.argv.pop(1); sys.path.insert(0, d); site.addsitedir(d); "
+    "sys.argv[0] = 'pilotage'; "
     "from pilotage.cli.main import main; main()"
 )
 
