@@ -23,10 +23,10 @@ from pilot.switched_pool import ALICE, AgentPool, switch_site
 from pilotage.testing import Pool
 from switch.switch_site import Site
 
-pytestmark = pytest.mark.slow
-
 PER_SITE_S = 0.25
 JOBS = int(os.environ.get("PILOTAGE_TEST_MASS_REMOVAL_JOBS", "40"))
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120 + 6 * JOBS)]
 
 
 @pytest.fixture
@@ -124,4 +124,7 @@ def test_removing_running_switched_jobs_calls_the_switch_at_the_sites_rate(
         # Spread over the whole span, not bunched: (JOBS - 1) turns of 0.25 s at least.
         assert len(per_second) >= (JOBS - 1) * PER_SITE_S - 1, sorted(per_second.items())
     finally:
-        pool.kill_agents()
+        pool.kill_agents()  # their reapers kill what is left, through the switch
+        deadline = time.monotonic() + 120
+        while sleeping(pwd.getpwnam("alice").pw_uid) and time.monotonic() < deadline:
+            time.sleep(0.5)  # the site (and its switch) must outlive the reapers' calls
