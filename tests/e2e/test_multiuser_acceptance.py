@@ -269,8 +269,8 @@ def test_pilots_run_alice_and_bob_each_as_themselves_and_leave_nothing(
         assert set(users) in ran_on.values(), f"no pilot ran jobs of both users: {ran_on}"
 
         for name in users:
-            fetched = local_users.cli(pool, name, "fetch", *(j["id"] for j in jobs
-                                                            if j["owner"] == name))  # fmt: skip
+            mine = [j["id"] for j in jobs if j["owner"] == name]
+            fetched = local_users.cli(pool, name, "fetch", *mine)
             assert fetched.returncode == 0, f"{name}: pilotage fetch: {fetched.stderr}"
         for name, directory in work.items():
             uid = pwd.getpwnam(name).pw_uid
