@@ -57,20 +57,31 @@ def job(**fields: Any) -> JobSpec:
     return JobSpec(executable="run.sh", **fields)
 
 
+#: Each registered pilot's secret, and the secret of the pilot holding each claim.
+SECRETS: dict[str, str] = {}
+
+
 def register(store: Store, *, cpus: int = 1, start: str = "true", subject: str = "p") -> str:
     reg = PilotRegistration(
         name="p", host="wn1", cpus=cpus, memory_mb=4000, disk_mb=10000, lifetime_s=3600, start=start
     )
     with store.write() as conn:
-        return registry.register(conn, subject, reg, time.time())
+        pilot_id, secret = registry.register(conn, subject, reg, time.time())
+    SECRETS[pilot_id] = secret
+    return pilot_id
+
+
+def held(conn: Any, claim_id: str, subject: str = "p") -> Any:
+    """``claims.held_claim`` with the secret of the pilot that holds ``claim_id``."""
+    return claims.held_claim(conn, claim_id, subject, SECRETS.get(claim_id, "no-such-secret"))
 
 
 def ask(store: Store, pilot_id: str, cpus: int = 1, memory_mb: int = 4000) -> Any:
     """One dispatch as the API does it; the claim or None."""
     offered = Resources(cpus=cpus, memory_mb=memory_mb, disk_mb=10000, gpus=0)
     with store.write() as conn:
-        pilot = registry.owned(conn, pilot_id, "p")
-        return claims.dispatch(
+        pilot = registry.owned(conn, pilot_id, "p", SECRETS[pilot_id])
+        claim = claims.dispatch(
             conn,
             pilot,
             offered,
@@ -80,11 +91,14 @@ def ask(store: Store, pilot_id: str, cpus: int = 1, memory_mb: int = 4000) -> An
             now=time.time(),
             is_postgres=not store.is_sqlite,
         )
+    if claim is not None:
+        SECRETS[claim.claim_id] = SECRETS[pilot_id]
+    return claim
 
 
 def finish(store: Store, claim_id: str, subject: str = "p") -> None:
     with store.write() as conn:
-        live, _pilot = claims.held_claim(conn, claim_id, subject)
+        live, _pilot = held(conn, claim_id, subject)
         claims.report(conn, live, Result(exit_code=0), pilot=live.pilot_id, now=time.time())
 
 
@@ -187,14 +201,14 @@ def test_held_claim_refuses_unknown_claims_other_identities_and_ended_claims(
     claim = ask(store, register(store))
     with store.read() as conn:
         with pytest.raises(NotFound):
-            claims.held_claim(conn, "c-nonesuch", "p")
+            held(conn, "c-nonesuch", "p")
         with pytest.raises(Denied, match="another identity"):
-            claims.held_claim(conn, claim.claim_id, "someone-else")
-        live, pilot = claims.held_claim(conn, claim.claim_id, "p")
+            held(conn, claim.claim_id, "someone-else")
+        live, pilot = held(conn, claim.claim_id, "p")
     assert (live.claim_id, pilot.id, pilot.subject) == (claim.claim_id, live.pilot_id, "p")
     finish(store, claim.claim_id)
     with store.read() as conn, pytest.raises(Conflict):
-        claims.held_claim(conn, claim.claim_id, "p")
+        held(conn, claim.claim_id, "p")
 
 
 def test_a_failure_holds_the_job_with_its_reason(store: Store) -> None:
@@ -203,7 +217,7 @@ def test_a_failure_holds_the_job_with_its_reason(store: Store) -> None:
     claim = ask(store, pilot_id)
     failed = Result.model_validate({"failure": {"reason": "no executable", "code": 11}})
     with store.write() as conn:
-        live, _pilot = claims.held_claim(conn, claim.claim_id, "p")
+        live, _pilot = held(conn, claim.claim_id, "p")
         assert claims.report(conn, live, failed, pilot=pilot_id, now=time.time()).value == "HELD"
     with store.read() as conn:
         row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).one()
