@@ -80,7 +80,8 @@ def test_a_pilot_cannot_act_for_another_identitys_pilot_or_claim(
     answer = site_b.heartbeat(claim_id)
     assert answer.status_code == 200
     assert answer.json()["renewed"] == {}
-    assert answer.json()["revoked"] == [{"claim_id": claim_id, "reason": "held by another pilot", "delay_s": 0.0}]
+    revoked = [{"claim_id": claim_id, "reason": "held by another pilot", "delay_s": 0.0}]
+    assert answer.json()["revoked"] == revoked
     assert snapshot(pool, volatile=LIVENESS) == before_but_liveness
 
     # A itself is unaffected: it fetches its input, uploads, reports; a second report is late.
@@ -118,7 +119,8 @@ def test_a_report_after_the_lease_expired_is_refused_and_changes_nothing(
     assert snapshot(pool) == before
     beat = late.heartbeat(old["claim_id"])
     assert beat.json()["renewed"] == {}
-    assert beat.json()["revoked"] == [{"claim_id": old["claim_id"], "reason": "lease_expired", "delay_s": 0.0}]
+    revoked = [{"claim_id": old["claim_id"], "reason": "lease_expired", "delay_s": 0.0}]
+    assert beat.json()["revoked"] == revoked
 
     # The job runs again under a new claim; the old claim still cannot touch it.
     fresh = ProtocolPilot(clients(pool, token), "fresh")
