@@ -7,6 +7,9 @@
 #   make clean   remove the venv and caches
 
 PYTHON ?= python3
+# Parallel test workers. Most end-to-end tests wait on real processes rather than
+# compute, so more workers than cores pays; each module stays on one worker.
+TEST_WORKERS ?= 4
 VENV := .venv
 BIN := $(VENV)/bin
 
@@ -31,7 +34,7 @@ lint: venv
 
 test: venv lint
 	scripts/provision-test-services
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

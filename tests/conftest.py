@@ -41,12 +41,28 @@ def require_service_fixture() -> Callable[[str, str], NoReturn]:
     return require_service
 
 
+#: Test modules that share one service per worker and so must run on the same worker
+#: under pytest-xdist: a second Slurm cluster on the same host would fight the first.
+SHARED_WORKER = {
+    "tests/factory/test_slurm.py": "slurm",
+    "tests/factory/test_backend_conformance.py": "slurm",
+}
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that uses PostgreSQL ``postgres``, so ``-m "not postgres"`` works."""
+    """Mark every test that uses PostgreSQL ``postgres``, so ``-m "not postgres"`` works.
+
+    Also give each test an ``xdist_group``: its module, or the group of
+    :data:`SHARED_WORKER`. With ``-n N --dist loadgroup`` (``make test``) a module's
+    tests then run on one worker, so module fixtures (a pool, a site) start once.
+    """
     for item in items:
         if {"postgres_server", "pg_database"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.postgres)
+        module = item.nodeid.split("::", 1)[0]
+        if not any(item.iter_markers("xdist_group")):
+            item.add_marker(pytest.mark.xdist_group(SHARED_WORKER.get(module, module)))
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,6 @@ import os
 import pwd
 import shutil
 import ssl
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -43,6 +42,7 @@ from pilotage.credentials.proxy import sign_proxy_request
 from pilotage.credentials.x509_testing import Pki, make_pki
 from pilotage.demo_provisioning import SERVER_ENV, start_services
 from pilotage.statedir import StateDir
+from pilotage.testing_accounts import ensure_accounts as ensure_unix_accounts
 
 ACCOUNTS = ("pilot", "alice", "bob")
 #: The installed switch's state directory (root's, 0700; the switch checks it), per demo.
@@ -90,13 +90,8 @@ remove_excess = "idle"
 
 
 def ensure_accounts() -> None:
-    """``pilot``, ``alice`` and ``bob``, made with ``useradd`` where missing."""
-    for name in ACCOUNTS:
-        try:
-            pwd.getpwnam(name)
-        except KeyError:
-            subprocess.run(["useradd", "--user-group", "--create-home", "--shell", "/bin/sh",
-                            name], check=True, capture_output=True)  # fmt: skip
+    """``pilot``, ``alice`` and ``bob``, with homes, made where missing."""
+    ensure_unix_accounts(ACCOUNTS)
 
 
 def interpreter() -> str:

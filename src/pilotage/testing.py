@@ -32,6 +32,7 @@ from pilotage.errors import Transient
 from pilotage.factory.backends.local import LocalBackend, PilotLaunch
 from pilotage.pilot.zipapp import build_zipapp
 from pilotage.statedir import StateDir
+from pilotage.testing_accounts import AccountsUnavailable, ensure_system_account
 
 
 @dataclass
@@ -305,28 +306,12 @@ def _cluster_owner() -> str | None:
     """The account to run PostgreSQL as: None for ourselves, a system user when root."""
     if os.geteuid() != 0:
         return None
+    if shutil.which("useradd") is None or shutil.which("runuser") is None:
+        raise ServiceUnavailable("running PostgreSQL as root needs useradd and runuser")
     try:
-        pwd.getpwnam(PG_SYSTEM_USER)
-    except KeyError:
-        if shutil.which("useradd") is None or shutil.which("runuser") is None:
-            raise ServiceUnavailable(
-                "running PostgreSQL as root needs useradd and runuser"
-            ) from None
-        created = subprocess.run(
-            [
-                *("useradd", "--system", "--user-group", "--no-create-home"),
-                *("--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", PG_SYSTEM_USER),
-            ],
-            capture_output=True,
-            text=True,
-        )
-        # Another session may have created it meanwhile; only its absence is an error.
-        try:
-            pwd.getpwnam(PG_SYSTEM_USER)
-        except KeyError:
-            raise ServiceFailed(
-                f"cannot create system user {PG_SYSTEM_USER}: {created.stderr.strip()}"
-            ) from None
+        ensure_system_account(PG_SYSTEM_USER)
+    except AccountsUnavailable as exc:
+        raise ServiceFailed(f"cannot create system user {PG_SYSTEM_USER}: {exc}") from None
     return PG_SYSTEM_USER
 
 
