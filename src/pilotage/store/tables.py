@@ -103,6 +103,8 @@ pilots = sa.Table(
     sa.Column("expires_at", sa.Float, nullable=False),
     sa.Column("state", sa.String(16), nullable=False),  # active, exited, lost
     sa.Column("retire", sa.Boolean, nullable=False, server_default=sa.false()),
+    # Drained by an admin: no new claim; its running jobs finish (docs/operations.md).
+    sa.Column("drain", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("exit_reason", sa.Text, nullable=True),
     # SHA-256 (hex) of the secret answered at registration; every later call of the
     # pilot proves it. NULL only for pilots registered before secrets: they can do nothing.
@@ -273,4 +275,23 @@ priority_factors = sa.Table(
     sa.Column("factor", sa.Float, nullable=False),
     sa.Column("set_by", sa.String(256), nullable=False),
     sa.Column("set_at", sa.Float, nullable=False),
+)
+
+issued_tokens = sa.Table(
+    "issued_tokens",
+    metadata,
+    # Every token the server minted (admin, frontend, X.509 login), by its jti; a
+    # revoked one is refused on every call (pilotage.credentials.revocation).
+    sa.Column("token_id", sa.String(64), primary_key=True),
+    sa.Column("subject", sa.String(512), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("groups", sa.Text, nullable=False),  # JSON list of FQANs
+    sa.Column("issued_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("issued_by", sa.String(512), nullable=False),
+    sa.Column("revoked_at", sa.Float, nullable=True),
+    sa.Column("revoked_by", sa.String(512), nullable=True),
+    sa.Column("revoke_reason", sa.Text, nullable=True),
+    sa.Index("ix_issued_tokens_subject", "subject"),
+    sa.Index("ix_issued_tokens_expires_at", "expires_at"),
 )
