@@ -56,6 +56,10 @@ jobs = sa.Table(
     sa.Column("max_rss_kb", sa.BigInteger, nullable=True),
     sa.Column("output_sandbox", sa.String(64), nullable=True),
     sa.Column("completed_at", sa.Float, nullable=True),
+    # The job's AcctGroup (fair share sums running cpus per owner and group) and its
+    # JobNotification (0-3: who gets mail); both copied from the ad (migration 0008).
+    sa.Column("acct_group", sa.String(128), nullable=True),
+    sa.Column("notification", sa.SmallInteger, nullable=True),
     sa.UniqueConstraint("cluster_id", "proc_id", name="uq_jobs_cluster_proc"),
     sa.Index("ix_jobs_state_prio", "state", "priority", "id"),
     sa.Index("ix_jobs_owner_state", "owner", "state"),
@@ -294,4 +298,63 @@ issued_tokens = sa.Table(
     sa.Column("revoke_reason", sa.Text, nullable=True),
     sa.Index("ix_issued_tokens_subject", "subject"),
     sa.Index("ix_issued_tokens_expires_at", "expires_at"),
+)
+
+# --- The web pages (migration 0008_web): see pilotage.web and docs/web.md.
+
+#: One-time sign-in links that ``pilotage web`` prints (stored hashed; spent once).
+web_login_links = sa.Table(
+    "web_login_links",
+    metadata,
+    sa.Column("link_hash", sa.String(64), primary_key=True),  # SHA-256 hex of the secret
+    sa.Column("name", sa.String(512), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("groups", sa.Text, nullable=False),  # JSON list of FQANs
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False, index=True),
+    sa.Column("used_at", sa.Float, nullable=True),
+    # The session the link opens ends no later than this (the caller's own credential).
+    sa.Column("session_until", sa.Float, nullable=False),
+)
+
+#: Browser sessions (the cookie's secret, stored hashed).
+web_sessions = sa.Table(
+    "web_sessions",
+    metadata,
+    sa.Column("session_hash", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(512), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("groups", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False, index=True),
+)
+
+# Time-range reads of the pages: history by completion time, the pool's recent events.
+sa.Index("ix_jobs_completed_at", jobs.c.completed_at)
+sa.Index("ix_job_events_at", job_events.c.at)
+
+# --- HTCondor habits (migration 0008): streamed output, notification mail.
+
+job_tails = sa.Table(
+    "job_tails",
+    metadata,
+    # The end of a running job's stdout as its agent streamed it (stream_output), for
+    # 'pilotage tail'; bounded (queue/tails.py). ``offset``: bytes of stdout before ``data``.
+    sa.Column("job_id", BigId, sa.ForeignKey("jobs.id"), primary_key=True),
+    sa.Column("claim_id", sa.String(64), nullable=False),
+    sa.Column("offset", sa.BigInteger, nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+mail_notices = sa.Table(
+    "mail_notices",
+    metadata,
+    # One row per job event that called for mail (queue/mailer.py): the primary key makes
+    # one server of several send it; ``status`` sent, failed or skipped.
+    sa.Column("event_id", BigId, sa.ForeignKey("job_events.id"), primary_key=True),
+    sa.Column("job_id", BigId, sa.ForeignKey("jobs.id"), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("detail", sa.Text, nullable=True),
 )
