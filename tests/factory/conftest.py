@@ -16,11 +16,9 @@ from __future__ import annotations
 import getpass
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,46 +26,15 @@ from typing import NoReturn
 
 import pytest
 
+from pilotage import testing_slurm
 from pilotage.factory.backends.base import BatchSystem
 from pilotage.factory.backends.condor import CondorBatch
 from pilotage.factory.backends.local import LocalBatch
 from pilotage.factory.backends.slurm import SlurmBatch
 from pilotage.factory.backends.ssh import SshBatch
+from pilotage.testing_slurm import Slurm, SlurmUnavailable, free_port, wait_for
 
 Require = Callable[[str, str], NoReturn]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
-def wait_for(check: Callable[[], bool], timeout_s: float, what: str, log: Path | None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    text = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
-    raise RuntimeError(f"{what} did not start within {timeout_s:.0f} s\n{text}")
-
-
-def stop_pid_file(path: Path) -> None:
-    """SIGTERM the daemon whose pid is in ``path``, then SIGKILL if it lingers."""
-    try:
-        pid = int(path.read_text().strip())
-    except (OSError, ValueError):
-        return
-    try:
-        os.kill(pid, signal.SIGTERM)
-        for _ in range(50):
-            os.kill(pid, 0)
-            time.sleep(0.1)
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 @dataclass(frozen=True)
@@ -142,114 +109,14 @@ def sshd_server(require_service: Require) -> Iterator[Sshd]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-@dataclass(frozen=True)
-class Slurm:
-    """A running one-node Slurm cluster."""
-
-    conf: Path
-    base: Path
-
-
-SLURM_CONF = """\
-ClusterName=pilotage
-SlurmctldHost={host}
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
-AuthInfo=socket={base}/munge.sock
-CredType=cred/munge
-StateSaveLocation={base}/state
-SlurmdSpoolDir={base}/spool
-SlurmctldPidFile={base}/slurmctld.pid
-SlurmdPidFile={base}/slurmd.pid
-SlurmctldPort={ctld_port}
-SlurmdPort={slurmd_port}
-SlurmctldLogFile={base}/slurmctld.log
-SlurmdLogFile={base}/slurmd.log
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/none
-SchedulerType=sched/builtin
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-MpiDefault=none
-ReturnToService=2
-MinJobAge=600
-KillWait=2
-NodeName={host} CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN
-PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:8
-"""
-
-
 @pytest.fixture(scope="session")
 def slurm_cluster(require_service: Require) -> Iterator[Slurm]:
     """munged, slurmctld and slurmd for this host, as root, from a throwaway slurm.conf."""
-    daemons = {
-        name: shutil.which(name) or f"/usr/sbin/{name}"
-        for name in ("munged", "slurmctld", "slurmd")
-    }
-    missing = [n for n, p in daemons.items() if not os.path.exists(p)]
-    missing += [c for c in ("sbatch", "squeue", "scancel", "sinfo") if shutil.which(c) is None]
-    if missing:
-        require_service(
-            "Slurm", f"missing {', '.join(missing)}: install slurmctld slurmd slurm-client munge"
-        )
-    if os.geteuid() != 0:
-        require_service("Slurm", "the test cluster's daemons run as root")
-    base = Path(tempfile.mkdtemp(prefix="pilotage-slurm-"))
-    os.chmod(base, 0o755)
-    for sub in ("state", "spool", "logs"):
-        (base / sub).mkdir()
-    (base / "munge.key").write_bytes(os.urandom(1024))
-    os.chmod(base / "munge.key", 0o600)
-    host = socket.gethostname().split(".")[0]
-    conf = base / "slurm.conf"
-    conf.write_text(
-        SLURM_CONF.format(
-            host=host,
-            base=base,
-            ctld_port=free_port(),
-            slurmd_port=free_port(),
-            cpus=os.cpu_count() or 1,
-            memory_mb=1024,
-        )
-    )
-    env = dict(os.environ, SLURM_CONF=str(conf))
     try:
-        subprocess.run(
-            [
-                daemons["munged"],
-                f"--key-file={base / 'munge.key'}",
-                f"--socket={base / 'munge.sock'}",
-                f"--pid-file={base / 'munged.pid'}",
-                f"--log-file={base / 'munged.log'}",
-                f"--seed-file={base / 'munge.seed'}",
-                "--force",
-            ],
-            check=True,
-            capture_output=True,
-        )
-        subprocess.run(
-            [daemons["slurmctld"], "-f", str(conf)], check=True, env=env, capture_output=True
-        )
-        subprocess.run(
-            [daemons["slurmd"], "-f", str(conf)], check=True, env=env, capture_output=True
-        )
-
-        def node_idle() -> bool:
-            out = subprocess.run(
-                ["sinfo", "--noheader", "--format=%t"], env=env, capture_output=True, text=True
-            )
-            return out.returncode == 0 and out.stdout.strip() in ("idle", "mix")
-
-        wait_for(node_idle, 60, "Slurm (node idle in sinfo)", base / "slurmctld.log")
-        yield Slurm(conf, base)
-    finally:
-        for pid_file in ("slurmd.pid", "slurmctld.pid", "munged.pid"):
-            stop_pid_file(base / pid_file)
-        shutil.rmtree(base, ignore_errors=True)
+        with testing_slurm.slurm_cluster() as cluster:
+            yield cluster
+    except SlurmUnavailable as exc:
+        require_service("Slurm", str(exc))
 
 
 @pytest.fixture(scope="session")

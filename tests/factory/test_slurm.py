@@ -13,8 +13,7 @@ from pilotage.errors import BadInput
 from pilotage.factory.backends.base import Launch
 from pilotage.factory.backends.slurm import SlurmBatch, observed_from_slurm
 from pilotage.factory.pilots import Observed, PilotState
-
-from .conftest import Slurm
+from pilotage.testing_slurm import Slurm
 
 
 def partition(slurm: Slurm, state: str) -> None:
