@@ -10,10 +10,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from pilotage.config_mappings import PARSERS as MAPPINGS
 from pilotage.errors import OperatorError
 
 ENV_PREFIX = "PILOTAGE_"
@@ -53,12 +55,35 @@ class ServerSettings:
     reap_interval_s: float = 2.0
     #: Seconds an empty pilot is told to wait before asking again.
     retry_after_s: float = 5.0
+    #: The name clients and pilots reach the server by (``server.url``); empty: ``host``,
+    #: or this machine's fully qualified name when ``host`` is a wildcard.
+    public_name: str = ""
+    #: How stale a server's list of revoked tokens may get: a token revoked through
+    #: another server sharing the database is refused here within this time.
+    revocation_refresh_s: float = 10.0
     #: Fair share: how fast past usage is forgotten (seconds for usage to halve).
     fairshare_half_life_s: float = 86400.0
     #: How often the matchmaker reloads its index of idle jobs from the database whole.
     match_full_sync_s: float = 30.0
     #: Unix users (besides the server's own user and root) with the admin role.
     admins: tuple[str, ...] = ()
+    #: Accounting groups and the users who may name them (``*``: everyone); a job may
+    #: name no group that is not here (docs/configuration.md).
+    accounting_groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: Static quotas in cpus by accounting group, and whether a group at its quota
+    #: still gets slots no one else can use.
+    group_quotas: Mapping[str, float] = field(default_factory=dict)
+    groups_accept_surplus: bool = True
+    #: How long a slot that asked for work is remembered as free for a job that ranks it
+    #: higher, and how long such a job waits for it at most (docs/submit.md, "Rank").
+    rank_window_s: float = 15.0
+    rank_wait_s: float = 60.0
+    #: ``host:port`` of the SMTP relay for ``notification`` mail; empty: no mail.
+    mail_relay: str = ""
+    #: The sender of that mail; empty: ``pilotage@<this host>``.
+    mail_from: str = ""
+    #: Mail goes to ``notify_user``, else to ``<owner>@<mail_domain>``; empty: this host.
+    mail_domain: str = ""
 
 
 @dataclass(frozen=True)
@@ -135,6 +160,11 @@ class Settings:
 def _coerce(section: str, key: str, value: Any, default: Any) -> Any:
     """Turn a TOML or environment value into the type of ``default``, or refuse it."""
     where = f"[{section}] {key}"
+    if (section, key) in MAPPINGS:
+        try:
+            return MAPPINGS[section, key](value)
+        except ValueError as exc:
+            raise OperatorError(f"configuration {where}: {exc}; fix pilotage.toml") from None
     try:
         if isinstance(default, bool):
             if isinstance(value, str):

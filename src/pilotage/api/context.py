@@ -59,7 +59,8 @@ class VerifiedTokens:
         now = self._clock()
         known = self._known.get(header) if header is not None else None
         if known is not None:
-            if now < known[1]:
+            # A token revoked since it was cached goes to the authenticator, which refuses it.
+            if now < known[1] and not self._authenticator.revoked(known[0]):
                 return known[0]
             del self._known[header]  # type: ignore[arg-type]
         who = self._authenticator.principal(conn)
@@ -114,6 +115,10 @@ class ServerContext:
                 MatchSettings(
                     half_life_s=settings.server.fairshare_half_life_s,
                     full_sync_s=settings.server.match_full_sync_s,
+                    group_quotas=settings.server.group_quotas,
+                    groups_accept_surplus=settings.server.groups_accept_surplus,
+                    rank_window_s=settings.server.rank_window_s,
+                    rank_wait_s=settings.server.rank_wait_s,
                 )
             ),
         )

@@ -65,7 +65,10 @@ def commit_cluster(cluster_id: int, body: ClusterSubmission, ctx: Ctx, who: User
     with ctx.store.write() as conn:
         # Refused before anything is stored: a job's credential must outlive the job.
         require_lifetime(conn, who.name, body.jobs, ctx.settings.credentials, ctx.clock())
-        count = queue.commit_cluster(conn, cluster_id, actor_of(who), body.jobs, ctx.clock())
+        count = queue.commit_cluster(
+            conn, cluster_id, actor_of(who), body.jobs, ctx.clock(),
+            accounting_groups=ctx.settings.server.accounting_groups,
+        )  # fmt: skip
     return {"cluster_id": cluster_id, "jobs": count}
 
 

@@ -46,6 +46,8 @@ IDENTITY_ATTRS: Final = ("jobprio", "qdate", "clusterid", "procid")
 #: Job attributes always significant for matching (besides what Requirements references).
 STANDARD_SIGNIFICANT: Final = frozenset(
     {"requestcpus", "requestmemory", "requestdisk", "requestgpus", "maxwalltime", "requirements"}
+    # Rank too: jobs of one autocluster must prefer the same slots (matchmaking/rank.py).
+    | {"rank"}
 )
 
 

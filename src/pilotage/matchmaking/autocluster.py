@@ -226,6 +226,11 @@ class AutoclusterIndex:
         entry = self._jobs.get(job_id)
         return None if entry is None else entry.queue.autocluster.id
 
+    def autocluster(self, job_id: int) -> Autocluster | None:
+        """The autocluster an idle job is in, ``None`` if not indexed."""
+        entry = self._jobs.get(job_id)
+        return None if entry is None else entry.queue.autocluster
+
     def request_of(self, job_id: int) -> Resources | None:
         """What an idle job requests (its autocluster's requests), ``None`` if not indexed."""
         entry = self._jobs.get(job_id)

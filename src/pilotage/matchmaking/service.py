@@ -18,17 +18,19 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 
-from pilotage.matchmaking.ads import MatchConfig, Submitter
+from pilotage.matchmaking.ads import MatchConfig, SlotAd, Submitter
 from pilotage.matchmaking.analysis_text import render_text
 from pilotage.matchmaking.analyze import analyze
 from pilotage.matchmaking.autocluster import AutoclusterIndex
 from pilotage.matchmaking.fairshare import Accountant, FairShareConfig
 from pilotage.matchmaking.matchmaker import Matchmaker
+from pilotage.matchmaking.rank import RankPreference
 from pilotage.queue.jobad import load_ad
 from pilotage.queue.states import JobState
 from pilotage.store.tables import claims, fairshare_state, job_events, jobs, priority_factors
@@ -47,6 +49,12 @@ class MatchSettings:
     default_max_wall_time_s: float = 0.0
     full_sync_s: float = 60.0
     save_every_s: float = 30.0
+    #: Static quotas in cpus by accounting group (``[server] group_quotas``).
+    group_quotas: Mapping[str, float] = field(default_factory=dict)
+    groups_accept_surplus: bool = True
+    #: A job's Rank among slots that asked lately (matchmaking/rank.py).
+    rank_window_s: float = 15.0
+    rank_wait_s: float = 60.0
 
 
 class MatchService:
@@ -56,7 +64,12 @@ class MatchService:
         self.settings = settings
         self._lock = threading.RLock()
         self._config = MatchConfig(default_max_wall_time_s=settings.default_max_wall_time_s)
-        self._fair = FairShareConfig(half_life_s=settings.half_life_s)
+        self._fair = FairShareConfig(
+            half_life_s=settings.half_life_s,
+            group_quotas=dict(settings.group_quotas),
+            groups_accept_surplus=settings.groups_accept_surplus,
+        )
+        self.ranks = RankPreference(settings.rank_window_s, settings.rank_wait_s)
         self.index = AutoclusterIndex(self._config)
         self.accountant = Accountant(self._fair)
         self.matchmaker = Matchmaker(self.index, self.accountant)
@@ -123,21 +136,35 @@ class MatchService:
     # -- dispatch --------------------------------------------------------------------
 
     def candidates(self, slot_ad: Any, now: float, limit: int = 8) -> list[int]:
-        """Idle jobs the slot can run, best first (see :class:`Matchmaker`)."""
+        """Idle jobs the slot can run, best first (see :class:`Matchmaker`), less those
+        that wait for a slot they rank higher (:class:`RankPreference`)."""
+        slot = slot_ad if isinstance(slot_ad, SlotAd) else SlotAd.from_classad(slot_ad)
         with self._lock:
-            return self.matchmaker.candidates(slot_ad, now, limit)
+            found = self.matchmaker.candidates(slot, now, limit)
+            kept = [job for job in found if self._may_take(job, slot, now)]
+            self.ranks.offered(slot, now)
+            return kept
+
+    def _may_take(self, job_id: int, slot: SlotAd, now: float) -> bool:
+        ac = self.index.autocluster(job_id)
+        return ac is None or self.ranks.may_take(job_id, ac, slot, now, self.matchmaker.matches)
 
     def taken(self, job_id: int) -> None:
         """The job was found no longer idle (another server took it, or it was held)."""
         with self._lock:
             self.index.remove(job_id)
+            self.ranks.done(job_id)
 
-    def claimed(self, job_id: int, cpus: int, now: float) -> None:
+    def claimed(self, job_id: int, cpus: int, now: float, pilot: str | None = None) -> None:
         """This server claimed the job: out of the index, and its submitter is charged at
-        once, so a burst of requests in one second spreads over submitters."""
+        once, so a burst of requests in one second spreads over submitters. The pilot's
+        offer is forgotten: its free resources changed."""
         with self._lock:
             submitter = self.index.submitter_of(job_id)
             self.index.remove(job_id)
+            self.ranks.done(job_id)
+            if pilot is not None:
+                self.ranks.withdraw(pilot)
             if submitter is not None:
                 self.accountant.adjust(submitter, cpus, at=now)
 
@@ -146,12 +173,12 @@ class MatchService:
     def tick(self, conn: sa.Connection, now: float) -> bool:
         """Observe running cpus per submitter; return whether the state is due for saving."""
         rows = conn.execute(
-            sa.select(jobs.c.owner, sa.func.sum(claims.c.request_cpus))
+            sa.select(jobs.c.owner, jobs.c.acct_group, sa.func.sum(claims.c.request_cpus))
             .select_from(claims.join(jobs, claims.c.job_id == jobs.c.id))
             .where(claims.c.state == "active")
-            .group_by(jobs.c.owner)
+            .group_by(jobs.c.owner, jobs.c.acct_group)
         ).all()
-        running = {Submitter(owner): float(cpus) for owner, cpus in rows}
+        running = {Submitter(owner, group): float(cpus) for owner, group, cpus in rows}
         with self._lock:
             self.accountant.observe(running, at=now)
             due = now - self._last_save >= self.settings.save_every_s

@@ -169,7 +169,7 @@ def dispatch(
         if claim is None:
             matcher.taken(job_id)  # no longer idle: another server took it, or it was held
             continue
-        matcher.claimed(job_id, claim.request_cpus, now)
+        matcher.claimed(job_id, claim.request_cpus, now, pilot=pilot.id)
         vacate.lock_owner(conn, pilot, slot, claim.owner)
         return claim
     return None

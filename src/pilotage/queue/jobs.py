@@ -17,7 +17,12 @@ import sqlalchemy as sa
 from pilotage.errors import BadInput, Conflict, Denied, NotFound
 from pilotage.queue import history
 from pilotage.queue.history import Actor
-from pilotage.queue.jobad import build_job_ad, check_accounting, check_spec_expressions
+from pilotage.queue.jobad import (
+    NOTIFICATION,
+    build_job_ad,
+    check_accounting,
+    check_spec_expressions,
+)
 from pilotage.queue.spec import JobSpec
 from pilotage.queue.states import HoldCode, JobState, Trigger, transition
 from pilotage.store.tables import clusters, job_events, jobs, sandboxes
@@ -105,6 +110,8 @@ def commit_cluster(
                 "request_disk_mb": spec.request_disk_mb,
                 "request_gpus": spec.request_gpus,
                 "priority": spec.priority,
+                "acct_group": spec.accounting_group,
+                "notification": NOTIFICATION.get(spec.notification or "never") or None,
                 "qdate": now,
                 "entered_state_at": now,
                 "attempts": 0,
