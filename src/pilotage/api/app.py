@@ -9,7 +9,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from pilotage import __version__
-from pilotage.api import admin, credentials, jobs, matchmaking, pilots, provisioning, users
+from pilotage.api import (
+    admin,
+    credentials,
+    jobs,
+    matchmaking,
+    pilots,
+    pool_admin,
+    provisioning,
+    users,
+)
 from pilotage.api.context import ServerContext
 from pilotage.credentials.service import CredentialService
 from pilotage.errors import PilotageError, Transient
@@ -42,10 +51,12 @@ def create_app(ctx: ServerContext) -> FastAPI:
     # The [authz] rules apply to every token, so the authenticator carries them (set on the
     # context's own authenticator: whatever wraps it, a cache say, must see them too).
     ctx.authenticator.rules = creds.rules
+    admin.setup(ctx)  # issued tokens recorded, revoked ones refused
     app.include_router(users.router)
     app.include_router(jobs.router)
     app.include_router(pilots.router)
     app.include_router(admin.router)
+    app.include_router(pool_admin.router)
     app.include_router(credentials.router)
     app.include_router(provisioning.router)
     app.include_router(matchmaking.router)

@@ -27,6 +27,7 @@ from starlette.requests import HTTPConnection
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from pilotage.credentials.authz import RoleRules
+from pilotage.credentials.issued import RevocationList
 from pilotage.credentials.tokens import Role, TokenIssuer
 from pilotage.errors import Denied, Unauthenticated
 
@@ -44,6 +45,7 @@ class Principal:
     role: Role
     via: str  # "socket" or "token"
     groups: tuple[str, ...] = ()  # VO groups (FQANs) a token carries
+    token_id: str = ""  # the token's jti (revocation: pilotage.credentials.issued)
 
     @property
     def admin(self) -> bool:
@@ -84,7 +86,14 @@ class Authenticator:
         self.issuer = issuer
         self.admins = frozenset(admins)
         self.rules = rules
+        #: Revoked tokens, refused on every call (set by the app, like ``rules``).
+        self.revocations: RevocationList | None = None
         self.server_uid = os.getuid()
+
+    def revoked(self, principal: Principal) -> bool:
+        """Whether ``principal`` came with a token revoked since (for callers' caches)."""
+        revocations = self.revocations
+        return revocations is not None and revocations.is_revoked(principal.token_id)
 
     def principal(self, conn: HTTPConnection) -> Principal:
         header = conn.headers.get("authorization")
@@ -93,9 +102,11 @@ class Authenticator:
             if scheme.lower() != "bearer" or not token.strip():
                 raise Unauthenticated("the Authorization header must be 'Bearer <token>'")
             claims = self.issuer.verify(token.strip())
+            if self.revocations is not None:
+                self.revocations.check(claims.token_id)
             if self.rules is not None:
                 self.rules.check_token(claims.subject, claims.role, claims.groups)
-            return Principal(claims.subject, claims.role, "token", claims.groups)
+            return Principal(claims.subject, claims.role, "token", claims.groups, claims.token_id)
         peer = (conn.scope.get("extensions") or {}).get(PEER_KEY)
         if peer is not None:
             return self._local(peer[1])

@@ -111,7 +111,9 @@ def login_x509(body: X509Login, ctx: Ctx, creds: Creds) -> dict[str, Any]:
         groups = vo.groups_of(conn, validated.identity_dn)
     creds.rules.check_login(validated.identity_dn, body.role, groups)
     lifetime_s = int(min(creds.settings.session_lifetime_s, validated.not_after.timestamp() - now))
-    token = ctx.issuer.mint(validated.identity_dn, body.role, max(1, lifetime_s), groups)
+    token = ctx.issuer.mint(
+        validated.identity_dn, body.role, max(1, lifetime_s), groups, issued_by="x509 login"
+    )
     log.info("X.509 login of %s as %s", validated.identity_dn, body.role.value)
     return {
         "token": token,

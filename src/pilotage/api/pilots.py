@@ -132,7 +132,10 @@ async def ask_for_work(
         registry.touch(conn, pilot, now, every_s=_touch_every_s(ctx))
         claim = _next_claim(ctx, conn, pilot, body, now)
         return WorkAnswer(
-            claim=claim, retry_after_s=ctx.settings.server.retry_after_s, retire=pilot.retire
+            claim=claim,
+            retry_after_s=ctx.settings.server.retry_after_s,
+            retire=pilot.retire,
+            drain=pilot.drain,
         )
 
     return _answer(await ctx.write(work))
@@ -170,7 +173,7 @@ async def heartbeat(
         for claim_id in held:
             renewed[claim_id] = now + s.lease_s
         revoked = [Revoked(claim_id=o.claim_id, reason=o.reason, delay_s=o.delay_s) for o in orders]
-        return HeartbeatAnswer(renewed=renewed, revoked=revoked, retire=row.retire)
+        return HeartbeatAnswer(renewed=renewed, revoked=revoked, retire=row.retire, drain=row.drain)
 
     return _answer(await ctx.write(work))
 
@@ -241,7 +244,11 @@ async def claim_result(
         return _answer(WorkAnswer(claim=None, retry_after_s=retry_after_s))
     # The result is kept either way; a pilot that may not get work any more hears so.
     registry.require_active(pilot)
-    return _answer(WorkAnswer(claim=claim, retry_after_s=retry_after_s, retire=pilot.retire))
+    return _answer(
+        WorkAnswer(
+            claim=claim, retry_after_s=retry_after_s, retire=pilot.retire, drain=pilot.drain
+        )
+    )
 
 
 @router.post("/claims/{claim_id}/vacate", response_model=VacateAnswer)

@@ -222,7 +222,7 @@ def mint_pilot_token(body: PilotTokenRequest, ctx: Ctx, who: Frontend) -> PilotT
     with ctx.store.read() as conn:
         _entry_factory(conn, body.entry)
     subject = registry.entry_token_subject(body.entry, who.name)
-    token = ctx.issuer.mint(subject, Role.PILOT, body.lifetime_s)
+    token = ctx.issuer.mint(subject, Role.PILOT, body.lifetime_s, issued_by=who.name)
     return PilotToken(token=token, subject=subject, expires_at=ctx.issuer.verify(token).expires_at)
 
 

@@ -134,6 +134,8 @@ class WorkAnswer(Strict):
     claim: Claim | None = None
     retry_after_s: float = 5.0
     retire: bool = False
+    #: Drained by an admin: no claim until resumed (docs/operations.md).
+    drain: bool = False
 
 
 class Heartbeat(Strict):
@@ -157,6 +159,8 @@ class HeartbeatAnswer(Strict):
     renewed: dict[str, float]
     revoked: list[Revoked]
     retire: bool = False
+    #: Drained by an admin: ask for no work until this is false again.
+    drain: bool = False
 
 
 class Failure(BaseModel):

@@ -114,16 +114,28 @@ class TokenIssuer:
         self.issuer = issuer
         self.audience = audience
         self._clock = clock
+        #: Called with every minted token's claims and who asked for it (the server
+        #: records them so they can be listed and revoked: credentials/issued.py).
+        self.on_mint: Callable[[TokenClaims, str], None] | None = None
 
     @property
     def current_kid(self) -> str:
         """The key id new tokens are signed with."""
         return self._current.kid
 
-    def mint(self, subject: str, role: Role, lifetime_s: int, groups: Sequence[str] = ()) -> str:
+    def mint(
+        self,
+        subject: str,
+        role: Role,
+        lifetime_s: int,
+        groups: Sequence[str] = (),
+        *,
+        issued_by: str = "server",
+    ) -> str:
         """Sign a token for ``subject`` granting ``role`` for ``lifetime_s`` seconds.
 
-        Raises :class:`BadInput` for an unusable subject, group or lifetime.
+        ``issued_by`` names who asked for it, for :attr:`on_mint`. Raises
+        :class:`BadInput` for an unusable subject, group or lifetime.
         """
         if not isinstance(role, Role):
             raise BadInput(f"{role!r} is not a pilotage role")
@@ -149,12 +161,15 @@ class TokenIssuer:
             "wlcg.groups": list(groups),
             "scope": _SCOPE_PREFIX + role.value,
         }
-        return jwt.encode(
+        token = jwt.encode(
             claims,
             self._current.private_key,
             algorithm=ALGORITHM,
             headers={"kid": self._current.kid, "typ": "JWT"},
         )
+        if self.on_mint is not None:
+            self.on_mint(self.verify(token), issued_by)
+        return token
 
     def verify(self, token: str) -> TokenClaims:
         """Check a token's signature and claims; return what it says.

@@ -146,7 +146,7 @@ def dispatch(
     claimed by a guarded update, and one found taken is dropped from the index.
     """
     pilot_registry.require_active(pilot)
-    if pilot.retire or now >= pilot.expires_at:
+    if pilot.retire or pilot.drain or now >= pilot.expires_at:
         return None
     known_free = pilot_registry.free_resources(conn, pilot)
     # Trust the smaller of what the pilot says and what the server counts.

@@ -40,6 +40,7 @@ class Trigger(enum.Enum):
     REMOVE = "remove"  # a user or admin removed it
     TOO_MANY_ATTEMPTS = "too_many_attempts"  # started and lost too often
     RETRY = "retry"  # it exited and its policy (max_retries, on_exit_remove) runs it again
+    PILOT_KILLED = "pilot_killed"  # an admin killed its pilot (pilotage pilot kill)
 
 
 S = JobState
@@ -59,6 +60,7 @@ TRANSITIONS: dict[tuple[JobState, Trigger], JobState] = {
     (S.RUNNING, T.REMOVE): S.REMOVED,
     (S.RUNNING, T.TOO_MANY_ATTEMPTS): S.HELD,
     (S.RUNNING, T.RETRY): S.IDLE,
+    (S.RUNNING, T.PILOT_KILLED): S.IDLE,
     (S.HELD, T.RELEASE): S.IDLE,
     (S.HELD, T.REMOVE): S.REMOVED,
 }
@@ -66,7 +68,7 @@ TRANSITIONS: dict[tuple[JobState, Trigger], JobState] = {
 #: Triggers that end a running claim.
 ENDS_CLAIM = frozenset(
     {T.EXIT, T.LEASE_EXPIRED, T.RELEASED_BY_PILOT, T.FAILURE, T.HOLD, T.REMOVE, T.TOO_MANY_ATTEMPTS}
-    | {T.RETRY}
+    | {T.RETRY, T.PILOT_KILLED}
 )
 
 
