@@ -17,10 +17,11 @@ close-on-exec, and then:
 - ``run``: opens the job's stdin, stdout and stderr as the owner in ``dir`` (names
   relative to it, ``"&1"`` for stderr into stdout, ``null`` for ``/dev/null``, or a passed
   descriptor), sets the environment (the switch's, updated by the request's), restores the
-  signals Python ignores, and ``exec``s ``argv``. End-of-file on the status pipe means the
-  ``exec`` happened; otherwise one line says what failed, and the wrapper exits 127. The
-  switch and sudo keep copies of the socket, never of the status pipe, so this works with
-  and without linger (seed 000 §4.1).
+  signals Python ignores, and ``exec``s ``argv``. With ``"tty": true`` (an exec-in-job
+  session with a terminal) its standard input, a terminal, becomes its controlling one.
+  End-of-file on the status pipe means the ``exec`` happened; otherwise one line says
+  what failed, and the wrapper exits 127. The switch and sudo keep copies of the socket,
+  never of the status pipe, so this works with and without linger (seed 000 §4.1).
 - ``collect``: writes a tar stream of the job's outputs to a passed descriptor: the listed
   names (recursively), or every regular file at the top of ``dir`` plus the named streams.
   Symbolic links are stored as links, never followed; unreadable or missing files are
@@ -128,6 +129,8 @@ def run(request: dict[str, Any], fds: list[int], status: int) -> NoReturn:
         os.close(fd)
     for fd in fds[1:]:
         os.close(fd)
+    if request.get("tty"):
+        _controlling_tty()
     env = dict(os.environ)
     env.update({str(k): str(v) for k, v in request.get("env", {}).items()})
     # Python ignores these; an ignored signal stays ignored across exec.
@@ -137,6 +140,18 @@ def run(request: dict[str, Any], fds: list[int], status: int) -> NoReturn:
         os.execvpe(argv[0], argv, env)  # noqa: S606 - the job's own argv, no shell
     except OSError as exc:
         raise Failed(f"the job {argv[0]!r} could not be started ({_strerror(exc)})") from None
+
+
+def _controlling_tty() -> None:
+    """Make the terminal on standard input this session's controlling terminal (the
+    process leads a new session: the switch's child, or the agent's with ``setsid``)."""
+    import fcntl
+    import termios
+
+    try:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    except OSError as exc:
+        raise Failed(f"the session's terminal cannot be attached ({_strerror(exc)})") from None
 
 
 # -- collect ------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """One JSON line per invocation in the audit log, and the same line to syslog (authpriv).
 
 Fields (absent when unknown): ``time`` (ISO 8601 UTC), ``event`` (``exec``, ``exit``,
-``signal``, ``end``, ``refresh``, ``refused``), ``caller``, ``pilot``, ``user``, ``issuer``,
-``groups``, ``account``, ``mode``, ``linger``, ``job``, ``family``, ``command``, ``pid``,
-``exit``, ``message``, and usage (``exit`` with linger, ``end``): ``cpu_user_s``,
+``signal``, ``end``, ``refresh``, ``enter``, ``leave``, ``refused``), ``caller``, ``pilot``,
+``user``, ``issuer``, ``groups``, ``account``, ``mode``, ``linger``, ``job``, ``family``,
+``command``, ``pid``, ``exit``, ``cut`` (``leave``: the caller ended the session),
+``message``, and usage (``exit`` with linger, ``end``, ``leave``): ``cpu_user_s``,
 ``cpu_sys_s``, ``wall_s``, ``max_rss_kb``. Syslog gets one RFC 3164 datagram on the
 configured socket (``/dev/log``), written here rather than by ``syslog(3)`` so the site
 chooses the socket. A record that cannot be written is reported on stderr; it never

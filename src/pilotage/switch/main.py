@@ -5,6 +5,7 @@ Usage::
     pilotage-exec [--linger|--no-linger] -- COMMAND [ARGS...]
     pilotage-exec --refresh
     pilotage-exec --signal SIG --job KEY
+    pilotage-exec --enter --job KEY -- COMMAND [ARGS...]
     pilotage-exec --accounting [--since T] [--json]
 
 Inputs from the environment (the only variables read; see docs/switch.md):
@@ -43,13 +44,15 @@ USAGE = (
     "usage: pilotage-exec [--linger|--no-linger] -- COMMAND [ARGS...]\n"
     "       pilotage-exec --refresh\n"
     "       pilotage-exec --signal SIG --job KEY\n"
+    "       pilotage-exec --enter --job KEY -- COMMAND [ARGS...]\n"
     "       pilotage-exec --accounting [--since T] [--json]"
 )
 
 
 class Invocation(NamedTuple):
-    """The request: ``action`` is ``run``, ``refresh`` or ``signal``; ``job`` the family key
-    (``--job``, or ``PILOTAGE_EXEC_JOB_ID`` for a run) and ``name`` the pool's job id."""
+    """The request: ``action`` is ``run``, ``refresh``, ``signal`` or ``enter``; ``job`` the
+    family key (``--job``, or ``PILOTAGE_EXEC_JOB_ID`` for a run) and ``name`` the pool's
+    job id."""
 
     action: str
     linger: bool | None
@@ -70,6 +73,8 @@ def parse_args(argv: list[str]) -> Invocation:
             linger = flag == "--linger"
         elif flag == "--refresh":
             action = "refresh"
+        elif flag == "--enter":
+            action = "enter"
         elif flag in ("--signal", "--job") and args:
             value = args.pop(0)
             sig, job = (value, job) if flag == "--signal" else (sig, value)
@@ -77,12 +82,14 @@ def parse_args(argv: list[str]) -> Invocation:
         else:
             raise ClientError(f"Unknown or incomplete option {flag[:40]!r}.\n{USAGE}")
     command = args[1:]
-    if action == "run" and not command:
+    if action in ("run", "enter") and not command:
         raise ClientError(f"No command given.\n{USAGE}")
-    if action != "run" and (command or linger is not None):
+    if action not in ("run", "enter") and (command or linger is not None):
         raise ClientError(f"--{action} takes no command and no linger flag.\n{USAGE}")
-    if action == "signal" and not job:
-        raise ClientError(f"--signal needs --job ID.\n{USAGE}")
+    if action == "enter" and (linger is not None or sig):
+        raise ClientError(f"--enter takes no linger flag and no signal.\n{USAGE}")
+    if action in ("signal", "enter") and not job:
+        raise ClientError(f"--{action} needs --job ID.\n{USAGE}")
     if action == "run" and job:
         raise ClientError(f"--job goes with --signal; name a new job in {JOB_ID}.\n{USAGE}")
     return Invocation(action, linger, command, sig, job)
@@ -235,6 +242,12 @@ def _serve(
     jobs = os.path.join(state, "jobs")
     if invocation.action == "signal":
         return _signal(invocation, config, account, caller_uid, jobs, audit)
+    if invocation.action == "enter":
+        from .enter import enter
+
+        return enter(invocation.command, invocation.job, config, account, user.kind, caller_uid,
+                     environ, jobs, environ.get(TARGET_DIR, ""), status_fd, audit,
+                     lambda record: _audit(config, record))  # fmt: skip
     from . import delivery
 
     target_dir = environ.get(TARGET_DIR, "")
