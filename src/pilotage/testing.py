@@ -267,9 +267,12 @@ def postgres_cluster() -> Iterator[str]:
                 "full_page_writes = off\n"
             )
         port = _start_cluster(bindir, owner, base)
+        url = f"postgresql+psycopg://{PG_SUPERUSER}:{password}@127.0.0.1:{port}/"
+        _HANDLES[url] = PostgresHandle(bindir, owner, base, port)
         try:
-            yield f"postgresql+psycopg://{PG_SUPERUSER}:{password}@127.0.0.1:{port}/"
+            yield url
         finally:
+            _HANDLES.pop(url, None)
             _run_as(
                 owner,
                 [str(bindir / "pg_ctl"), f"--pgdata={data}", "--mode=fast", "--wait", "stop"],
@@ -277,6 +280,41 @@ def postgres_cluster() -> Iterator[str]:
             )
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class PostgresHandle:
+    """A running throwaway cluster, to stop and start it again (fault tests, chaos)."""
+
+    bindir: Path
+    owner: str | None
+    base: Path
+    port: int
+
+    def stop(self) -> None:
+        """Stop the cluster (fast: connections are cut)."""
+        self._pg_ctl("--mode=fast", "--wait", "stop")
+
+    def start(self) -> None:
+        """Start the stopped cluster again, on the same port."""
+        log = self.base / "postgresql.log"
+        self._pg_ctl(f"--log={log}", "--wait", "--timeout=60", f"--options=-p {self.port}", "start")
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def _pg_ctl(self, *args: str) -> None:
+        command = [str(self.bindir / "pg_ctl"), f"--pgdata={self.base / 'data'}", *args]
+        _run_as(self.owner, command, cwd=self.base)
+
+
+_HANDLES: dict[str, PostgresHandle] = {}
+
+
+def postgres_handle(url: str) -> PostgresHandle:
+    """The handle of the cluster :func:`postgres_cluster` yielded ``url`` for."""
+    return _HANDLES[url]
 
 
 def _postgres_bindir() -> Path | None:
