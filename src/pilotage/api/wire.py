@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pilotage.queue.spec import ATTR_NAME, WIRE_VERSION
+from pilotage.queue.spec import ATTR_NAME, WIRE_VERSION, UrlInput
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:+-]{0,127}$")
 
@@ -140,6 +140,14 @@ class WorkAnswer(Strict):
 
 class Heartbeat(Strict):
     """The claims a pilot still runs; their leases are renewed in one call."""
+    #: The pilot's GPU devices given to the job (``AssignedGPUs``), one per requested GPU.
+    assigned_gpus: list[str] = Field(default_factory=list)
+    #: Inputs the agent downloads itself (``http(s)://`` in transfer_input_files).
+    url_inputs: list[UrlInput] = Field(default_factory=list)
+    #: The Apptainer image the job runs in (``container_image``), if any.
+    container_image: str | None = None
+    #: ``stream_output``: the agent sends the end of stdout while the job runs.
+    stream_output: bool = False
 
     claims: list[str] = Field(default_factory=list, max_length=4096)
 

@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from pilotage.api.wire import PILOT_SECRET_HEADER, PilotRegistration, Resources
 from pilotage.errors import Conflict, Denied, NotFound, Unauthenticated
 from pilotage.queue.jobad import parse_expr, slot_ad
+from pilotage.queue.gpus import check_registration as check_gpus
 from pilotage.store.tables import claims, entry_ads, pilots
 
 _P = sa.bindparam
@@ -53,6 +54,7 @@ def register(
     for name, value in reg.attrs.items():
         parse_expr(value, f"pilot attribute {name}")
     parse_expr(reg.start, "the pilot's start expression")
+    check_gpus(reg.gpus, reg.attrs)
     attrs = check_entry(conn, subject, reg)
     pilot_id = "p-" + secrets.token_hex(12)
     secret, digest = new_secret()

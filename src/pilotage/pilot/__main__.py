@@ -21,6 +21,9 @@ from pilotage.errors import PilotageError
 
 from .agent import run
 from .config import DEFAULT_LIFETIME_S, AgentConfig, default_attrs
+from .gpus import Gpu, parse_flag
+from .gpus import choose as choose_gpus
+from .gpus import slot_attrs as gpu_attrs
 from .renewal import RenewalSettings
 from .resources import Resources, detect_cpus, detect_disk_mb, detect_memory_mb
 from .switched import check_switch_mode
@@ -58,6 +61,13 @@ def _command(text: str) -> tuple[str, ...]:
     return words
 
 
+def _gpus(text: str) -> tuple[Gpu, ...] | int:
+    try:
+        return parse_flag(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _owner(text: str) -> str:
     if text != "*" and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}", text):
         raise argparse.ArgumentTypeError(f"{text!r} is not an owner name, nor '*'")
@@ -77,7 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus", type=_positive(int), help="default: the CPUs this process may use")
     p.add_argument("--memory", type=_positive(int), metavar="MB", help="default: physical RAM")
     p.add_argument("--disk", type=_positive(int), metavar="MB", help="default: free in workdir")
-    p.add_argument("--gpus", type=_positive(int), default=0, metavar="N")
+    p.add_argument(
+        "--gpus",
+        type=_gpus,
+        metavar="IDS|N",
+        help="GPU device ids (0,1 or GPU-uuid,...), or at most N of the detected ones; "
+        "default: every device nvidia-smi or /proc/driver/nvidia reports",
+    )
     p.add_argument("--site", default="local", metavar="NAME")
     p.add_argument("--name", default="", metavar="NAME", help="default: host-pid-random")
     p.add_argument(
@@ -145,12 +161,14 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
     attrs = default_attrs()
     if args.single_user is not None:
         attrs["PilotageSingleUser"] = "true"
+    gpus = choose_gpus(args.gpus)
+    attrs.update(gpu_attrs(gpus))
     attrs.update(dict(args.attr))
     resources = Resources(
         cpus=args.cpus if args.cpus is not None else detect_cpus(),
         memory_mb=args.memory if args.memory is not None else detect_memory_mb(),
         disk_mb=args.disk if args.disk is not None else detect_disk_mb(workdir),
-        gpus=args.gpus,
+        gpus=len(gpus),
     )
     return AgentConfig(
         server_url=args.server,
@@ -169,6 +187,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         bypass_on_error=args.bypass_on_error == "yes",
         renewal=RenewalSettings.parse(args.renewal),
         switch_retry=SwitchRetry.parse(args.switch_retry),
+        gpu_ids=tuple(gpu.id for gpu in gpus),
     )
 
 

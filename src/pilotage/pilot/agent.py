@@ -52,7 +52,7 @@ class Agent:
             token_file=config.token_file,
             timeout_s=config.timeout_s,
         )
-        self.slot = Slot(config.resources)
+        self.slot = Slot(config.resources, config.gpu_ids)
         self.registration: Registration | None = None
         # Invariant: _runs holds every claim not yet reported or dropped, and each of them
         # holds its share in self.slot; both change together under _lock.
@@ -303,7 +303,7 @@ class Agent:
         )
         with self._lock:
             try:
-                self.slot.carve(claim.claim_id, claim.request)
+                self.slot.carve(claim.claim_id, claim.request, claim.assigned_gpus)
             except SlotFull as exc:  # its lease will lapse and the job go elsewhere
                 log.error("%s: not taken: %s", run.tag, exc)
                 return

@@ -71,6 +71,8 @@ class AgentConfig:
     #: ``--switch-retry KEY=VALUE``: a passing 202's retries (count, first wait, total
     #: time) and how long the job is then kept from this pilot (docs/pilot.md).
     switch_retry: SwitchRetry = field(default_factory=SwitchRetry)
+    #: The GPU devices of this pilot (``--gpus`` or detected; pilot/gpus.py).
+    gpu_ids: tuple[str, ...] = ()
 
     @property
     def pilot_name(self) -> str:

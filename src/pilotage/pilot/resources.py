@@ -10,6 +10,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from .gpus import DeviceBusy, Devices
+
 _MIB = 1024 * 1024
 
 
@@ -71,9 +73,11 @@ class Slot:
     #: Asking for work with less than this free is pointless: no job requests less.
     MIN_FREE = Resources(cpus=1, memory_mb=1)
 
-    def __init__(self, total: Resources) -> None:
+    def __init__(self, total: Resources, gpu_ids: tuple[str, ...] = ()) -> None:
         self.total = total
         self.claims: dict[str, Resources] = {}
+        #: The GPU devices each claim holds (pilot/gpus.py).
+        self.devices = Devices(gpu_ids)
 
     def free(self) -> Resources:
         """What no claim holds."""
@@ -86,17 +90,27 @@ class Slot:
         """Whether enough is free to ask the server for another job."""
         return self.MIN_FREE.fits_in(self.free())
 
-    def carve(self, claim_id: str, request: Resources) -> None:
-        """Hold ``request`` for ``claim_id``; refuse (SlotFull) if it does not fit."""
+    def carve(self, claim_id: str, request: Resources, gpus: tuple[str, ...] = ()) -> None:
+        """Hold ``request`` and the GPU devices ``gpus`` for ``claim_id``; refuse
+        (SlotFull) if it does not fit, or a device is not this pilot's or is held."""
         if claim_id in self.claims:
             raise SlotFull(f"claim {claim_id} already holds a share of this slot")
         if not request.fits_in(self.free()):
             raise SlotFull(f"claim {claim_id} asks for {request} but only {self.free()} is free")
+        if self.devices.ids and len(gpus) != request.gpus:
+            raise SlotFull(
+                f"claim {claim_id} asks for {request.gpus} GPUs but was assigned {list(gpus)}"
+            )
+        try:
+            self.devices.hold(claim_id, gpus)
+        except DeviceBusy as exc:
+            raise SlotFull(str(exc)) from None
         self.claims[claim_id] = request
 
     def release(self, claim_id: str) -> None:
         """Give back the share of ``claim_id`` (no-op if it holds none)."""
         self.claims.pop(claim_id, None)
+        self.devices.release(claim_id)
 
     @property
     def busy(self) -> bool:

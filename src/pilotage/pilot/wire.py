@@ -52,6 +52,26 @@ def _number(body: Any, key: str, what: str) -> float:
     return float(_get(body, key, (int, float), what))
 
 
+def _strings(body: Any, key: str, what: str) -> tuple[str, ...]:
+    """An optional list of strings (absent: empty)."""
+    value = body.get(key) if isinstance(body, dict) else None
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ProtocolError(f"the server's {what} has a bad value for {key!r}: {value!r}")
+    return tuple(value)
+
+
+def _list(body: Any, key: str, what: str) -> list[Any]:
+    """An optional list (absent: empty)."""
+    value = body.get(key) if isinstance(body, dict) else None
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ProtocolError(f"the server's {what} has a bad value for {key!r}: {value!r}")
+    return value
+
+
 def _opt_str(body: Any, key: str, what: str) -> str | None:
     if isinstance(body, dict) and body.get(key) is None:
         return None
@@ -87,6 +107,24 @@ class Registration:
 
 
 @dataclass(frozen=True)
+class UrlInput:
+    """An input the agent downloads itself (pilot/urlinputs.py)."""
+
+    url: str
+    name: str
+    sha256: str | None = None
+
+    @classmethod
+    def from_wire(cls, body: Any) -> UrlInput:
+        what = "claim's url_inputs"
+        return cls(
+            url=_get(body, "url", str, what),
+            name=_get(body, "name", str, what),
+            sha256=_opt_str(body, "sha256", what),
+        )
+
+
+@dataclass(frozen=True)
 class Claim:
     """A job bound to a share of this pilot's slot, with a lease."""
 
@@ -104,6 +142,13 @@ class Claim:
     transfer_output_files: tuple[str, ...] | None
     request: Resources
     has_input_sandbox: bool
+    #: The GPU devices the server assigned (``AssignedGPUs``), one per requested GPU.
+    assigned_gpus: tuple[str, ...] = ()
+    url_inputs: tuple[UrlInput, ...] = ()
+    #: ``container_image``: run the job in Apptainer (pilot/container.py).
+    container_image: str | None = None
+    #: ``stream_output``: send the end of stdout while the job runs (pilot/streaming.py).
+    stream_output: bool = False
 
     @classmethod
     def from_wire(cls, body: Any) -> Claim:
@@ -139,6 +184,10 @@ class Claim:
                 gpus=int(_get(body, "request_gpus", int, what)),
             ),
             has_input_sandbox=bool(_get(body, "has_input_sandbox", bool, what)),
+            assigned_gpus=_strings(body, "assigned_gpus", what),
+            url_inputs=tuple(UrlInput.from_wire(u) for u in _list(body, "url_inputs", what)),
+            container_image=_opt_str(body, "container_image", what),
+            stream_output=body.get("stream_output") is True,
         )
 
 

@@ -26,7 +26,7 @@ from pilotage.collector import pilots as pilot_registry
 from pilotage.config import ServerSettings
 from pilotage.errors import Conflict, NotFound
 from pilotage.matchmaking.service import MatchService
-from pilotage.queue import history, policy_store, spool, vacate
+from pilotage.queue import gpus, history, policy_store, spool, vacate
 from pilotage.queue.states import HoldCode, JobState, Trigger, transition
 from pilotage.store.tables import claims, job_events, jobs, pilots
 
@@ -160,6 +160,7 @@ def dispatch(
         return None
     slot = pilot_registry.offer_ad(pilot, free, min(time_left_s, pilot.expires_at - now))
     slot = vacate.offer_for(pilot, slot)  # a single-user pilot's owner, once fixed
+    slot = gpus.offer(conn, pilot, slot)  # only its free GPU devices
     skip = vacate.excluded(pilot, now)  # jobs it gave back lately (usually none)
     matcher.sync(conn)
     for job_id in matcher.candidates(slot, now, 8 + len(skip)):
@@ -252,6 +253,7 @@ def _claim(
             "request_gpus": row.request_gpus,
         },
     )
+    assigned = gpus.assign(conn, job_id, pilot, row.request_gpus) if row.request_gpus else []
     spec = json.loads(row.spec)
     executable = spec["executable"]
     if spec.get("transfer_executable", True):
@@ -274,6 +276,10 @@ def _claim(
         request_disk_mb=row.request_disk_mb,
         request_gpus=row.request_gpus,
         has_input_sandbox=spec["input_sandbox"] is not None,
+        assigned_gpus=assigned,
+        url_inputs=spec.get("url_inputs") or [],
+        container_image=spec.get("container_image"),
+        stream_output=bool(spec.get("stream_output")),
     )
 
 

@@ -40,6 +40,11 @@ RESERVED = frozenset(
         "acctgroupuser",
         "accountinggroup",
         "jobbatchname",
+        # GPUs and containers: from require_gpus / container_image; AssignedGPUs is the
+        # server's choice at each claim.
+        "requiregpus",
+        "assignedgpus",
+        "containerimage",
         "jobmaxretries",
         "jobsuccessexitcode",
         "numjobcompletions",
@@ -107,6 +112,8 @@ def check_spec_expressions(spec: JobSpec) -> None:
         parse_expr(spec.requirements, "requirements")
     if spec.rank is not None:
         parse_expr(spec.rank, "rank")
+    if spec.require_gpus is not None:
+        parse_expr(spec.require_gpus, "require_gpus")
     for field, value in spec.policy.expressions().items():
         parse_expr(value, field)
     for name, value in spec.attrs.items():
@@ -140,11 +147,27 @@ def check_accounting(spec: JobSpec, owner: str, groups: Mapping[str, Collection[
         raise Denied(f"{owner} may not use accounting group {group!r}")
 
 
+#: Added when the job has ``require_gpus``: enough of the slot's free devices satisfy it
+#: (entry ads, which list no devices, are not held to it: the frontend provisions for it).
+GPU_CLAUSE = (
+    "(TARGET.AvailableGPUs =?= undefined"
+    " || countMatches(MY.RequireGPUs, TARGET.AvailableGPUs) >= MY.RequestGpus)"
+)
+#: Added for a container job: the slot runs containers (pilot/container.py).
+CONTAINER_CLAUSE = "TARGET.HasContainer =?= true"
+
+
 def requirements_of(spec: JobSpec) -> str:
-    """The job's full Requirements: the user's expression and the resource clauses."""
-    if spec.requirements is None:
-        return RESOURCE_CLAUSES
-    return f"({spec.requirements}) && {RESOURCE_CLAUSES}"
+    """The job's full Requirements: the user's expression, the resource clauses, and the
+    GPU and container clauses its commands imply."""
+    clauses = [RESOURCE_CLAUSES]
+    if spec.require_gpus is not None:
+        clauses.append(GPU_CLAUSE)
+    if spec.container_image is not None:
+        clauses.append(CONTAINER_CLAUSE)
+    if spec.requirements is not None:
+        clauses.insert(0, f"({spec.requirements})")
+    return " && ".join(clauses)
 
 
 def build_job_ad(spec: JobSpec, *, cluster_id: int, proc_id: int, owner: str, qdate: float) -> str:
@@ -221,6 +244,14 @@ def _add_submit_attrs(ad: Any, spec: JobSpec, owner: str) -> None:
         ad["JobNotification"] = NOTIFICATION[spec.notification]
     if spec.notify_user is not None:
         ad["NotifyUser"] = spec.notify_user
+    if spec.require_gpus is not None:
+        ad["RequireGPUs"] = classad2.ExprTree(spec.require_gpus)
+    if spec.container_image is not None:
+        ad["ContainerImage"] = spec.container_image
+        ad["JobUniverse"] = 5  # vanilla, as HTCondor records container jobs
+        ad["WantContainer"] = True
+    if spec.url_inputs:
+        ad["TransferInputURLs"] = ",".join(u.url for u in spec.url_inputs)
     if spec.stream_output:
         ad["StreamOut"] = True
     if spec.stream_error:

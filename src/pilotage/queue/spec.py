@@ -31,6 +31,37 @@ def check_relative_path(value: str, what: str) -> str:
     return value
 
 
+#: What a URL input may be: http or https, no whitespace, quotes or control characters.
+URL = re.compile(r"^https?://[^\s\"'<>\\\x00-\x1f\x7f]{1,4096}$")
+
+
+class UrlInput(BaseModel):
+    """A ``transfer_input_files`` entry that the pilot downloads (docs/submit.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = Field(max_length=4096)
+    #: Where it lands in the job's directory: the URL path's last part.
+    name: str = Field(max_length=255)
+    #: The SHA-256 the file must have (``#sha256=HEX`` after the URL), lower-case hex.
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not URL.match(v) or "#" in v:
+            raise ValueError(f"{v[:200]!r} is not an http:// or https:// URL")
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        check_relative_path(v, "URL input name")
+        if "/" in v:
+            raise ValueError(f"URL input name {v!r} must be a file name")
+        return v
+
+
 class JobPolicy(BaseModel):
     """The job's own policy, as ClassAd expressions the server evaluates (HTCondor's names).
 
@@ -115,6 +146,12 @@ class JobSpec(BaseModel):
     )
     notification: str | None = Field(default=None, pattern=r"^(never|error|complete|always)$")
     notify_user: str | None = Field(default=None, max_length=1024)
+    #: ``require_gpus`` (with ``gpus_minimum_*``): what each assigned GPU must satisfy.
+    require_gpus: str | None = Field(default=None, max_length=4096)
+    #: Inputs the pilot downloads itself (``http://``/``https://`` in transfer_input_files).
+    url_inputs: list[UrlInput] = Field(default_factory=list, max_length=1000)
+    #: ``container_image`` (``universe = container``): the Apptainer image the job runs in.
+    container_image: str | None = Field(default=None, min_length=1, max_length=4096)
 
     @field_validator("executable")
     @classmethod

@@ -34,13 +34,15 @@ import pydantic
 from pilotage.credentials.proxy import default_proxy_path
 from pilotage.errors import BadInput
 from pilotage.queue import submit_branches as branches_mod
+from pilotage.queue import submit_extras as extras
 from pilotage.queue import submit_macros as macros
 from pilotage.queue import submit_values as values
 from pilotage.queue.spec import ATTR_NAME, JobPolicy, JobSpec
 from pilotage.queue.submit_items import Queue, parse_queue
 
 T = TypeVar("T")
-_COMMANDS = values.COMMANDS
+U = TypeVar("U")
+_COMMANDS = {**values.COMMANDS, **extras.COMMANDS}
 _EXPRESSION = values.parse_expression
 
 #: Most jobs one submit description may queue (the API's limit for one cluster).
@@ -388,6 +390,13 @@ class _JobBuilder:
         text = self.parser.expand(setting.value, setting.line, self.scope, (key,)).strip()
         return self.parser.parse(setting, text, parse) if text else None
 
+    def parsed(self, key: str, parse: Callable[[U], T], value: U) -> T:
+        """``parse(value)``; a ValueError fails naming ``key``'s line."""
+        try:
+            return parse(value)
+        except ValueError as error:
+            self.parser.fail(self.line_of(key), f"{key}: {error}")
+
     def line_of(self, key: str) -> int:
         setting = self.parser.settings.get(key)
         return self.line if setting is None else setting.line
@@ -410,15 +419,21 @@ class _JobBuilder:
                 f"executable {executable!r} must be an absolute path on the worker node "
                 "when transfer_executable is false",
             )
-        inputs = [
-            _absolute(iwd, p) for p in self.get("transfer_input_files", values.split_list) or []
-        ]
+        items = self.get("transfer_input_files", values.split_list) or []
+        inputs = [_absolute(iwd, p) for p in items if not extras.is_url(p)]
+        urls = [self.parsed("transfer_input_files", extras.parse_url_input, p) for p in items
+                if extras.is_url(p)]  # fmt: skip
+        image, image_path = self.parsed("container_image", lambda u: extras.container(self, u),
+                                        self.get("universe", values.parse_universe))  # fmt: skip
+        inputs += [] if image_path is None else [_absolute(iwd, image_path)]
         stdin = self.get("input", values.parse_input_name)
         if stdin is not None:
             stdin_path = _absolute(iwd, stdin)
             inputs += [] if stdin_path in inputs else [stdin_path]
             stdin = posixpath.basename(stdin_path)
         self.check_sandbox_names(executable if transfer_executable else None, inputs)
+        self.parsed("transfer_input_files", lambda u: extras.check_names(u, [executable, *inputs]),
+                    urls)  # fmt: skip
         log = self.get("log", values.parse_text)
         attrs = {
             name: parser.parse(s, parser.expand(s.value, s.line, self.scope, ()), _EXPRESSION)
@@ -442,6 +457,7 @@ class _JobBuilder:
         if isinstance(fields.get("notification"), str):
             fields["notification"] = str(fields["notification"]).lower()
         fields["policy"] = self.policy()
+        fields.update(extras.fields(urls, extras.require_gpus(self), image))
         try:
             return JobSpec.model_validate(fields)
         except pydantic.ValidationError as error:

@@ -136,10 +136,12 @@ def parse_text(value: str) -> str:
 
 
 def parse_universe(value: str) -> str:
-    """``universe``: only vanilla jobs run under pilots."""
-    if value.lower() != "vanilla":
-        raise ValueError(f"universe {value!r} is not supported: pilotage runs vanilla jobs only")
-    return value
+    """``universe``: vanilla, or container (with ``container_image``)."""
+    if value.lower() not in ("vanilla", "container"):
+        raise ValueError(
+            f"universe {value!r} is not supported: pilotage runs vanilla and container jobs"
+        )
+    return value.lower()
 
 
 def parse_getenv(value: str) -> bool:
