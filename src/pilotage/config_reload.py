@@ -13,6 +13,7 @@ checks that the two agree.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,16 +73,23 @@ def _sections(settings: Settings) -> dict[str, Any]:
     return {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
 
 
-def changes(old: Settings, new: Settings) -> list[Change]:
-    """Every key whose value differs between ``old`` and ``new``, in file order."""
+def plain(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The settings as JSON values (tuples as lists), as the server's API answers them."""
+    value: dict[str, dict[str, Any]] = json.loads(json.dumps(settings.as_dict(), default=list))
+    return value
+
+
+def changes(old: Settings | dict[str, Any], new: Settings | dict[str, Any]) -> list[Change]:
+    """Every key whose value differs between ``old`` and ``new`` (settings, or their
+    :func:`plain` form), in the order of the settings' sections and keys."""
+    before = plain(old) if isinstance(old, Settings) else old
+    after = plain(new) if isinstance(new, Settings) else new
     found = []
-    new_sections = _sections(new)
-    for section, old_values in _sections(old).items():
-        new_values = new_sections[section]
-        for f in dataclasses.fields(old_values):
-            before, after = getattr(old_values, f.name), getattr(new_values, f.name)
-            if before != after:
-                found.append(Change(section, f.name, before, after))
+    for section, values in after.items():
+        for key, value in values.items():
+            previous = before.get(section, {}).get(key)
+            if previous != value:
+                found.append(Change(section, key, previous, value))
     return found
 
 

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Mapping
 from contextlib import ExitStack
@@ -25,27 +23,17 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-import pilotage
 from pilotage.cli.client import Client, locate
+from pilotage.cli.example import copy_example
 from pilotage.cli.jobs import bring_back
 from pilotage.cli.submitting import submit
 from pilotage.errors import OperatorError, Transient
 from pilotage.factory.backends.local import LocalBackend, PilotLaunch
 from pilotage.pilot.zipapp import build_zipapp
+from pilotage.scratch import scratch_dir
 from pilotage.statedir import StateDir
 
 FINAL = ("COMPLETED", "REMOVED", "HELD")
-
-
-def example_dir() -> Path:
-    """``examples/hello`` of the source checkout this pilotage runs from."""
-    for parent in Path(pilotage.__file__).resolve().parents:
-        candidate = parent / "examples" / "hello"
-        if (candidate / "hello.submit").exists():
-            return candidate
-    raise OperatorError(
-        "the demo needs examples/hello from a pilotage source checkout; run 'make demo' there"
-    )
 
 
 def start_server(
@@ -90,9 +78,18 @@ def _results(jobs: list[dict[str, Any]], workdir: Path) -> Table:
 
 
 def run_demo(*, jobs: int, pilots: int, keep_running: bool, db: str | None) -> int:
-    """Run the demo; return the exit code."""
+    """Run the demo in a scratch directory, removed at the end (also when interrupted)
+    unless ``keep_running`` or it failed (its logs are kept then); return the exit code."""
+    with scratch_dir("pilotage-demo-") as scratch:
+        code = _run_demo(scratch.path, jobs=jobs, pilots=pilots, keep_running=keep_running, db=db)
+        scratch.keep = keep_running or code != 0
+        if code != 0:
+            Console().print(f"logs kept in {scratch.path}; remove it when done")
+        return code
+
+
+def _run_demo(root: Path, *, jobs: int, pilots: int, keep_running: bool, db: str | None) -> int:
     console = Console()
-    root = Path(tempfile.mkdtemp(prefix="pilotage-demo-"))
     state = StateDir(root / "state")
     state.init(pool_name="demo")
     console.print(f"[bold]pilotage demo[/] in {root}")
@@ -126,9 +123,7 @@ def run_demo(*, jobs: int, pilots: int, keep_running: bool, db: str | None) -> i
             backend.submit(f"pilot-{i}", launch)
         console.print(f"started {pilots} local pilots")
 
-        workdir = root / "hello"
-        shutil.copytree(example_dir(), workdir)
-        (workdir / "out").mkdir()
+        workdir = copy_example("hello", root / "hello")
         description = workdir / "hello.submit"
         text = description.read_text(encoding="utf-8")
         description.write_text(re.sub(r"(?m)^queue\s+\d+\s*$", f"queue {jobs}", text))
@@ -144,7 +139,8 @@ def run_demo(*, jobs: int, pilots: int, keep_running: bool, db: str | None) -> i
         bring_back(client, final)
         console.print(_results(final, workdir))
         done = sum(1 for j in final if j["state"] == "COMPLETED" and j["exit_code"] == 0)
-        console.print(f"[bold]{done}/{count} jobs completed[/]; outputs in {workdir}/out")
+        where = f"outputs in {workdir}/out" if keep_running else "the pool is removed now"
+        console.print(f"[bold]{done}/{count} jobs completed[/]; {where}")
         if keep_running:
             console.print(f"pool left running: PILOTAGE_STATE_DIR={state.root}")
             stack.pop_all()

@@ -21,7 +21,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from rich.console import Console
 from pilotage.cli.client import Client, locate
 from pilotage.cli.submitting import submit
 from pilotage.factory.backends.local import LocalBatch
+from pilotage.scratch import scratch_dir
 from pilotage.statedir import StateDir
 
 #: The server setting that ends idle pilots quickly, so the demo sees them go.
@@ -288,12 +288,16 @@ def run_provisioning_demo(*, db: str | None, jobs: int = 4) -> int:
     from pilotage.demo import start_server
 
     console = Console()
-    root = Path(tempfile.mkdtemp(prefix="pilotage-provisioning-"))
-    state = StateDir(root / "state")
-    state.init(pool_name="demo")
-    console.print(f"[bold]pilotage demo --provisioning[/] in {root}")
-    server = start_server(state, db, root / "server.log", SERVER_ENV)
-    try:
-        return run_with_server(state, root, console, jobs=jobs)
-    finally:
-        stop_server(server)
+    # Removed at the end, and when interrupted; kept (for its logs) only after a failure.
+    with scratch_dir("pilotage-provisioning-") as scratch:
+        root = scratch.path
+        state = StateDir(root / "state")
+        state.init(pool_name="demo")
+        console.print(f"[bold]pilotage demo --provisioning[/] in {root}")
+        server = start_server(state, db, root / "server.log", SERVER_ENV)
+        try:
+            code = run_with_server(state, root, console, jobs=jobs)
+        finally:
+            stop_server(server)
+        scratch.keep = code != 0
+        return code

@@ -25,7 +25,6 @@ import shutil
 import ssl
 import sys
 import tarfile
-import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -41,6 +40,7 @@ from pilotage.credentials.ca import IssuedCredential
 from pilotage.credentials.proxy import sign_proxy_request
 from pilotage.credentials.x509_testing import Pki, make_pki
 from pilotage.demo_provisioning import SERVER_ENV, start_services
+from pilotage.scratch import scratch_dir
 from pilotage.statedir import StateDir
 from pilotage.testing_accounts import ensure_accounts as ensure_unix_accounts
 
@@ -248,15 +248,20 @@ def run_switched_demo(*, db: str | None) -> int:
         console.print("pilotage demo --provisioning --switch needs root and sudo: it makes "
                       "accounts and installs the switch with a sudo rule")  # fmt: skip
         return 1
-    root = Path(tempfile.mkdtemp(prefix="pilotage-switched-", dir="/tmp"))
-    root.chmod(0o755)
-    console.print(f"[bold]pilotage demo --provisioning --switch[/] in {root}")
-    pki = make_pki(root / "ca")
-    state = StateDir(root / "state")
-    state.init(pool_name="demo")
-    env = {**SERVER_ENV, "PILOTAGE_X509_CA_DIR": str(pki.trust_dir)}
-    server = start_server(state, db, root / "server.log", env)
-    try:
-        return run_switched_with_server(state, root, console, pki)
-    finally:
-        stop_server(server)
+    # Removed at the end, and when interrupted; kept (for its logs) only after a failure.
+    # /tmp: the job accounts must reach it (a TMPDIR under a home may be closed to them).
+    with scratch_dir("pilotage-switched-", parent="/tmp") as scratch:  # noqa: S108
+        root = scratch.path
+        root.chmod(0o755)
+        console.print(f"[bold]pilotage demo --provisioning --switch[/] in {root}")
+        pki = make_pki(root / "ca")
+        state = StateDir(root / "state")
+        state.init(pool_name="demo")
+        env = {**SERVER_ENV, "PILOTAGE_X509_CA_DIR": str(pki.trust_dir)}
+        server = start_server(state, db, root / "server.log", env)
+        try:
+            code = run_switched_with_server(state, root, console, pki)
+        finally:
+            stop_server(server)
+        scratch.keep = code != 0
+        return code

@@ -17,14 +17,15 @@ Layout::
 from __future__ import annotations
 
 import os
-import re
 import secrets
-import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pilotage import server_names
 from pilotage.config import Settings, load_settings
 from pilotage.credentials import pki
+from pilotage.server_names import parse_hosts
 
 DEFAULT_CONFIG = """\
 # pilotage pool configuration. Every key can also be set by environment variable
@@ -34,8 +35,9 @@ DEFAULT_CONFIG = """\
 name = "{name}"
 
 [server]
-host = "127.0.0.1"
+host = "{host}"              # where to listen; "0.0.0.0" for remote pilots and users
 port = 9618
+{public_name_line}
 # db = "postgresql://pilotage@dbhost/pilotage"   # default: SQLite in this directory
 lease_s = 300.0           # a claim not renewed for this long returns its job to IDLE
 heartbeat_s = 60.0        # how often agents renew their leases
@@ -56,15 +58,6 @@ max_attempts = 5          # a job started and lost this many times is held
 # lifetime_margin_s = 3600     # a job's credential must outlive its walltime by this much
 # release_lifetime_s = 3600    # lifetime of the proxies released to pilots
 """
-
-
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
-
-
-def _certifiable_names() -> list[str]:
-    """localhost and this host's names, leaving out names a certificate cannot carry."""
-    names = {"localhost", socket.gethostname(), socket.getfqdn()}
-    return sorted(n for n in names if _HOSTNAME.match(n))
 
 
 def default_state_dir() -> Path:
@@ -141,8 +134,16 @@ class StateDir:
     def is_initialised(self) -> bool:
         return self.config.exists() and self.ca_cert.exists() and self.signing_key.exists()
 
-    def init(self, *, pool_name: str = "pilotage") -> list[str]:
-        """Create whatever is missing; never overwrite a key. Returns what was created."""
+    def init(
+        self, *, pool_name: str = "pilotage", hosts: Sequence[str] = (), bind: str | None = None
+    ) -> list[str]:
+        """Create whatever is missing; never overwrite a key. Returns what was created.
+
+        ``hosts``: the names clients and pilots reach the server by (``pilotage init
+        --host``), put in the server certificate (:mod:`pilotage.server_names`) and, in a
+        new configuration, as ``public_name`` with ``host = bind`` (default ``0.0.0.0``).
+        """
+        asked = parse_hosts(hosts)
         created: list[str] = []
         self.root.mkdir(parents=True, exist_ok=True, mode=0o755)
         for sub in ("ca", "server", "tokens", "spool", "credentials", "audit"):
@@ -152,16 +153,11 @@ class StateDir:
             pki.write_private(self.ca_key, key)
             self.ca_cert.write_bytes(cert)
             created.append(str(self.ca_cert))
-        if not self.server_cert.exists():
-            cert, key = pki.issue_server_cert(
-                self.ca_cert.read_bytes(),
-                self.ca_key.read_bytes(),
-                hostnames=_certifiable_names(),
-                ip_addresses=["127.0.0.1", "::1"],
-            )
-            pki.write_private(self.server_key, key)
-            self.server_cert.write_bytes(cert)
-            created.append(str(self.server_cert))
+        issued = server_names.issue(
+            self.ca_cert, self.ca_key, self.server_cert, self.server_key, asked
+        )
+        if issued is not None:
+            created.append(issued)
         if not self.signing_key.exists():
             pki.write_private(self.signing_key, pki.create_token_signing_key())
             created.append(str(self.signing_key))
@@ -169,6 +165,16 @@ class StateDir:
             pki.write_private(self.store_key, secrets.token_bytes(32))
             created.append(str(self.store_key))
         if not self.config.exists():
-            self.config.write_text(DEFAULT_CONFIG.format(name=pool_name), encoding="utf-8")
+            public = hosts[0].strip() if hosts else ""
+            text = DEFAULT_CONFIG.format(
+                name=pool_name,
+                host=bind or ("0.0.0.0" if hosts else "127.0.0.1"),  # noqa: S104
+                public_name_line=(
+                    f'public_name = "{public}"   # the name in server.url and the certificate'
+                    if public
+                    else '# public_name = "pool.example.org"   # default: host (or this FQDN)'
+                ),
+            )
+            self.config.write_text(text, encoding="utf-8")
             created.append(str(self.config))
         return created

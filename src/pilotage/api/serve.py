@@ -21,6 +21,7 @@ import uvicorn
 from pilotage.api.app import create_app
 from pilotage.api.auth import PeerCredentialProtocol
 from pilotage.api.context import ServerContext
+from pilotage.api.reload import reload_and_log
 from pilotage.config import Settings
 from pilotage.errors import OperatorError
 from pilotage.queue.policy_store import sweep_once as policy_sweep
@@ -88,8 +89,10 @@ def _bind_unix(path: Path) -> socket.socket:
     return sock
 
 
-def _public_url(host: str, port: int) -> str:
-    if host in ("0.0.0.0", "::", ""):  # noqa: S104  (naming the wildcard, not binding it)
+def _public_url(host: str, port: int, public_name: str = "") -> str:
+    if public_name:
+        host = public_name
+    elif host in ("0.0.0.0", "::", ""):  # noqa: S104  (naming the wildcard, not binding it)
         host = socket.getfqdn()
     if ":" in host:
         host = f"[{host}]"
@@ -102,6 +105,8 @@ def _reaper(ctx: ServerContext, stop: threading.Event) -> None:
             now = ctx.clock()
             reap_once(ctx.store, ctx.settings.server, now)
             policy_sweep(ctx.store, now)  # periodic_hold/release/remove
+            if ctx.authenticator.revocations is not None:  # other servers' revocations
+                ctx.authenticator.revocations.refresh_if_due(ctx.store, now)
             _matchmaker_tick(ctx, now)
         except Exception:
             log.exception("reaper pass failed")
@@ -134,8 +139,10 @@ def run(
     socket_path: Path | None = None,
     url_file: Path | None = None,
     log_level: str = "warning",
+    settings_source: Callable[[], Settings] | None = None,
 ) -> None:
-    """Serve until SIGINT or SIGTERM."""
+    """Serve until SIGINT or SIGTERM; on SIGHUP, reload the settings ``settings_source``
+    returns (default: the state directory's file and the environment)."""
     if not state.is_initialised():
         raise OperatorError(f"{state.root} is not a pool state directory; run 'pilotage init'")
     store = Store(settings.server.db or state.sqlite_url())
@@ -147,6 +154,7 @@ def run(
         ctx.matcher.restore(conn)
         ctx.matcher.repair(conn, ctx.clock())
     app = create_app(ctx)
+    app.state.settings_source = settings_source
     tcp = _bind_tcp(settings.server.host, settings.server.port)
     port = tcp.getsockname()[1]
     unix_path = socket_path if socket_path is not None else state.socket
@@ -161,7 +169,7 @@ def run(
     )
     local = uvicorn.Config(app, http=PeerCredentialProtocol, **common)  # type: ignore[arg-type]
     servers = [_QuietServer(tls), _QuietServer(local)]
-    url = _public_url(settings.server.host, port)
+    url = _public_url(settings.server.host, port, settings.server.public_name)
     (url_file or state.url_file).write_text(url + "\n", encoding="utf-8")
     stop = threading.Event()
     reaper = threading.Thread(target=_reaper, args=(ctx, stop), name="reaper", daemon=True)
@@ -177,6 +185,10 @@ def run(
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop_serving)
+        # Off the loop: a reload reads files and may re-read a whole trust directory.
+        loop.add_signal_handler(
+            signal.SIGHUP, lambda: loop.run_in_executor(None, reload_and_log, app)
+        )
         await asyncio.gather(servers[0].serve([tcp]), servers[1].serve([unix]))
 
     try:

@@ -1,8 +1,11 @@
-"""``pilotage admin``: the pool admin's verbs; for now VO membership (``admin vo``)."""
+"""``pilotage admin``: the pool admin's verbs: VO membership (``admin vo``), who submits
+(``admin users``), reloading the configuration (``admin reload``) and installing the
+services' systemd units (``admin install-units``, :mod:`pilotage.units`)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -57,3 +60,100 @@ def vo_list(
         return
     for member in members:
         typer.echo(f"{member['identity']}\t{member['fqan']}")
+
+
+@app.command("users")
+def users_cmd(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Who has submitted: jobs by state, accounting groups with quotas, VO groups, and
+    priority factors."""
+    from rich.console import Console
+    from rich.table import Table
+
+    with ctx.find_root().obj.client() as client:
+        rows = client.call("GET", "/api/v1/admin/users")
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, sort_keys=True))
+        return
+    table = Table(title="Users", title_justify="left")
+    for col in (
+        "USER",
+        "CLUSTERS",
+        "JOBS",
+        "ACCOUNTING GROUPS (quota cpus)",
+        "VO GROUPS",
+        "FACTOR",
+    ):
+        table.add_column(col)
+    for r in rows:
+        jobs = ", ".join(f"{n} {s.lower()}" for s, n in sorted(r["jobs"].items()))
+        groups = ", ".join(
+            g["group"] + ("" if g["quota_cpus"] is None else f" ({g['quota_cpus']:g})")
+            for g in r["accounting_groups"]
+        )
+        factors = ", ".join(f"{s['submitter']} {s['factor']:g}" for s in r["submitters"])
+        table.add_row(
+            r["user"], str(r["clusters"]), jobs, groups, ", ".join(r["vo_groups"]), factors
+        )
+    Console(width=160).print(table)
+
+
+@app.command("reload")
+def reload_cmd(ctx: typer.Context) -> None:
+    """Make the running server read pilotage.toml again (as SIGHUP does) and say what
+    took effect and what needs a restart."""
+    with ctx.find_root().obj.client() as client:
+        answer = client.call("POST", "/api/v1/admin/reload")
+    changes = answer["changes"]
+    if not changes:
+        typer.echo("configuration reloaded: no change")
+    for change in changes:
+        when = "in effect" if change["reloads"] else "needs a restart"
+        typer.echo(f"{change['key']}: {change['old']!r} -> {change['new']!r} ({when})")
+
+
+@app.command("install-units")
+def install_units_cmd(
+    dest: Annotated[Path, typer.Option(help="Where systemd reads units.")] = Path(
+        "/etc/systemd/system"
+    ),
+    sysusers_dir: Annotated[
+        Path, typer.Option(help="Where the services' accounts go (systemd-sysusers).")
+    ] = Path("/etc/sysusers.d"),
+    confdir: Annotated[
+        str, typer.Option(help="The directory of pilotage.env, tokens, entries and policies.")
+    ] = "/etc/pilotage",
+    pilotage: Annotated[
+        str | None, typer.Option(help="The pilotage executable (default: this one).")
+    ] = None,
+) -> None:
+    """Write systemd units for the server, factory, frontend and site authorization
+    service (hardened, each under its own account), and the accounts' sysusers file."""
+    from pilotage.units import install
+
+    exe = pilotage or _this_executable()
+    written = install(dest, sysusers_dir, pilotage=exe, confdir=confdir)
+    for path in written:
+        typer.echo(f"wrote {path}")
+    typer.echo(
+        "next: systemd-sysusers; systemctl daemon-reload; "
+        "systemctl enable --now pilotage-server (docs/operations.md)"
+    )
+
+
+def _this_executable() -> str:
+    """The absolute path of the running ``pilotage`` script (a venv's, say)."""
+    import shutil
+    import sys
+
+    candidate = Path(sys.argv[0])
+    if candidate.name == "pilotage" and candidate.is_file():
+        return str(candidate.resolve())
+    found = shutil.which("pilotage")
+    if found is None:
+        from pilotage.errors import OperatorError
+
+        raise OperatorError("cannot find the pilotage executable; give --pilotage PATH")
+    return str(Path(found).resolve())

@@ -17,7 +17,15 @@ from typing import IO, Any
 
 import httpx
 
-from pilotage.errors import BY_HTTP_STATUS, InternalError, PilotageError, Unreachable, UserError
+from pilotage.cli.tls_advice import certificate_problem, tls_advice
+from pilotage.errors import (
+    BY_HTTP_STATUS,
+    InternalError,
+    OperatorError,
+    PilotageError,
+    Unreachable,
+    UserError,
+)
 from pilotage.statedir import StateDir
 
 TIMEOUT = httpx.Timeout(60.0, connect=10.0)
@@ -68,6 +76,18 @@ def _ca_of(state: StateDir) -> Path | None:
     return state.ca_cert if state.ca_cert.exists() else None
 
 
+def _trusting(ca: Path) -> ssl.SSLContext:
+    """A TLS context that trusts the CA certificate(s) in ``ca``, or a clear refusal."""
+    try:
+        return ssl.create_default_context(cafile=ca)
+    except OSError as exc:  # ssl.SSLError is one: a file without a PEM certificate
+        why = exc.strerror or "it holds no PEM certificate"
+        raise UserError(
+            f"cannot use --ca {ca} ({why}): give the pool's CA certificate, "
+            "$STATE/ca/ca.crt in the server's state directory"
+        ) from None
+
+
 class Client:
     """JSON calls to one server."""
 
@@ -83,7 +103,7 @@ class Client:
             )
         else:
             # A context, not the CA's path: httpx deprecates verify=<str>.
-            verify: Any = ssl.create_default_context(cafile=endpoint.ca) if endpoint.ca else True
+            verify: Any = _trusting(endpoint.ca) if endpoint.ca else True
             self._http = httpx.Client(
                 base_url=endpoint.url, verify=verify, headers=headers, timeout=TIMEOUT
             )
@@ -124,6 +144,10 @@ class Client:
         try:
             yield
         except httpx.ConnectError as exc:
+            verify = certificate_problem(exc)
+            if verify is not None:
+                advice = tls_advice(self.endpoint.url, self.endpoint.ca, verify)
+                raise OperatorError(advice) from None
             raise Unreachable(f"cannot reach the server at {self.endpoint.where}: {exc}") from None
         except httpx.TimeoutException:
             raise Unreachable(

@@ -57,6 +57,14 @@ class Globals:
         return Client(locate(self.state, self.server, token, self.ca))
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from pilotage import __version__
+
+        typer.echo(f"pilotage {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def root(
     ctx: typer.Context,
@@ -65,22 +73,39 @@ def root(
         typer.Option(help="The pool's state directory [env PILOTAGE_STATE_DIR]."),
     ] = None,
     server: Annotated[
-        str | None, typer.Option(help="The server's https:// URL (instead of the local socket).")
+        str | None,
+        typer.Option(
+            envvar="PILOTAGE_SERVER",
+            help="The server's https:// URL (instead of the local socket) [env PILOTAGE_SERVER].",
+        ),
     ] = None,
     token: Annotated[
         Path | None, typer.Option(help="A file holding a bearer token [env PILOTAGE_TOKEN].")
     ] = None,
-    ca: Annotated[Path | None, typer.Option(help="The CA certificate to trust.")] = None,
+    ca: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="PILOTAGE_CA",
+            help="The CA certificate to trust (the pool's: STATE_DIR/ca/ca.crt) [env PILOTAGE_CA].",
+        ),
+    ] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     """A multi-user pilot workload management system."""
     ctx.obj = Globals(state_dir or default_state_dir(), server, token, ca, debug)
 
 
 def _register() -> None:
-    from pilotage.cli import admin, credentials, jobs, pool, provisioning
+    from pilotage.cli import admin, credentials, example, jobs, pool, provisioning
 
     jobs.register(app)
+    example.register(app)
     pool.register(app)
     provisioning.register(app)
     credentials.register(app)

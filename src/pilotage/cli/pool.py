@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pilotage.config import with_overrides
+from pilotage.config import Settings, with_overrides
 from pilotage.credentials.tokens import Role, parse_lifetime
 from pilotage.errors import BadInput
 
@@ -69,16 +69,35 @@ def register(app: typer.Typer) -> None:
     def init_cmd(
         ctx: typer.Context,
         pool_name: Annotated[str, typer.Option(help="The pool's name.")] = "pilotage",
+        host: Annotated[
+            list[str] | None,
+            typer.Option(
+                help="A name (DNS or IP) clients and pilots reach the server by; repeat. "
+                "Goes into the server certificate; the first is the public name."
+            ),
+        ] = None,
+        bind: Annotated[
+            str | None,
+            typer.Option(help="Address to listen on, in a new config (default with --host: all)."),
+        ] = None,
     ) -> None:
         """Create the state directory: pool CA, server certificate, token key, config.
 
         Idempotent: what exists is kept, and no key is ever overwritten.
         """
+        from pilotage.cli.init_advice import config_notes, next_steps
+
         state = ctx.obj.state
-        created = state.init(pool_name=pool_name)
+        created = state.init(pool_name=pool_name, hosts=host or (), bind=bind)
         for path in created:
-            typer.echo(f"created {path}")
-        typer.echo(f"pool state directory {state.root} is ready")
+            line = path if path.startswith("re-issued") else f"created {path}"
+            typer.echo(line)
+        for note in config_notes(state, host or (), bind):
+            typer.echo(f"note: {note}", err=True)
+        typer.echo(f"pool state directory {state.root} is ready; its CA is {state.ca_cert}")
+        typer.echo("next:")
+        for command in next_steps(state):
+            typer.echo(f"  {command}")
 
     @app.command("server")
     def server_cmd(
@@ -94,26 +113,53 @@ def register(app: typer.Typer) -> None:
         ] = None,
         migrate: Annotated[bool, typer.Option(help="Upgrade the database schema first.")] = True,
         log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+        detach: Annotated[
+            bool,
+            typer.Option(help="Run in the background (log and pid in the state directory)."),
+        ] = False,
     ) -> None:
-        """Run the central services (queue, collector, matchmaker, API) until stopped."""
+        """Run the central services (queue, collector, matchmaker, API) until stopped.
+
+        SIGTERM or SIGINT stops it; SIGHUP reloads pilotage.toml (docs/configuration.md).
+        """
         from pilotage.api.serve import run
 
-        logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
         state = ctx.obj.state
-        settings = with_overrides(state.settings(), "server", db=db, host=host, port=port)
+        if detach:
+            from pilotage.cli.server_detach import detach as start_detached
+
+            args = [f"--log-level={log_level}"] + ([] if migrate else ["--no-migrate"])
+            for flag, value in (("db", db), ("host", host), ("port", port)):
+                if value is not None:
+                    args.append(f"--{flag}={value}")
+            for flag, path in (("socket", socket), ("url-file", url_file)):
+                if path is not None:
+                    args.append(f"--{flag}={path.resolve()}")
+            pid = start_detached(state, args, (socket or state.socket).resolve())
+            typer.echo(
+                f"server running (pid {pid}); log {state.root / 'server.log'}; "
+                f"stop it with: kill $(cat {state.root / 'server.pid'})"
+            )
+            return
+
+        logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+
+        def settings() -> Settings:
+            return with_overrides(state.settings(), "server", db=db, host=host, port=port)
+
         run(
             state,
-            settings,
+            settings(),
             migrate=migrate,
             socket_path=socket,
             url_file=url_file,
             log_level="warning" if log_level == "info" else log_level,
+            settings_source=settings,
         )
 
-    @app.command("config")
-    def config_cmd(ctx: typer.Context) -> None:
-        """Print the effective configuration (file, environment and defaults)."""
-        typer.echo(json.dumps(ctx.obj.state.settings().as_dict(), indent=2, sort_keys=True))
+    from pilotage.cli import config_cmd
+
+    app.add_typer(config_cmd.app, name="config")
 
     @app.command("status")
     def status_cmd(
@@ -206,6 +252,9 @@ def register(app: typer.Typer) -> None:
         out.write_text(answer["token"] + "\n", encoding="utf-8")
         typer.echo(f"wrote a {role.value} token for {subject} to {out}")
 
+    from pilotage.cli import tokens
+
+    tokens.register(token_app)
     app.add_typer(token_app, name="token")
 
     @app.command(
@@ -214,7 +263,12 @@ def register(app: typer.Typer) -> None:
         add_help_option=False,
     )
     def pilot_cmd(ctx: typer.Context) -> None:
-        """Run one pilot agent in the foreground (see 'pilotage pilot --help')."""
+        """Run one pilot agent in the foreground (see 'pilotage pilot --help'); or, as
+        'pilotage pilot list|drain|resume|retire|kill|build', manage pilots."""
+        from pilotage.cli import pilots
+
+        if ctx.args and ctx.args[0] in pilots.VERBS:
+            raise typer.Exit(pilots.run_verb(ctx.obj, list(ctx.args)))
         from pilotage.pilot.__main__ import main as agent_main
 
         raise typer.Exit(agent_main(list(ctx.args)))
