@@ -22,6 +22,7 @@ from pilotage.api import (
 from pilotage.api.context import ServerContext
 from pilotage.credentials.service import CredentialService
 from pilotage.errors import PilotageError, Transient
+from pilotage.web.mount import mount as mount_web
 
 log = logging.getLogger("pilotage.api")
 
@@ -60,6 +61,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
     app.include_router(credentials.router)
     app.include_router(provisioning.router)
     app.include_router(matchmaking.router)
+    mount_web(app, ctx)  # the pages, their sign-in, and /metrics
 
     @app.exception_handler(PilotageError)
     async def on_pilotage_error(_request: Request, exc: PilotageError) -> JSONResponse:
