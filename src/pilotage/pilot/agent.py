@@ -66,6 +66,8 @@ class Agent:
         self._idle_since = self._started
         self._not_before = 0.0
         self._retire = False
+        #: Drained by an admin (heartbeat and work answers): no asking for work meanwhile.
+        self._drained = False
         # Written by signal handlers and other threads; plain attributes, read in the loop.
         self._signalled: str | None = None
         self._lost: str | None = None
@@ -105,6 +107,7 @@ class Agent:
                 on_retire=self._on_retire,
                 on_lost=self._on_lost,
             )
+            heartbeat.on_drain = self._on_drain
             heartbeat.start()
             try:
                 reason = self._loop()
@@ -231,7 +234,7 @@ class Agent:
     def _may_ask(self, free: Resources) -> bool:
         """Whether to ask for more work with ``free`` resources (caller holds ``_lock``)."""
         return (
-            not (self._retire or self._signalled or self._lost or self._node_fault)
+            not (self._retire or self._drained or self._signalled or self._lost or self._node_fault)
             and self._end - time.monotonic() >= self.config.lifetime_margin_s
             and Slot.MIN_FREE.fits_in(free)
         )
@@ -267,6 +270,7 @@ class Agent:
         """Act on a work answer: start its claim, note retire and when to ask again."""
         if answer.retire and not self._retire:
             self._on_retire()
+        self._on_drain(answer.drain)
         if answer.claim is None:
             self._not_before = time.monotonic() + max(0.0, answer.retry_after_s)
             return
@@ -448,6 +452,12 @@ class Agent:
     def _on_retire(self) -> None:
         self._retire = True
         self._wake.set()
+
+    def _on_drain(self, drained: bool) -> None:
+        if drained != self._drained:
+            log.info("drained by the server: %s", "no new job" if drained else "resumed")
+            self._drained = drained
+            self._wake.set()
 
     def _on_lost(self, message: str) -> None:
         self._lost = message

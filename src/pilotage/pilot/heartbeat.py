@@ -56,6 +56,8 @@ class Heartbeat:
         self.heartbeat_s = heartbeat_s
         self._runs = runs
         self._on_retire = on_retire
+        #: Told whether an admin has drained the pilot, at every answer (agent sets it).
+        self.on_drain: Callable[[bool], None] | None = None
         self._on_lost = on_lost
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="heartbeat", daemon=True)
@@ -109,6 +111,8 @@ class Heartbeat:
             if answer.retire:
                 log.info("the server asks this pilot to retire")
                 self._on_retire()
+            if self.on_drain is not None:
+                self.on_drain(answer.drain)
         deadlines = {
             claim_id: run.lease_deadline
             for claim_id, run in runs.items()

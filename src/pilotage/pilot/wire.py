@@ -198,6 +198,8 @@ class WorkAnswer:
     claim: Claim | None
     retry_after_s: float
     retire: bool
+    #: Drained by an admin: ask for no work until an answer says otherwise.
+    drain: bool = False
 
     @classmethod
     def from_wire(cls, body: Any) -> WorkAnswer:
@@ -207,6 +209,7 @@ class WorkAnswer:
             claim=None if raw is None else Claim.from_wire(raw),
             retry_after_s=float(retry) if isinstance(retry, int | float) else 5.0,
             retire=bool(body.get("retire", False)) if isinstance(body, dict) else False,
+            drain=bool(body.get("drain", False)) if isinstance(body, dict) else False,
         )
 
 
@@ -219,6 +222,8 @@ class HeartbeatAnswer:
     retire: bool
     #: How long after the answer to stop each revoked claim (the server's pacing).
     delays: dict[str, float] = field(default_factory=dict)
+    #: Drained by an admin: ask for no work until an answer says otherwise.
+    drain: bool = False
 
     @classmethod
     def from_wire(cls, body: Any) -> HeartbeatAnswer:
@@ -237,6 +242,7 @@ class HeartbeatAnswer:
             revoked=revoked,
             retire=bool(body.get("retire", False)),
             delays=delays,
+            drain=bool(body.get("drain", False)),
         )
 
 
