@@ -12,6 +12,8 @@ from pilotage import __version__
 from pilotage.api import (
     admin,
     credentials,
+    faults,
+    health,
     jobs,
     matchmaking,
     pilots,
@@ -81,8 +83,6 @@ def create_app(ctx: ServerContext) -> FastAPI:
         log.exception("internal error on %s %s", request.method, request.url.path)
         return _error(500, "InternalError", "internal server error; see the server's log")
 
-    @app.get("/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok", "version": __version__}
-
+    faults.install(app)  # database and disk faults: 503 with Retry-After, never 500
+    app.include_router(health.router)  # /healthz and /readyz
     return app

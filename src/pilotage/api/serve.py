@@ -28,6 +28,8 @@ from pilotage.queue.policy_store import sweep_once as policy_sweep
 from pilotage.queue.reaper import reap_once
 from pilotage.statedir import StateDir
 from pilotage.store.engine import Store
+from pilotage.store.health import check_startup, redacted, startup_faults
+from pilotage.store.outage import Outage
 
 log = logging.getLogger("pilotage.server")
 
@@ -100,6 +102,7 @@ def _public_url(host: str, port: int, public_name: str = "") -> str:
 
 
 def _reaper(ctx: ServerContext, stop: threading.Event) -> None:
+    outage = Outage("reaper", log)  # a database outage: one line as it starts and ends
     while not stop.wait(ctx.settings.server.reap_interval_s):
         try:
             now = ctx.clock()
@@ -108,8 +111,11 @@ def _reaper(ctx: ServerContext, stop: threading.Event) -> None:
             if ctx.authenticator.revocations is not None:  # other servers' revocations
                 ctx.authenticator.revocations.refresh_if_due(ctx.store, now)
             _matchmaker_tick(ctx, now)
-        except Exception:
-            log.exception("reaper pass failed")
+        except Exception as exc:
+            if not outage.failed(exc):
+                log.exception("reaper pass failed")
+        else:
+            outage.succeeded()
 
 
 def _matchmaker_tick(ctx: ServerContext, now: float) -> None:
@@ -145,14 +151,17 @@ def run(
     returns (default: the state directory's file and the environment)."""
     if not state.is_initialised():
         raise OperatorError(f"{state.root} is not a pool state directory; run 'pilotage init'")
-    store = Store(settings.server.db or state.sqlite_url())
-    if migrate:
-        store.migrate()
-    store.check_current()
-    ctx = ServerContext.build(state, settings, store)
-    with store.read() as conn:
-        ctx.matcher.restore(conn)
-        ctx.matcher.repair(conn, ctx.clock())
+    db_url = settings.server.db or state.sqlite_url()
+    check_startup(state.root, state.spool, db_url)  # exit 78 (or 75) naming the path
+    store = Store(db_url)
+    with startup_faults(db_url):
+        if migrate:
+            store.migrate()
+        store.check_current()
+        ctx = ServerContext.build(state, settings, store)
+        with store.read() as conn:
+            ctx.matcher.restore(conn)
+            ctx.matcher.repair(conn, ctx.clock())
     app = create_app(ctx)
     app.state.settings_source = settings_source
     tcp = _bind_tcp(settings.server.host, settings.server.port)
@@ -174,7 +183,9 @@ def run(
     stop = threading.Event()
     reaper = threading.Thread(target=_reaper, args=(ctx, stop), name="reaper", daemon=True)
     reaper.start()
-    log.warning("pilotage server listening on %s and %s (database %s)", url, unix_path, store.url)
+    log.warning(
+        "pilotage server listening on %s and %s (database %s)", url, unix_path, redacted(store.url)
+    )
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

@@ -10,12 +10,15 @@ from typing import Annotated
 
 import typer
 
+from pilotage.cli.check import check_cmd
+
 app = typer.Typer(help="The pool admin's verbs.", no_args_is_help=True)
 vo_app = typer.Typer(
     help="VO membership: the groups and roles (FQANs such as /vo/Role=pilot) of identities.",
     no_args_is_help=True,
 )
 app.add_typer(vo_app, name="vo")
+app.command("check")(check_cmd)  # the state's database and spool (pilotage.cli.check)
 
 
 @vo_app.command("add")

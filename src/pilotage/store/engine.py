@@ -30,6 +30,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from pilotage.errors import OperatorError
+from pilotage.store.outage import Outage
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -66,7 +67,13 @@ class Store:
             self._read_engine = self._sqlite_engine("BEGIN")
         elif self.url.startswith("postgresql"):
             self.engine = sa.create_engine(
-                self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+                self.url,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_pre_ping=True,
+                # A database host that drops packets fails a request in seconds, not
+                # after the system's TCP timeout of minutes.
+                connect_args={"connect_timeout": 10},
             )
             self._read_engine = self.engine
         else:
@@ -188,6 +195,7 @@ class WriteQueue:
 
     def __init__(self, store: Store) -> None:
         self._store = store
+        self._outage = Outage("write queue", log)
         self._pending: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name="write-queue", daemon=True)
         self._thread.start()
@@ -228,6 +236,8 @@ class WriteQueue:
         outcomes = self._all_at_once(batch)
         if outcomes is None:
             outcomes = self._each_in_a_savepoint(batch)
+        if any(ok for _work, ok, _value in outcomes):
+            self._outage.succeeded()
         loops: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
         for outcome in outcomes:
             loops.setdefault(outcome[0].loop, []).append(outcome)
@@ -246,7 +256,7 @@ class WriteQueue:
                     outcomes.append((work, True, work.function(conn)))
         except Exception as exc:  # noqa: BLE001  (handed to the callers)
             if len(outcomes) == len(batch):  # the commit failed: nothing of it holds
-                log.warning("a batch of %d writes failed: %s", len(batch), exc)
+                self._commit_failed(len(batch), exc)
                 return [(work, False, exc) for work in batch]
             if len(batch) > 1:
                 return None
@@ -264,9 +274,15 @@ class WriteQueue:
                     except Exception as exc:  # noqa: BLE001  (handed to the caller)
                         outcomes.append((work, False, exc))
         except Exception as exc:  # noqa: BLE001  (the commit failed: nothing of it holds)
-            log.warning("a batch of %d writes failed: %s", len(batch), exc)
+            self._commit_failed(len(batch), exc)
             outcomes = [(work, False, exc) for work in batch]
         return outcomes
+
+    def _commit_failed(self, size: int, exc: Exception) -> None:
+        """Log a failed batch: a database outage once as it starts (and ends, see
+        :meth:`_run_batch`), anything else every time."""
+        if not self._outage.failed(exc):
+            log.warning("a batch of %d writes failed: %s", size, exc)
 
 
 class _Work:
