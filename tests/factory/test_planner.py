@@ -110,11 +110,22 @@ def test_remove_idle_takes_the_newest() -> None:
     assert plan.submit == {}
 
 
-def test_remove_all_takes_idle_then_running_of_that_frontend_only() -> None:
+def test_remove_all_removes_idle_and_retires_running_of_that_frontend_only() -> None:
     mine = pilots(1, S.IDLE) + pilots(2, S.RUNNING)
-    theirs = pilots(2, S.IDLE, frontend="other")
+    theirs = pilots(2, S.IDLE, frontend="other") + pilots(1, S.RUNNING, frontend="other")
     plan = plan_entry(entry(), [want(0, removal=Removal.ALL)], mine + theirs, POLICY, 0)
-    assert [pid for pid, _ in plan.remove] == [mine[0].id, mine[2].id, mine[1].id]
+    assert [pid for pid, _ in plan.remove] == [mine[0].id]
+    assert plan.retire == {"fe": [mine[1].id, mine[2].id]}
+
+
+def test_a_retiring_pilot_is_removed_only_after_the_grace() -> None:
+    e = entry(throttle={"removals_per_cycle": 10, "retire_grace_s": 600})
+    retiring = [replace(p, retiring_since=100.0) for p in pilots(2, S.RUNNING)]
+    during = plan_entry(e, [want(0, removal=Removal.ALL)], retiring, POLICY, now=699)
+    assert during.remove == [] and during.retire == {}
+    after = plan_entry(e, [want(0, removal=Removal.ALL)], retiring, POLICY, now=700)
+    assert [pid for pid, _ in after.remove] == [p.id for p in retiring]
+    assert all("after retiring" in why for _, why in after.remove)
 
 
 def test_removals_are_throttled() -> None:

@@ -185,6 +185,9 @@ class Throttle(_Strict):
 
     submits_per_cycle: Annotated[int, Field(ge=1)] = 10
     removals_per_cycle: Annotated[int, Field(ge=1)] = 20
+    #: A running pilot asked to retire (end its jobs, then leave) is removed through the
+    #: batch system only if it is still there this many seconds later.
+    retire_grace_s: Annotated[float, Field(ge=0)] = 3600.0
 
 
 class Entry(_Strict):

@@ -91,6 +91,9 @@ class Pilot:
     releases: int = 0
     #: The frontend whose request the pilot was submitted for.
     frontend: str = ""
+    #: When the factory asked the pool to retire it (its frontend wants no more pilots at
+    #: the entry): it ends its jobs and leaves; removed only if still there after a grace.
+    retiring_since: float | None = None
 
 
 def new_pilot(pilot_id: str, entry: str, backend_id: str, at: float, frontend: str = "") -> Pilot:

@@ -16,8 +16,10 @@ Rules, in order:
   more would only be held too); ``submits_per_cycle`` is shared among frontends one
   pilot at a time, in turn, so none starves another;
 - **removals** the requests ask for: ``idle`` removes that many idle pilots, newest
-  first (the oldest are nearest to starting); ``all`` removes every idle and running
-  pilot of the frontend; ``removals_per_cycle`` caps the total, held ones first.
+  first (the oldest are nearest to starting); ``all`` removes every idle pilot of the
+  frontend and **retires** its running ones: the pool tells them to end their jobs and
+  leave (``retire``), and one still there ``retire_grace_s`` after that is removed;
+  ``removals_per_cycle`` caps the total, held ones first.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ class EntryPlan:
     release: list[str] = field(default_factory=list)
     #: (pilot id, reason) pairs.
     remove: list[tuple[str, str]] = field(default_factory=list)
+    #: Running pilots to retire (they end their jobs, then leave), by frontend.
+    retire: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _count(pilots: Sequence[Pilot], state: PilotState) -> int:
@@ -74,6 +78,7 @@ def plan_entry(
     limits, per = entry.limits, entry.limits.per_frontend
     release: list[str] = []
     removals: list[tuple[str, str]] = []
+    retire: dict[str, list[str]] = {}
 
     held = sorted((p for p in live if p.state is PilotState.HELD), key=lambda p: p.since)
     kept_held: list[Pilot] = []
@@ -108,11 +113,18 @@ def plan_entry(
         mine = [p for p in live if p.frontend == r.frontend and p.id not in gone]
         idle, running = _count(mine, PilotState.IDLE), _count(mine, PilotState.RUNNING)
         if r.removal is Removal.ALL:
-            order = sorted(
-                (p for p in mine if p.state in (PilotState.IDLE, PilotState.RUNNING)),
-                key=lambda p: (p.state is PilotState.RUNNING, -p.submitted_at),
+            idle_ones = sorted(
+                (p for p in mine if p.state is PilotState.IDLE), key=lambda p: -p.submitted_at
             )
-            removals += [(p.id, "the frontend wants no more pilots here") for p in order]
+            removals += [(p.id, "the frontend wants no more pilots here") for p in idle_ones]
+            for p in sorted(mine, key=lambda p: p.submitted_at):
+                if p.state is not PilotState.RUNNING:
+                    continue
+                if p.retiring_since is None:
+                    retire.setdefault(r.frontend, []).append(p.id)
+                elif now - p.retiring_since >= entry.throttle.retire_grace_s:
+                    grace = entry.throttle.retire_grace_s
+                    removals.append((p.id, f"still running {grace:.0f} s after retiring"))
         elif r.removal is Removal.IDLE and r.remove_idle > 0:
             newest = sorted(
                 (p for p in mine if p.state is PilotState.IDLE), key=lambda p: -p.submitted_at
@@ -145,4 +157,5 @@ def plan_entry(
         submit=submit,
         release=release,
         remove=removals[: entry.throttle.removals_per_cycle],
+        retire=retire,
     )

@@ -10,7 +10,9 @@ around them. One cycle:
    state machine; read the logs of pilots that ended and forward their failed
    validation lines to the collector (``POST /api/v1/validation-reports``);
 3. plan the entry and apply the plan: submit the bootstrap with the requesting
-   frontend's pilot token (no token, no pilots), release and remove;
+   frontend's pilot token (no token, no pilots), release, retire running pilots a
+   frontend no longer wants (``POST /api/v1/entries/{name}/retirements``: they end their
+   jobs and leave) and remove;
 4. advertise the entry's ad and its pilot counts (``PUT /api/v1/entries/{name}``);
 5. save the ledger.
 
@@ -23,6 +25,7 @@ carries them. They are served by the factory's own
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import time
@@ -247,12 +250,32 @@ class Factory:
             backend.release([self.ledger.get(i).backend_id for i in plan.release])
             for pilot_id in plan.release:
                 self.ledger.put(transition(self.ledger.get(pilot_id), PilotEvent.RELEASE, now))
+        for frontend, ids in sorted(plan.retire.items()):
+            self._retire(entry, frontend, ids, now)
         if plan.remove:
             backend.remove([self.ledger.get(i).backend_id for i, _ in plan.remove])
             for pilot_id, reason in plan.remove:
                 pilot = self.ledger.get(pilot_id)
                 log.info("entry %s: removing pilot %s: %s", entry.name, pilot_id, reason)
                 self.ledger.put(transition(pilot, PilotEvent.REMOVE, now, reason))
+
+    def _retire(self, entry: Entry, frontend: str, ids: list[str], now: float) -> None:
+        """Ask the pool to retire the running pilots ``frontend`` has at ``entry``: they end
+        their jobs and leave. Those still there after the entry's ``retire_grace_s`` are
+        removed by a later plan. A failed call is tried again next cycle."""
+        answer = self.client.call(
+            "POST", f"/api/v1/entries/{entry.name}/retirements", json={"frontend": frontend}
+        )
+        log.info(
+            "entry %s: %s wants no more pilots here: asked %d running pilots to retire "
+            "(%d in the pool)",
+            entry.name,
+            frontend,
+            len(ids),
+            answer["retired"],
+        )
+        for pilot_id in ids:
+            self.ledger.put(dataclasses.replace(self.ledger.get(pilot_id), retiring_since=now))
 
     def _advertise(self, entry: Entry) -> None:
         total, by_frontend = counts(self.ledger.at(entry.name))
