@@ -22,6 +22,7 @@ from pilotage.api import (
     users,
 )
 from pilotage.api.context import ServerContext
+from pilotage.api.sessions import install as install_sessions
 from pilotage.credentials.service import CredentialService
 from pilotage.errors import PilotageError, Transient
 from pilotage.web.mount import mount as mount_web
@@ -63,6 +64,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
     app.include_router(credentials.router)
     app.include_router(provisioning.router)
     app.include_router(matchmaking.router)
+    install_sessions(app, ctx)  # exec-in-job and ssh-to-job: the relay and its limits
     mount_web(app, ctx)  # the pages, their sign-in, and /metrics
 
     @app.exception_handler(PilotageError)

@@ -61,19 +61,34 @@ def _peer_credentials(transport: Any) -> tuple[int, int, int] | None:
     return pid, uid, gid
 
 
+def _with_peer(inner: ASGIApp, peer: tuple[int, int, int] | None) -> ASGIApp:
+    async def with_peer(scope: Scope, receive: Any, send: Any) -> None:
+        scope = dict(scope)
+        scope["extensions"] = {**(scope.get("extensions") or {}), PEER_KEY: peer}
+        await inner(scope, receive, send)
+
+    return with_peer
+
+
 class PeerCredentialProtocol(HttpToolsProtocol):
-    """HTTP over the Unix socket, with the kernel's word on who connected in the scope."""
+    """HTTP over the Unix socket, with the kernel's word on who connected in the scope.
+
+    A connection upgraded to a WebSocket (an exec-in-job session) is served by another
+    protocol object, which uvicorn gives the bare application: it gets the wrapped one.
+    """
 
     def connection_made(self, transport: Any) -> None:
         peer = _peer_credentials(transport)
-        inner: ASGIApp = self.app
+        self.app = _with_peer(self.app, peer)
+        websocket = self.ws_protocol_class
+        if websocket is not None:
 
-        async def with_peer(scope: Scope, receive: Any, send: Any) -> None:
-            scope = dict(scope)
-            scope["extensions"] = {**(scope.get("extensions") or {}), PEER_KEY: peer}
-            await inner(scope, receive, send)
+            def upgraded(**kwargs: Any) -> Any:
+                protocol: Any = websocket(**kwargs)
+                protocol.app = _with_peer(protocol.app, peer)
+                return protocol
 
-        self.app = with_peer
+            self.ws_protocol_class = upgraded  # type: ignore[assignment]
         super().connection_made(transport)
 
 

@@ -109,6 +109,9 @@ def _register() -> None:
     pool.register(app)
     provisioning.register(app)
     credentials.register(app)
+    from pilotage.cli import session
+
+    session.register(app)  # exec-in-job, ssh-to-job, sessions
     app.add_typer(admin.app, name="admin")
     for name, module in (
         ("ca", "pilotage.cli.ca"),

@@ -35,6 +35,7 @@ from .jobrun import KILL_GRACE_S, JobRun
 from .nodepolicy import report_line, switch_type_problem
 from .reaper import Reaper, lock_workdir, sweep
 from .resources import Resources, Slot, SlotFull
+from .session import WAIT_S, SessionWatcher
 from .switched import SwitchedRun
 from .wire import VERSION, Claim, GiveBack, JobResult, Registration, WorkAnswer, work_request
 
@@ -109,10 +110,16 @@ class Agent:
             )
             heartbeat.on_drain = self._on_drain
             heartbeat.start()
+            # exec-in-job sessions: a long-poll held shorter than a call may take.
+            wait_s = max(1.0, min(WAIT_S, self.config.timeout_s - 10.0))
+            sessions = SessionWatcher(self.client, self.registration.pilot_id, self.runs,
+                                      wait_s=wait_s)  # fmt: skip
+            sessions.start()
             try:
                 reason = self._loop()
                 self._drain(reason)
             finally:
+                sessions.stop()
                 heartbeat.stop()
             self._leave(reason)
             return 1 if self._lost or self._node_fault else 0

@@ -25,7 +25,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from pilotage import __version__
 from pilotage.errors import (
@@ -38,6 +38,9 @@ from pilotage.errors import (
 )
 
 from .wire import PILOT_SECRET_HEADER
+
+if TYPE_CHECKING:
+    from .websocket import WebSocket
 
 log = logging.getLogger("pilotage.pilot")
 T = TypeVar("T")
@@ -201,6 +204,28 @@ class Client:
         answer = self.request("POST", f"/pilot/v1/claims/{claim_id}/vacate", body)
         state = answer.get("job_state") if isinstance(answer, dict) else None
         return state if isinstance(state, str) else "unknown"
+
+    def websocket(self, path: str, *, max_message_bytes: int) -> WebSocket:
+        """Open a WebSocket to ``path`` as every call is made: the pool CA, the site's
+        proxy, the token and the pilot secret (an exec-in-job session, pilot/session.py).
+        A refused handshake raises the error its HTTP status names."""
+        from .websocket import Refused, connect
+
+        headers = {
+            "Authorization": f"Bearer {self._token.get()}",
+            "User-Agent": f"pilotage-agent/{__version__}",
+        }
+        if self._pilot_secret:
+            headers[PILOT_SECRET_HEADER] = self._pilot_secret
+        try:
+            return connect(
+                self._host, self._port, self._prefix + path, context=self._context,
+                headers=headers, timeout_s=self._timeout_s, proxy=self._proxy,
+                max_message_bytes=max_message_bytes,
+            )  # fmt: skip
+        except Refused as exc:
+            cls = BY_HTTP_STATUS.get(exc.status) or (Transient if exc.status >= 500 else UserError)
+            raise cls(f"WebSocket {path}: {exc.status} {exc.message}") from None
 
     def put_file(self, path: str, file: IO[bytes], size: int, content_type: str) -> None:
         """Upload ``size`` bytes of ``file`` (from its start) as the body of a PUT."""

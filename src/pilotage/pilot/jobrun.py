@@ -183,6 +183,11 @@ class JobRun:
         """Whether the job was started and has not exited (the caller holds ``_lock``)."""
         return self._proc is not None and not self._exited
 
+    def job_running(self) -> bool:
+        """Whether the job was started and has not exited (an exec-in-job session asks)."""
+        with self._lock:
+            return self._running()
+
     def _signal(self, signum: int) -> None:
         assert self._proc is not None
         with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -408,6 +408,18 @@ class SwitchedRun(JobRun):
         """``--signal NAME`` to the job's family, as its owner."""
         self._send(name)
 
+    def entry(self) -> tuple[str, list[str], dict[str, str], dict[str, str]]:
+        """How an exec-in-job session enters the running job (pilot/sessionproc.py): the
+        switch's program, argv (``--enter``) and environment, and the job's environment
+        for the wrapper's request, as :meth:`_start_job` gave it."""
+        argv = [*self.switch, "--enter", "--job", self.claim.claim_id, "--", *PYTHON,
+                str(install_wrapper(self._workdir))]  # fmt: skip
+        env = build_environment(self.claim, self.scratch)
+        if "PATH" not in self.claim.environment:
+            del env["PATH"]  # the switch's configured PATH
+        job_env = {k: v for k, v in env.items() if _ENV_NAME.match(k)}
+        return self._program, argv, self._env(target=True, family=False), job_env
+
     # -- the claim -------------------------------------------------------------------
 
     def execute(self) -> JobResult | None:

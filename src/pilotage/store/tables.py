@@ -328,3 +328,29 @@ web_sessions = sa.Table(
 # Time-range reads of the pages: history by completion time, the pool's recent events.
 sa.Index("ix_jobs_completed_at", jobs.c.completed_at)
 sa.Index("ix_job_events_at", job_events.c.at)
+
+# --- Sessions inside running jobs (migration 0010): see pilotage.queue.sessions.
+
+#: Every exec-in-job and ssh-to-job attempt, granted or refused (docs/security.md).
+job_sessions = sa.Table(
+    "job_sessions",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("at", sa.Float, nullable=False, index=True),
+    sa.Column("job_id", sa.String(32), nullable=False, index=True),  # CLUSTER.PROC as asked
+    sa.Column("owner", sa.String(256), nullable=True),  # the job's owner (None: no such job)
+    sa.Column("caller", sa.String(256), nullable=False),
+    sa.Column("admin", sa.Boolean, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),  # exec, shell
+    sa.Column("command", sa.Text, nullable=True),  # JSON list; None for a shell
+    sa.Column("tty", sa.Boolean, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # refused, waiting, open, ended
+    sa.Column("claim_id", sa.String(64), nullable=True),
+    sa.Column("pilot_id", sa.String(64), nullable=True),
+    sa.Column("started_at", sa.Float, nullable=True),  # the pilot joined
+    sa.Column("ended_at", sa.Float, nullable=True),
+    sa.Column("exit_code", sa.Integer, nullable=True),
+    sa.Column("end_reason", sa.Text, nullable=True),  # why, or the refusal
+    sa.Column("bytes_in", sa.BigInteger, nullable=False),  # to the job
+    sa.Column("bytes_out", sa.BigInteger, nullable=False),  # from the job
+)

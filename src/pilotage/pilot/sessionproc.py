@@ -1,0 +1,259 @@
+"""Starting and ending the command of an exec-in-job session on the node.
+
+The command runs through the job wrapper (:mod:`pilotage.pilot.wrapper`), exactly as the
+job itself did: in the job's directory, with the environment the job got (its submit
+file's ``environment``, the agent's few variables, ``TERM`` for a terminal), its stdio
+the session's pipes or a pseudo-terminal whose master the agent keeps. Nothing of the
+request is on a command line.
+
+- With the switch: ``pilotage-exec --enter --job <claim id> -- python3 -I -S <wrapper>``
+  (:meth:`pilotage.pilot.switched.SwitchedRun.entry`), so the command runs as the job's
+  owner, inside the job's family and cgroup. The switch's status channel is the
+  session's lifeline: the agent keeps its read end, and closing it makes the switch kill
+  the session (switch/enter.py). The agent's child is the switch (through sudo); its exit
+  status is the command's.
+- Without: the wrapper runs as the pilot account, in a session of its own (the agent's
+  child, then the command itself), which the agent kills as a whole at the end.
+
+A refusal of the switch, or a command that cannot be started, is :class:`CannotEnter`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+import termios
+from dataclasses import dataclass
+from typing import Any
+
+from .jobcredential import install_wrapper
+from .jobrun import JobRun, build_environment
+from .switched import SwitchedRun
+
+#: How long the wrapper may take to take its request.
+_HAND_OVER_S = 60.0
+#: An interactive shell: the account's own, unless it is no shell at all.
+SHELL = 'case "$SHELL" in ""|*/nologin|*/false) exec /bin/sh -i;; *) exec "$SHELL" -i;; esac'
+
+
+class CannotEnter(Exception):
+    """The session's command could not start: ``why`` (``refused``: the switch said no;
+    ``cannot-start``: the command or the wrapper failed) and one sentence."""
+
+    def __init__(self, why: str, message: str) -> None:
+        super().__init__(message)
+        self.why = why
+        self.message = message
+
+
+@dataclass
+class Entered:
+    """A started command: our ends of its stdio, and how to end it.
+
+    ``pid`` is the agent's child: the command itself, or the switch. ``outputs`` maps each
+    descriptor to read to its channel (1 stdout, 2 stderr; a terminal's master is 1).
+    """
+
+    pid: int
+    stdin: int | None
+    outputs: dict[int, int]
+    master: int | None
+    lifeline: int | None
+
+    def resize(self, rows: int, cols: int) -> None:
+        """Tell the terminal its new size (it signals the session's foreground)."""
+        if self.master is not None:
+            with contextlib.suppress(OSError):
+                fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+    def end(self) -> int | None:
+        """Kill what is left of the session and reap the child; its wait status (None
+        if it was reaped already)."""
+        if self.lifeline is not None:
+            os.close(self.lifeline)  # the switch kills the session as its owner
+            self.lifeline = None
+        else:
+            _kill_session(self.pid)  # the child is not reaped yet: the sid is still ours
+        try:
+            _pid, status = os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            return None
+        return status
+
+    def close(self) -> None:
+        """Close every descriptor still open."""
+        for fd in {self.stdin, self.master, self.lifeline, *self.outputs}:
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.stdin = self.master = self.lifeline = None
+        self.outputs = {}
+
+
+def _kill_session(sid: int) -> None:
+    """SIGKILL every process of the session ``sid`` (the pilot's own: no switch)."""
+    for _ in range(50):
+        found = []
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if fields[0] != b"Z" and int(fields[3]) == sid:
+                found.append(int(name))
+        if not found:
+            return
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def enter(
+    run: JobRun, command: list[str], *, tty: bool, rows: int, cols: int, term: str
+) -> Entered:
+    """Start ``command`` (empty: a shell) in ``run``'s job; raise :class:`CannotEnter`."""
+    argv = command or ["/bin/sh", "-c", SHELL]
+    if isinstance(run, SwitchedRun):
+        program, args, env, job_env = run.entry()
+    else:
+        program = sys.executable
+        args = [program, "-I", "-S", str(install_wrapper(run.scratch.parent))]
+        env, job_env = {}, build_environment(run.claim, run.scratch)
+    if tty:
+        job_env["TERM"] = term
+    mine: list[int] = []  # our ends, closed if anything fails
+    theirs: list[int] = []  # the command's ends, closed once it has them
+    try:
+        if tty:
+            master, slave = os.openpty()
+            mine.append(master)
+            theirs.append(slave)
+            stdio: dict[str, Any] = {"stdin": {"fd": 1}, "stdout": {"fd": 1}, "stderr": "&1"}
+            outputs, stdin = {master: 1}, master
+        else:
+            pipes = [os.pipe() for _ in range(3)]
+            mine += [pipes[0][1], pipes[1][0], pipes[2][0]]
+            theirs += [pipes[0][0], pipes[1][1], pipes[2][1]]
+            stdio = {"stdin": {"fd": 1}, "stdout": {"fd": 2}, "stderr": {"fd": 3}}
+            outputs, stdin = {pipes[1][0]: 1, pipes[2][0]: 2}, pipes[0][1]
+        request = {"v": 1, "action": "run", "dir": str(run.scratch), "argv": argv,
+                   "env": job_env, "tty": tty, **stdio}  # fmt: skip
+        entered = Entered(0, stdin, outputs, master if tty else None, None)
+        if tty:
+            entered.resize(rows, cols)
+        _start(entered, program, args, env, request, theirs, switched=isinstance(run, SwitchedRun))
+    except BaseException:
+        for fd in mine:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        raise
+    finally:
+        for fd in theirs:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    for fd in outputs:
+        os.set_blocking(fd, False)
+    os.set_blocking(stdin, False)
+    return entered
+
+
+def _start(
+    entered: Entered, program: str, args: list[str], env: dict[str, str],
+    request: dict[str, Any], stdio: list[int], *, switched: bool,
+) -> None:  # fmt: skip
+    """Spawn the wrapper (through the switch), hand it the request; set ``pid`` and the
+    lifeline, or raise :class:`CannotEnter` with the child reaped."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    status_r, status_w = os.pipe()  # the wrapper's exec status
+    switch_r, switch_w = os.pipe() if switched else (-1, -1)
+    with ours:
+        try:
+            child_fds = [theirs.fileno(), *(() if not switched else (switch_w,))]
+            entered.pid = _spawn(program, args, env, child_fds)
+        finally:
+            theirs.close()
+            if switched:
+                os.close(switch_w)
+        if switched:
+            code, message = _switch_status(switch_r)
+            if code != 0:
+                os.close(switch_r)
+                os.waitpid(entered.pid, 0)
+                why = "refused" if code in (201, 202, 203) else "cannot-start"
+                raise CannotEnter(why, f"the site's pilotage-exec refused ({code}): {message}")
+            entered.lifeline = switch_r
+        try:
+            _hand_over(ours, request, [status_w, *stdio])
+        except OSError as exc:
+            os.close(status_w)
+            os.close(status_r)
+            entered.end()
+            raise CannotEnter("cannot-start", f"the job wrapper did not start ({exc})") from None
+    os.close(status_w)
+    failure = _exec_status(status_r)
+    if failure:
+        entered.end()
+        raise CannotEnter("cannot-start", failure)
+
+
+def _spawn(program: str, args: list[str], env: dict[str, str], fds: list[int]) -> int:
+    """``posix_spawn`` in a new session: ``fds[0]`` as 0, /dev/null as 1 and 2, then
+    ``fds[1:]`` from 3 (the switch's status channel), nothing else."""
+    high: list[int] = []
+    try:
+        with open(os.devnull, "r+b") as null:
+            for fd in (fds[0], null.fileno(), null.fileno(), *fds[1:]):
+                high.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10))
+        actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(high)]
+        return os.posix_spawn(program, args, env, file_actions=actions, setsid=True)
+    except OSError as exc:
+        raise CannotEnter("cannot-start", f"{program} cannot be started ({exc})") from None
+    finally:
+        for fd in high:
+            os.close(fd)
+
+
+def _switch_status(fd: int) -> tuple[int, str]:
+    """The switch's line (``0 started <pid>`` or ``<code> <message>``); the fd stays open."""
+    data = b""
+    while b"\n" not in data and len(data) < 8192:
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    line = data.split(b"\n", 1)[0].decode(errors="replace")
+    code, _, message = line.partition(" ")
+    if not line:
+        return 202, "pilotage-exec ended without a status line"
+    return (int(code), message) if code.isdigit() else (202, f"an unreadable line {line[:200]!r}")
+
+
+def _hand_over(sock: socket.socket, request: dict[str, Any], fds: list[int]) -> None:
+    """Send the request and descriptors; wait for the wrapper's acknowledgement."""
+    data = json.dumps(request).encode()
+    sock.settimeout(_HAND_OVER_S)
+    sent = socket.send_fds(sock, [data], fds)
+    sock.sendall(data[sent:])
+    sock.shutdown(socket.SHUT_WR)
+    if sock.recv(1) != b"R":
+        raise OSError("it never took its request")
+
+
+def _exec_status(fd: int) -> str:
+    """The wrapper's line, or "" at end-of-file (the command was exec'd)."""
+    data = b""
+    try:
+        while chunk := os.read(fd, 4096):
+            data += chunk
+    finally:
+        os.close(fd)
+    return data.decode(errors="replace").strip()
