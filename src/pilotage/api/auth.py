@@ -20,7 +20,7 @@ import pwd
 import socket
 import struct
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import HTTPConnection
@@ -45,7 +45,8 @@ class Principal:
     role: Role
     via: str  # "socket" or "token"
     groups: tuple[str, ...] = ()  # VO groups (FQANs) a token carries
-    token_id: str = ""  # the token's jti (revocation: pilotage.credentials.issued)
+    #: The token's jti (revocation: pilotage.credentials.issued); not part of who it is.
+    token_id: str = field(default="", compare=False)
 
     @property
     def admin(self) -> bool:
