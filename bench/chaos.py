@@ -40,6 +40,7 @@ import random
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -99,10 +100,11 @@ class Prober(threading.Thread):
 
     def run(self) -> None:
         headers = {"Authorization": f"Bearer {self.token}"}
+        tls = ssl.create_default_context(cafile=str(self.ca))
         while not self.stop.wait(0.2):
             for url in self.urls():
                 try:
-                    with httpx.Client(verify=str(self.ca), timeout=10) as http:
+                    with httpx.Client(verify=tls, timeout=10) as http:
                         answer = http.get(f"{url}/api/v1/jobs?state=RUNNING", headers=headers)
                     self.statuses[answer.status_code] += 1
                 except httpx.HTTPError:
