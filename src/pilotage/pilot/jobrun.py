@@ -45,6 +45,7 @@ from .outputs import (
     select_outputs,
     snapshot,
 )
+from .urlinputs import fetch_all as fetch_urls
 from .wire import Claim, Failure, GiveBack, HoldCode, JobResult
 
 log = logging.getLogger("pilotage.pilot")
@@ -201,6 +202,9 @@ class JobRun:
                 failure = self._fetch_input()
                 if failure is not None:
                     return JobResult(failure=failure)
+            failure = fetch_urls(self.claim, self.scratch, stopped=self.wait_or_stopped)
+            if failure is not None:
+                return JobResult(failure=failure)
             before = snapshot(self.scratch)
             started = self._start()
             if isinstance(started, Failure):

@@ -93,6 +93,7 @@ from .outputs import OutputError, is_safe_relpath, pack_outputs, select_outputs,
 from .renewal import Grant, Keeper, RefreshRefused, RenewalSettings
 from .switchretry import SwitchRetry
 from .wire import Failure, GiveBack, HoldCode, JobResult
+from .urlinputs import fetch_all as fetch_urls
 
 __all__ = ["NO_CREDENTIAL", "SwitchedRun", "check_switch_mode"]
 
@@ -530,6 +531,9 @@ class SwitchedRun(JobRun):
             os.mkdir(stage, 0o700)
         program = self._checked_program(stage)
         if isinstance(program, Failure):
+        failure = fetch_urls(self.claim, stage, stopped=self.wait_or_stopped)
+        if failure is not None:  # the URL inputs are staged as the pilot, then handed over
+            return failure
             return program
         if program.is_relative_to(stage):
             program = self.scratch / program.relative_to(stage)
