@@ -92,8 +92,8 @@ from .nodepolicy import Cause, classify
 from .outputs import OutputError, is_safe_relpath, pack_outputs, select_outputs, snapshot
 from .renewal import Grant, Keeper, RefreshRefused, RenewalSettings
 from .switchretry import SwitchRetry
-from .wire import Failure, GiveBack, HoldCode, JobResult
 from .urlinputs import fetch_all as fetch_urls
+from .wire import Failure, GiveBack, HoldCode, JobResult
 
 __all__ = ["NO_CREDENTIAL", "SwitchedRun", "check_switch_mode"]
 
@@ -529,11 +529,11 @@ class SwitchedRun(JobRun):
                 return failure
         else:
             os.mkdir(stage, 0o700)
-        program = self._checked_program(stage)
-        if isinstance(program, Failure):
         failure = fetch_urls(self.claim, stage, stopped=self.wait_or_stopped)
         if failure is not None:  # the URL inputs are staged as the pilot, then handed over
             return failure
+        program = self._checked_program(stage)
+        if isinstance(program, Failure):
             return program
         if program.is_relative_to(stage):
             program = self.scratch / program.relative_to(stage)
