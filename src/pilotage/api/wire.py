@@ -126,6 +126,14 @@ class Claim(BaseModel):
     request_disk_mb: int
     request_gpus: int
     has_input_sandbox: bool
+    #: The pilot's GPU devices given to the job (``AssignedGPUs``), one per requested GPU.
+    assigned_gpus: list[str] = Field(default_factory=list)
+    #: Inputs the agent downloads itself (``http(s)://`` in transfer_input_files).
+    url_inputs: list[UrlInput] = Field(default_factory=list)
+    #: The Apptainer image the job runs in (``container_image``), if any.
+    container_image: str | None = None
+    #: ``stream_output``: the agent sends the end of stdout while the job runs.
+    stream_output: bool = False
 
 
 class WorkAnswer(Strict):
@@ -140,14 +148,6 @@ class WorkAnswer(Strict):
 
 class Heartbeat(Strict):
     """The claims a pilot still runs; their leases are renewed in one call."""
-    #: The pilot's GPU devices given to the job (``AssignedGPUs``), one per requested GPU.
-    assigned_gpus: list[str] = Field(default_factory=list)
-    #: Inputs the agent downloads itself (``http(s)://`` in transfer_input_files).
-    url_inputs: list[UrlInput] = Field(default_factory=list)
-    #: The Apptainer image the job runs in (``container_image``), if any.
-    container_image: str | None = None
-    #: ``stream_output``: the agent sends the end of stdout while the job runs.
-    stream_output: bool = False
 
     claims: list[str] = Field(default_factory=list, max_length=4096)
 
