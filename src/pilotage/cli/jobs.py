@@ -14,6 +14,7 @@ from rich.table import Table
 
 from pilotage.cli import condor_style
 from pilotage.cli.client import Client
+from pilotage.cli.progress import BIG_CLUSTER, progress_bar
 from pilotage.cli.submitting import fetch_outputs, submit, write_user_log
 from pilotage.errors import BadInput, Transient
 
@@ -103,9 +104,9 @@ def register(app: typer.Typer) -> None:
         as_json: Json = False,
     ) -> None:
         """Submit the jobs a submit description queues; print the cluster id."""
-        with ctx.obj.client() as client:
+        with ctx.obj.client() as client, progress_bar(min_total=BIG_CLUSTER) as report:
             me = client.call("GET", "/api/v1/whoami")["name"]
-            cluster, count = submit(client, file, me)
+            cluster, count = submit(client, file, me, report)
         if as_json:
             _print_json({"cluster": cluster, "jobs": count})
         else:
@@ -359,15 +360,18 @@ def register(app: typer.Typer) -> None:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with ctx.obj.client() as client:
-            while True:
-                jobs = client.call("GET", "/api/v1/jobs", params={"id": ids})
-                if not jobs:
-                    raise BadInput(f"no jobs match {' '.join(ids)}")
-                if all(j["state"] in FINAL for j in jobs):
-                    break
-                if deadline is not None and time.monotonic() > deadline:
-                    raise Transient(f"timed out waiting for {_summary(jobs)}")
-                time.sleep(1.0)
+            with progress_bar() as report:
+                while True:
+                    jobs = client.call("GET", "/api/v1/jobs", params={"id": ids})
+                    if not jobs:
+                        raise BadInput(f"no jobs match {' '.join(ids)}")
+                    done = sum(j["state"] in FINAL for j in jobs)
+                    report(f"waiting: {_summary(jobs)}", done, len(jobs))
+                    if done == len(jobs):
+                        break
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise Transient(f"timed out waiting for {_summary(jobs)}")
+                    time.sleep(1.0)
             if fetch:
                 bring_back(client, jobs)
         if as_json:

@@ -27,7 +27,7 @@ app = typer.Typer(
     help="A multi-user pilot workload management system.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
 )
 
 
@@ -102,13 +102,14 @@ def root(
 
 
 def _register() -> None:
-    from pilotage.cli import admin, credentials, example, jobs, pool, provisioning
+    from pilotage.cli import admin, credentials, example, jobs, pool, provisioning, web
 
     jobs.register(app)
     example.register(app)
     pool.register(app)
     provisioning.register(app)
     credentials.register(app)
+    web.register(app)
     from pilotage.cli import session
 
     session.register(app)  # exec-in-job, ssh-to-job, sessions

@@ -20,46 +20,73 @@ token_app = typer.Typer(
 )
 
 
+def _fit_table(title: str, columns: tuple[tuple[str, int], ...], rows: list[list[str]]) -> Table:
+    """A table that fits an 80-column terminal: no borders; numbers (width 0 here)
+    kept whole; names cut with an ellipsis at their width (and more on a narrower one)."""
+    table = Table(title=title, title_justify="left", box=None, pad_edge=False)
+    for index, (header, width) in enumerate(columns):
+        if width:
+            table.add_column(header, no_wrap=True, overflow="ellipsis", max_width=width)
+        else:
+            widest = max([len(header), *(len(row[index]) for row in rows)])
+            table.add_column(header, justify="right", no_wrap=True, min_width=widest)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def _gb(free_mb: int, total_mb: int) -> str:
+    return f"{free_mb / 1024:.1f}/{total_mb / 1024:.1f}"
+
+
 def _status_table(slots: list[dict[str, Any]]) -> Table:
-    table = Table(title="Pool slots", title_justify="left")
-    for col in (
-        "PILOT",
-        "SITE",
-        "HOST",
-        "STATE",
-        "JOBS",
-        "CPUS free/total",
-        "MEMORY MB free/total",
-    ):
-        table.add_column(col)
-    for s in slots:
-        table.add_row(
+    """Each pilot's slot (what an admin is shown)."""
+    rows = [
+        [
             s["name"],
             s["site"],
             s["host"],
             s["state"],
             str(s["jobs"]),
             f"{s['free']['cpus']}/{s['cpus']}",
-            f"{s['free']['memory_mb']}/{s['memory_mb']}",
-        )
-    return table
+            _gb(s["free"]["memory_mb"], s["memory_mb"]),
+        ]
+        for s in slots
+    ]
+    columns = (
+        ("PILOT", 14),
+        ("SITE", 10),
+        ("HOST", 14),
+        ("STATE", 9),
+        ("JOBS", 0),
+        ("CPUS", 0),
+        ("MEM GB", 0),
+    )
+    return _fit_table("Pool slots (CPUS and MEM GB: free/total)", columns, rows)
 
 
 def _summary_table(groups: list[dict[str, Any]]) -> Table:
     """Slots by site and state: what a user (not an admin) is shown."""
-    table = Table(title="Pool slots by site", title_justify="left")
-    for col in ("SITE", "STATE", "PILOTS", "JOBS", "CPUS free/total", "MEMORY MB free/total"):
-        table.add_column(col)
-    for g in groups:
-        table.add_row(
+    rows = [
+        [
             g["site"],
             g["state"],
             str(g["pilots"]),
             str(g["jobs"]),
             f"{g['free_cpus']}/{g['cpus']}",
-            f"{g['free_memory_mb']}/{g['memory_mb']}",
-        )
-    return table
+            _gb(g["free_memory_mb"], g["memory_mb"]),
+        ]
+        for g in groups
+    ]
+    columns = (
+        ("SITE", 20),
+        ("STATE", 9),
+        ("PILOTS", 0),
+        ("JOBS", 0),
+        ("CPUS", 0),
+        ("MEM GB", 0),
+    )
+    return _fit_table("Pool slots by site (CPUS and MEM GB: free/total)", columns, rows)
 
 
 def register(app: typer.Typer) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from pilotage.cli.client import Client
+from pilotage.cli.progress import Report
 from pilotage.errors import BadInput
 from pilotage.queue import eventlog, sandbox
 from pilotage.queue.spec import ClusterSubmission, JobSpec
@@ -52,8 +53,12 @@ def input_members(spec: JobSpec) -> list[tuple[str, str]]:
     return members
 
 
-def submit(client: Client, path: Path, owner: str) -> tuple[int, int]:
-    """Submit the description at ``path``; return (cluster id, number of jobs)."""
+def submit(client: Client, path: Path, owner: str, report: Report | None = None) -> tuple[int, int]:
+    """Submit the description at ``path``; return (cluster id, number of jobs).
+
+    ``report(what, done, total)``, if given, hears how far the submission is (the CLI
+    draws a progress bar with it for big clusters).
+    """
     text = read_description(path)
     iwd = Path.cwd()
     # One parse before any server call refuses a bad description; the jobs are parsed
@@ -66,13 +71,17 @@ def submit(client: Client, path: Path, owner: str) -> tuple[int, int]:
     specs = parse_submit(text, source=str(path), iwd=iwd, cluster_id=cluster_id, owner=owner)
     uploaded: dict[tuple[tuple[str, str], ...], str] = {}
     final: list[JobSpec] = []
-    for spec in specs:
+    for number, spec in enumerate(specs):
         members = tuple(sorted(input_members(spec)))
         if members and members not in uploaded:
+            if report is not None:
+                report(f"cluster {cluster_id}: input sandboxes", number, len(specs))
             uploaded[members] = _upload(client, list(members))
         digest = uploaded.get(members) if members else None
         identity = identities.get(spec.x509userproxy) if spec.x509userproxy else None
         final.append(spec.model_copy(update={"input_sandbox": digest, "x509_identity": identity}))
+    if report is not None:
+        report(f"sending {len(final)} jobs of cluster {cluster_id}", len(final), len(final))
     body = ClusterSubmission(jobs=final).model_dump(mode="json")
     answer = client.call("POST", f"/api/v1/clusters/{cluster_id}/jobs", json=body)
     return cluster_id, int(answer["jobs"])
