@@ -43,6 +43,9 @@ class ServerSettings:
     idle_timeout_s: float = 1200.0
     max_sandbox_mb: int = 256
     max_sandbox_members: int = 10000
+    #: Where sandboxes are kept: ``files`` in the state directory, ``database``, or
+    #: ``auto`` (the database on PostgreSQL, so servers sharing it share sandboxes).
+    spool: str = "auto"
     #: A job started and lost this many times is held.
     max_attempts: int = 5
     #: A job denied (switch 203) at this many distinct sites is held (docs/pilot.md).

@@ -21,7 +21,7 @@ from pilotage.credentials.tokens import TokenIssuer
 from pilotage.matchmaking.service import MatchService, MatchSettings
 from pilotage.queue.history import Actor
 from pilotage.queue.sandbox import SandboxTooLarge
-from pilotage.queue.spool import Spool, Upload
+from pilotage.queue.spool import Spool, Upload, make_spool
 from pilotage.statedir import StateDir
 from pilotage.store.engine import Store
 
@@ -99,8 +99,10 @@ class ServerContext:
     @classmethod
     def build(cls, state: StateDir, settings: Settings, store: Store) -> ServerContext:
         issuer = TokenIssuer(state.signing_keys(), issuer=settings.issuer, audience=settings.issuer)
-        spool = Spool(
+        spool = make_spool(
             state.spool,
+            store,
+            settings.server.spool,
             max_bytes=settings.server.max_sandbox_mb * 1024 * 1024,
             max_members=settings.server.max_sandbox_members,
         )
@@ -135,7 +137,7 @@ class ServerContext:
     async def receive_tar(self, request: Request) -> tuple[str, int]:
         """Take a tar body into the spool, refusing it past the size limit."""
         upload = await self.receive_upload(request)
-        self.spool.keep(upload)
+        await run_in_threadpool(self.spool.keep, upload)
         return upload.digest, upload.size
 
     async def receive_upload(self, request: Request) -> Upload:

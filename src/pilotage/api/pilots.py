@@ -22,6 +22,7 @@ from typing import Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
@@ -217,7 +218,7 @@ async def claim_output(
     except BaseException:
         ctx.spool.discard(upload)
         raise
-    ctx.spool.keep(upload)
+    await run_in_threadpool(ctx.spool.keep, upload)
     return Response(status_code=204)
 
 

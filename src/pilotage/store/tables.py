@@ -85,6 +85,16 @@ sandboxes = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
 )
 
+#: The sandboxes themselves when the spool is in the database (``[server] spool``,
+#: migration 0011): each tar stream in pieces of at most 1 MiB, ``seq`` from 0.
+sandbox_chunks = sa.Table(
+    "sandbox_chunks",
+    metadata,
+    sa.Column("digest", sa.String(64), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+)
+
 pilots = sa.Table(
     "pilots",
     metadata,
