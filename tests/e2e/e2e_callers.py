@@ -240,9 +240,10 @@ class LocalUsers:
         return work
 
     def cli(
-        self, pool: Pool, user: str, *args: str, cwd: Path | None = None
+        self, pool: Pool, user: str, *args: str, cwd: Path | None = None, input: str | None = None
     ) -> subprocess.CompletedProcess[str]:
-        """``pilotage ARGS`` as ``user`` (via runuser), from ``cwd`` (default: their home)."""
+        """``pilotage ARGS`` as ``user`` (via runuser), from ``cwd`` (default: their home),
+        with ``input`` on its standard input (default: none, /dev/null)."""
         command = ["runuser", "-u", user, "--", self.python, "-c", _LAUNCH, _site_dir(), *args]
         env = pool.env({"HOME": str(self.home(user)), "USER": user, "LOGNAME": user})
         return subprocess.run(
@@ -252,6 +253,8 @@ class LocalUsers:
             capture_output=True,
             text=True,
             timeout=120,
+            input=input,
+            stdin=subprocess.DEVNULL if input is None else None,
         )
 
 

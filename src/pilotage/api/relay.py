@@ -84,6 +84,13 @@ class Relay:
     def __init__(self) -> None:
         self._sessions: dict[str, Waiting] = {}
         self._wake: dict[str, asyncio.Event] = {}
+        self._closing = False
+
+    def close(self) -> None:
+        """The server is stopping: every long-poll answers now, and none waits again."""
+        self._closing = True
+        for wake in self._wake.values():
+            wake.set()
 
     def expect(self, pilot_id: str, offer: Offer) -> Waiting:
         """Record ``offer`` for ``pilot_id`` and wake its long-poll."""
@@ -99,7 +106,7 @@ class Relay:
     async def wait_offers(self, pilot_id: str, wait_s: float) -> list[Offer]:
         """The pilot's offers, waiting up to ``wait_s`` for one if there is none."""
         found = self.offers(pilot_id)
-        if found or wait_s <= 0:
+        if found or wait_s <= 0 or self._closing:
             return found
         wake = self._wake.setdefault(pilot_id, asyncio.Event())
         wake.clear()

@@ -193,6 +193,7 @@ def run(
         def stop_serving() -> None:
             for server in servers:
                 server.should_exit = True
+            app.state.relay.close()  # pilots' long-polls for sessions answer at once
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop_serving)

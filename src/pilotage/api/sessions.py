@@ -177,8 +177,23 @@ async def pilot_offers(
 
     await run_in_threadpool(check)
     relay: Relay = request.app.state.relay
-    offers = await relay.wait_offers(pilot_id, wait_s)
-    return {"v": 1, "sessions": [o.to_wire() for o in offers]}
+    waiting = asyncio.ensure_future(relay.wait_offers(pilot_id, wait_s))
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        # A pilot that went away (killed, or left) must not hold the server's shutdown.
+        await asyncio.wait({waiting, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not waiting.done():
+        waiting.cancel()
+        return {"v": 1, "sessions": []}
+    return {"v": 1, "sessions": [o.to_wire() for o in waiting.result()]}
+
+
+async def _disconnected(request: Request) -> None:
+    """Return once the client has closed its connection (the request has no body)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        continue
 
 
 @router.websocket("/pilot/v1/claims/{claim_id}/session/{session_id}")

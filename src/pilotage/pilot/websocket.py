@@ -243,8 +243,14 @@ class WebSocket:
         return data
 
     def _fail(self, code: int, why: str) -> NoReturn:
-        """Close with ``code`` and raise: the peer broke the protocol."""
-        self.close(code, why)
+        """Send a close with ``code``, drop the connection (what follows cannot be read
+        any more) and raise: the peer broke the protocol or a bound."""
+        if not self._close_sent and not self.closed:
+            self._close_sent = True
+            with contextlib.suppress(OSError):
+                payload = struct.pack("!H", code) + why.encode()[:120]
+                self._sock.sendall(encode_frame(Opcode.CLOSE, payload))
+        self._abort()
         raise WebSocketError(f"the server broke the WebSocket protocol: {why}")
 
 
@@ -268,6 +274,7 @@ def connect(
         if any(c in name + value for c in "\r\n\0"):
             raise ValueError(f"the header {name!r} has a line break or NUL")
     raw = _open(host, port, proxy, timeout_s)
+    sock: socket.socket = raw
     try:
         sock = context.wrap_socket(raw, server_hostname=host)
         key = base64.b64encode(os.urandom(16)).decode()
@@ -293,6 +300,7 @@ def connect(
         if answer.get("sec-websocket-extensions"):
             raise WebSocketError("the server agreed to an extension that was not offered")
     except BaseException:
+        sock.close()  # the TLS socket took over the plain one's descriptor
         raw.close()
         raise
     return WebSocket(sock, rest, max_message_bytes)
