@@ -21,6 +21,8 @@ from pilotage.errors import PilotageError
 
 from .agent import run
 from .config import DEFAULT_LIFETIME_S, AgentConfig, default_attrs
+from .container import runtime as container_runtime
+from .container import slot_attrs as container_attrs
 from .gpus import Gpu, parse_flag
 from .gpus import choose as choose_gpus
 from .gpus import slot_attrs as gpu_attrs
@@ -163,6 +165,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         attrs["PilotageSingleUser"] = "true"
     gpus = choose_gpus(args.gpus)
     attrs.update(gpu_attrs(gpus))
+    attrs.update(container_attrs(container_runtime()))
     attrs.update(dict(args.attr))
     resources = Resources(
         cpus=args.cpus if args.cpus is not None else detect_cpus(),

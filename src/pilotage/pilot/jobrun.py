@@ -36,6 +36,7 @@ from pilotage.errors import BadInput, Transient, Unreachable, UserError
 from pilotage.queue.sandbox import SandboxError, extract
 
 from .client import Client, retrying
+from .container import job_argv, program_in_image
 from .outputs import (
     OutputError,
     credential_needles,
@@ -313,9 +314,10 @@ class JobRun:
             path = root / exe
         else:
             return Failure(HoldCode.EXECUTABLE, f"executable {exe!r} is not a usable path")
-        if not path.is_file():
+        in_image = program_in_image(claim)  # looked up in the container's image instead
+        if not in_image and not path.is_file():
             return Failure(HoldCode.EXECUTABLE, f"executable {exe!r} is missing from the sandbox")
-        if not (os.access(path, os.X_OK) and path.stat().st_mode & 0o111):  # root: any x bit
+        if not in_image and not (os.access(path, os.X_OK) and path.stat().st_mode & 0o111):
             return Failure(HoldCode.EXECUTABLE, f"executable {exe!r} is not executable")
         for label, name in (
             ("input", claim.input),
@@ -347,7 +349,7 @@ class JobRun:
                 if not self.alive:
                     raise _Gone
                 self._proc = subprocess.Popen(
-                    [str(path), *claim.arguments],
+                    job_argv(claim, [str(path), *claim.arguments], self.scratch),
                     cwd=self.scratch,
                     env=build_environment(claim, self.scratch),
                     stdin=stdin,

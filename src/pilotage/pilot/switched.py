@@ -78,6 +78,7 @@ from pilotage.errors import Transient, UserError
 from pilotage.queue.sandbox import SandboxError, extract, pack
 
 from .client import error_kind, retrying
+from .container import NoRuntime, job_argv
 from .jobcredential import check_switch_mode, install_wrapper, make_key_request, proxy_file_bytes
 from .jobrun import (
     DEFAULT_PATH,
@@ -570,8 +571,12 @@ class SwitchedRun(JobRun):
         error: str | None = claim.error
         if claim.error is not None and claim.error == claim.output:
             error = "&1"
+        try:
+            argv = job_argv(claim, [program, *claim.arguments], self.scratch)
+        except NoRuntime as exc:
+            return Failure(HoldCode.START, f"the job could not be started ({exc})")
         request = {
-            "action": "run", "dir": str(self.scratch), "argv": [program, *claim.arguments],
+            "action": "run", "dir": str(self.scratch), "argv": argv,
             "env": {k: v for k, v in env.items() if _ENV_NAME.match(k)},
             "stdin": claim.input, "stdout": claim.output, "stderr": error,
         }  # fmt: skip
