@@ -60,12 +60,14 @@ class ServerSettings:
     retry_after_s: float = 5.0
     #: exec-in-job and ssh-to-job sessions (docs/pilot.md, "Keeping control"): the
     #: longest life and silence of one, the bytes it may carry each way, its largest
-    #: frame, and how long the job's pilot has to join it.
+    #: frame, how long the job's pilot has to join it, and how many one job may have
+    #: open at once (each costs the site a call of its switch).
     session_max_s: float = 3600.0
     session_idle_s: float = 900.0
     session_max_bytes: int = 64 * 1024 * 1024
     session_frame_bytes: int = 64 * 1024
     session_join_s: float = 60.0
+    session_max_per_job: int = 4
     #: The name clients and pilots reach the server by (``server.url``); empty: ``host``,
     #: or this machine's fully qualified name when ``host`` is a wildcard.
     public_name: str = ""
