@@ -62,7 +62,7 @@ def test_a_visitor_without_credential_sees_only_the_sign_in_page(web_pool: WebPo
     headers = page.headers
     assert "script-src 'self'" in headers["content-security-policy"]
     assert "default-src 'none'" in headers["content-security-policy"]
-    assert headers["x-frame-options"] == "DENY" and headers["referrer-policy"] == "no-referrer"
+    assert headers["x-frame-options"] == "DENY" and headers["referrer-policy"] == "same-origin"
     assert nobody.get("/metrics").status_code == 401
     # The static files are public; they hold no data.
     assert nobody.get("/web/static/pilotage.js").status_code == 200

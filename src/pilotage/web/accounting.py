@@ -126,8 +126,8 @@ def chart(by: str, rows: list[Usage]) -> dict[str, Any]:
         "labels": [" / ".join(u.key[:2]) for u in shown],
         "y": "hours",
         "series": [
-            {"label": "cpu hours", "data": [round(u.cpu_h, 4) for u in shown]},
-            {"label": "wall hours", "data": [round(u.wall_h, 4) for u in shown]},
+            {"label": "cpu hours", "data": [u.cpu_h for u in shown]},
+            {"label": "wall hours", "data": [u.wall_h for u in shown]},
         ],
     }
 

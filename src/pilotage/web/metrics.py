@@ -38,14 +38,12 @@ NO_ENTRY = "none"
 
 
 class PoolCollector(Collector):
-    """Gauges read from the database at scrape time; runs the event feed first."""
+    """Gauges read from the database at scrape time."""
 
-    def __init__(self, store: Store, feed: EventFeed) -> None:
+    def __init__(self, store: Store) -> None:
         self._store = store
-        self._feed = feed
 
     def collect(self) -> Iterator[Metric]:
-        self._feed.catch_up()
         with self._store.read() as conn:
             yield from _jobs(conn)
             yield from _slots(conn)
@@ -149,6 +147,7 @@ def build_registry(store: Store, feed_clock: Any) -> tuple[CollectorRegistry, Ev
     """A registry of this server's metrics (its own, not the process-wide default one,
     so two apps in one process never share counters)."""
     registry = CollectorRegistry(auto_describe=False)
-    feed = EventFeed(registry, store, feed_clock)
-    registry.register(PoolCollector(store, feed))
+    feed = EventFeed(store, feed_clock)
+    registry.register(feed)
+    registry.register(PoolCollector(store))
     return registry, feed

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import Counter, Histogram
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 
 from pilotage.store.engine import Store
 from pilotage.store.tables import credential_audit, job_events, jobs, validation_reports
@@ -89,10 +91,11 @@ _VALIDATIONS = (
 )
 
 
-class EventFeed:
-    """The event counters, and where the feed stands in each table."""
+class EventFeed(Collector):
+    """The event counters, and where the feed stands in each table: a collector that
+    catches up before its counters are read."""
 
-    def __init__(self, registry: CollectorRegistry, store: Store, clock: Callable[[], float]):
+    def __init__(self, store: Store, clock: Callable[[], float]):
         self._store = store
         self._clock = clock
         self._settle_s = 0.0 if store.is_sqlite else PG_SETTLE_S
@@ -103,7 +106,7 @@ class EventFeed:
                 "credential_audit": _top(conn, credential_audit),
                 "validation_reports": _top(conn, validation_reports),
             }
-        r = registry
+        r = None  # not registered one by one: collect() reads them after catching up
         self.submitted = Counter("pilotage_jobs_submitted", "Jobs submitted.", registry=r)
         self.started = Counter(
             "pilotage_job_starts", "Jobs claimed by a slot (each attempt).", registry=r
@@ -159,6 +162,28 @@ class EventFeed:
             "Pilot validation reports, by entry, result (ok, failed) and reason.",
             ["entry", "result", "reason"],
             registry=r,
+        )
+
+    def collect(self) -> Iterator[Metric]:
+        self.catch_up()
+        for counter in self._counters():
+            yield from counter.collect()
+
+    def _counters(self) -> tuple[Counter | Histogram, ...]:
+        return (
+            self.submitted,
+            self.started,
+            self.completed,
+            self.held,
+            self.removed,
+            self.requeued,
+            self.wall,
+            self.cpu,
+            self.claim_latency,
+            self.switch,
+            self.bypass,
+            self.credentials,
+            self.validations,
         )
 
     def catch_up(self) -> None:

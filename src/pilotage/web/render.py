@@ -32,8 +32,9 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    # Sign-in links carry a secret in the URL: never send it on as a Referer.
-    "Referrer-Policy": "no-referrer",
+    # Sign-in links carry a secret in the URL: never send it to another site as a Referer
+    # ("no-referrer" would also make forms post "Origin: null", which we refuse).
+    "Referrer-Policy": "same-origin",
 }
 
 #: The pages of the navigation bar: (path, label).

@@ -6,7 +6,7 @@ sum per site, one page of a table. Nothing here loads every job.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 
@@ -34,11 +34,10 @@ def day(column: Any, *, sqlite: bool) -> sa.ColumnElement[int]:
 def spec_field(field: str, *, sqlite: bool) -> sa.ColumnElement[str]:
     """One text field of the job's spec (stored as JSON text)."""
     if sqlite:
-        extracted: sa.ColumnElement[str] = sa.func.json_extract(
-            jobs.c.spec, f"$.{field}", type_=sa.String
-        )
-        return extracted
-    return sa.cast(jobs.c.spec, sa.JSON)[field].as_string()
+        value = sa.func.json_extract(jobs.c.spec, f"$.{field}")
+    else:
+        value = sa.cast(jobs.c.spec, sa.JSON)[field].as_string()
+    return cast(sa.ColumnElement[str], value)
 
 
 def owned_by(who: Principal) -> sa.ColumnElement[bool]:
