@@ -9,7 +9,8 @@ cpu. Alice runs the real CLI. What she sees:
 - her command runs as ``pilot`` in the job's directory with the job's environment; with
   ``-t`` on a terminal; one that cannot be started exits 127 with the reason;
 - a command writing more than the cap is cut at exactly the cap, exit 124 with a
-  sentence; one silent past the idle limit too, and nothing of it is left running;
+  sentence; two silent past the idle limit too, and nothing of them is left running;
+  while they last, a third session in the job is refused (two at most);
 - each kind of bad request (no command, a cluster, not a job id, an unknown job, a job
   not running) is refused with its own sentence and exit status;
 - her shell ends, with exit 6 and a sentence, when the job it entered ends;
@@ -24,6 +25,7 @@ import pwd
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NoReturn
 
@@ -57,7 +59,9 @@ def agent(
         ensure_accounts(("pilot",))
     except AccountsUnavailable as exc:
         require_service("real Unix users", str(exc))
-    pool = make_pool(lease_s="300", session_max_bytes=str(CAP), session_idle_s="5")
+    pool = make_pool(
+        lease_s="300", session_max_bytes=str(CAP), session_idle_s="5", session_max_per_job="2"
+    )
     home = pool.root / "agent"
     home.mkdir(mode=0o755)
     account = pwd.getpwnam("pilot")
@@ -141,9 +145,16 @@ def test_sessions_without_the_switch_run_as_the_pilot_within_bounds(
     flood = cli("exec-in-job", job, "--", "head", "-c", "1000000", "/dev/zero")
     assert (flood.returncode, len(flood.stdout)) == (124, CAP), flood.stderr
     assert f"the output reached the session's limit of {CAP} bytes" in flood.stderr
-    silent = cli("exec-in-job", job, "--", "sleep", "6001")
-    assert silent.returncode == 124 and "the session was idle for 5 s" in silent.stderr
-    wait_for(lambda: not sleeping("6001"), "the silent command's end", log, timeout=30)
+    with ThreadPoolExecutor(2) as both:
+        silent = [both.submit(cli, "exec-in-job", job, "--", "sleep", "6001") for _ in range(2)]
+        wait_for(lambda: len(sleeping("6001")) == 2, "two silent sessions", log)
+        third = cli("exec-in-job", job, "--", "true")
+        assert third.returncode == 6, third.stderr
+        assert f"job {job} already has 2 sessions open" in third.stderr
+        for done in silent:
+            ended = done.result()
+            assert ended.returncode == 124 and "the session was idle for 5 s" in ended.stderr
+    wait_for(lambda: not sleeping("6001"), "the silent commands' end", log, timeout=30)
 
     refusals = [
         (["exec-in-job", job], 2, "name the command to run after --"),
@@ -169,6 +180,8 @@ def test_sessions_without_the_switch_run_as_the_pilot_within_bounds(
         (job, "ended", "cannot-start", None),
         (job, "ended", "limit", None),
         (job, "ended", "limit", None),
+        (job, "ended", "limit", None),
+        (job, "refused", "Conflict", None),
         (str(cluster), "refused", "BadInput", None),
         ("x.y", "refused", "BadInput", None),
         (f"{cluster + 1}.0", "refused", "NotFound", None),

@@ -41,6 +41,7 @@ class Limits:
     max_bytes: int
     frame_bytes: int
     join_s: float
+    per_job: int
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,10 @@ class Relay:
         self._sessions[offer.session_id] = waiting
         self._wake.setdefault(pilot_id, asyncio.Event()).set()
         return waiting
+
+    def open_in(self, job: str) -> int:
+        """How many sessions of ``job`` are waiting or open."""
+        return sum(1 for w in self._sessions.values() if w.offer.job == job)
 
     def offers(self, pilot_id: str) -> list[Offer]:
         """The sessions ``pilot_id`` has not taken yet."""

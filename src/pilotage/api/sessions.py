@@ -36,6 +36,7 @@ from pilotage.collector import pilots as registry
 from pilotage.credentials.tokens import Role
 from pilotage.errors import Conflict, OperatorError, PilotageError, Transient, Unauthenticated
 from pilotage.queue import claims, sessions
+from pilotage.queue.jobs import parse_job_ref
 from pilotage.queue.sessions import Ending, SessionRequest
 
 log = logging.getLogger("pilotage.api.sessions")
@@ -50,11 +51,12 @@ def install(app: FastAPI, ctx: ServerContext) -> None:
     """Check the ``[server] session_*`` settings and add the routes (at start)."""
     s = ctx.settings.server
     limits = Limits(s.session_max_s, s.session_idle_s, s.session_max_bytes,
-                    s.session_frame_bytes, s.session_join_s)  # fmt: skip
+                    s.session_frame_bytes, s.session_join_s, s.session_max_per_job)  # fmt: skip
     for name, value, least in (
         ("session_max_s", limits.max_s, 1), ("session_idle_s", limits.idle_s, 1),
         ("session_max_bytes", limits.max_bytes, 1024), ("session_join_s", limits.join_s, 1),
         ("session_frame_bytes", limits.frame_bytes, 1024),
+        ("session_max_per_job", limits.per_job, 1),
     ):  # fmt: skip
         if value < least:
             raise OperatorError(f"[server] {name} = {value} is below {least}; fix pilotage.toml")
@@ -99,9 +101,12 @@ async def user_session(websocket: WebSocket, job_id: str) -> None:
             query.get("cols", "80"), query.get("term", "dumb"),
         )  # fmt: skip
         asked, actor = request, actor_of(who)
-        opened = await _write(
-            ctx, lambda conn: sessions.open_session(conn, actor, job_id, asked, ctx.clock())
-        )
+        # Counted here, on the event loop, where the relay lives.
+        open_now = relay.open_in(str(parse_job_ref(job_id)))
+        opened = await _write(ctx, lambda conn: sessions.open_session(
+            conn, actor, job_id, asked, ctx.clock(), open_now=open_now,
+            max_per_job=limits.per_job,
+        ))  # fmt: skip
     except PilotageError as exc:
         log.warning("session in job %s refused for %s: %s", job_id[:32],
                     who.name if who else "an unknown caller", exc.message)  # fmt: skip

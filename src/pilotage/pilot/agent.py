@@ -112,8 +112,7 @@ class Agent:
             heartbeat.start()
             # exec-in-job sessions: a long-poll held shorter than a call may take.
             wait_s = max(1.0, min(WAIT_S, self.config.timeout_s - 10.0))
-            sessions = SessionWatcher(self.client, self.registration.pilot_id, self.runs,
-                                      wait_s=wait_s)  # fmt: skip
+            sessions = SessionWatcher(self.client, self._pilot_id, self.runs, wait_s=wait_s)
             sessions.start()
             try:
                 reason = self._loop()
@@ -189,6 +188,10 @@ class Agent:
         if self.config.idle_timeout_s is not None:
             return self.config.idle_timeout_s
         return self.registration.idle_timeout_s if self.registration else 1200.0
+
+    def _pilot_id(self) -> str:
+        assert self.registration is not None
+        return self.registration.pilot_id
 
     def runs(self) -> list[JobRun]:
         """The claims this pilot holds now."""

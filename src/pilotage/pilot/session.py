@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pilotage.errors import PilotageError, Transient, UserError
+from pilotage.errors import PilotageError, Transient
 
 from .client import Backoff, Client
 from .jobrun import JobRun
@@ -78,13 +78,14 @@ class SessionWatcher:
     def __init__(
         self,
         client: Client,
-        pilot_id: str,
+        pilot_id: Callable[[], str],
         runs: Callable[[], list[JobRun]],
         *,
         wait_s: float = WAIT_S,
     ) -> None:
         self._client = client
-        self._path = f"/pilot/v1/pilots/{pilot_id}/sessions?wait_s={wait_s:g}"
+        self._pilot_id = pilot_id  # asked each time: a pilot that registers again changes it
+        self._wait_s = wait_s
         self._runs = runs
         self.leaving = threading.Event()
         self._seen: set[str] = set()
@@ -101,17 +102,15 @@ class SessionWatcher:
             thread.join(timeout=10)
 
     def _loop(self) -> None:
-        backoff = Backoff(first_s=1.0, max_s=30.0)
+        backoff = Backoff(first_s=1.0, max_s=60.0)
         try:
             while not self.leaving.is_set():
+                path = f"/pilot/v1/pilots/{self._pilot_id()}/sessions?wait_s={self._wait_s:g}"
                 try:
-                    answer = self._client.request("GET", self._path)
+                    answer = self._client.request("GET", path)
                     offers = [Offer.from_wire(o) for o in _get(answer, "sessions", list, "answer")]
                     backoff.reset()
-                except UserError as exc:  # the pilot is gone, or a server without sessions
-                    log.warning("sessions: no more asked for (%s)", exc.message)
-                    return
-                except PilotageError as exc:
+                except PilotageError as exc:  # a refusal too: the pilot may register again
                     hint = exc.retry_after_s if isinstance(exc, Transient) else None
                     delay = backoff.delay(hint)
                     log.warning("sessions: asking failed (%s); again in %.0f s", exc.message, delay)

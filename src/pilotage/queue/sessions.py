@@ -102,12 +102,20 @@ def _command_text(request: SessionRequest) -> str | None:
 
 
 def open_session(
-    conn: sa.Connection, actor: Actor, job: str, request: SessionRequest, now: float
+    conn: sa.Connection,
+    actor: Actor,
+    job: str,
+    request: SessionRequest,
+    now: float,
+    *,
+    open_now: int = 0,
+    max_per_job: int = 1,
 ) -> Opened:
     """Check that ``actor`` may open ``request`` in ``job`` now; record it as waiting.
 
     BadInput (not one job's id), NotFound, Denied (neither its owner nor an admin) or
-    Conflict (the job is not running), in that order.
+    Conflict (the job is not running, or has ``open_now`` sessions open, already
+    ``max_per_job``), in that order.
     """
     ref = parse_job_ref(job)
     if ref.proc is None:
@@ -128,6 +136,11 @@ def open_session(
         raise Conflict(
             f"job {ref} is {row.state}, not RUNNING: a session needs a running job "
             "(see 'pilotage q')"
+        )
+    if open_now >= max_per_job:
+        raise Conflict(
+            f"job {ref} already has {max_per_job} sessions open, the most one job may have; "
+            "close one first"
         )
     session_id = secrets.token_hex(12)
     conn.execute(
