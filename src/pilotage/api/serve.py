@@ -24,6 +24,7 @@ from pilotage.api.context import ServerContext
 from pilotage.api.reload import reload_and_log
 from pilotage.config import Settings
 from pilotage.errors import OperatorError
+from pilotage.queue.notify import start_mailer
 from pilotage.queue.policy_store import sweep_once as policy_sweep
 from pilotage.queue.reaper import reap_once
 from pilotage.statedir import StateDir
@@ -183,6 +184,7 @@ def run(
     stop = threading.Event()
     reaper = threading.Thread(target=_reaper, args=(ctx, stop), name="reaper", daemon=True)
     reaper.start()
+    start_mailer(store, settings.server, stop)  # notification mail, when there is a relay
     log.warning(
         "pilotage server listening on %s and %s (database %s)", url, unix_path, redacted(store.url)
     )

@@ -17,6 +17,7 @@ from pilotage.credentials.tokens import Role
 from pilotage.errors import BadInput, NotFound
 from pilotage.queue import jobs as queue
 from pilotage.queue import spool
+from pilotage.queue.notify import submit_warnings
 from pilotage.queue.spec import ClusterSubmission
 from pilotage.queue.states import JobState
 
@@ -61,7 +62,10 @@ def new_cluster(ctx: Ctx, who: User) -> dict[str, int]:
 
 
 @router.post("/clusters/{cluster_id}/jobs", status_code=201)
-def commit_cluster(cluster_id: int, body: ClusterSubmission, ctx: Ctx, who: User) -> dict[str, int]:
+def commit_cluster(
+    cluster_id: int, body: ClusterSubmission, ctx: Ctx, who: User
+) -> dict[str, Any]:
+    """Store the cluster's jobs; ``warnings`` says what the user should know (no mail)."""
     with ctx.store.write() as conn:
         # Refused before anything is stored: a job's credential must outlive the job.
         require_lifetime(conn, who.name, body.jobs, ctx.settings.credentials, ctx.clock())
@@ -69,7 +73,8 @@ def commit_cluster(cluster_id: int, body: ClusterSubmission, ctx: Ctx, who: User
             conn, cluster_id, actor_of(who), body.jobs, ctx.clock(),
             accounting_groups=ctx.settings.server.accounting_groups,
         )  # fmt: skip
-    return {"cluster_id": cluster_id, "jobs": count}
+    warnings = submit_warnings(body.jobs, bool(ctx.settings.server.mail_relay))
+    return {"cluster_id": cluster_id, "jobs": count, "warnings": warnings}
 
 
 def _refs(ids: list[str]) -> list[queue.JobRef]:

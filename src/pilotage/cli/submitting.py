@@ -66,7 +66,6 @@ def submit(client: Client, path: Path, owner: str, report: Report | None = None)
     draft = parse_submit(text, source=str(path), iwd=iwd, cluster_id=0, owner=owner)
     check_inputs(draft)
     identities = _proxy_identities(draft)
-    _warn_about_mail(draft)
     cluster_id = int(client.call("POST", "/api/v1/clusters")["cluster_id"])
     specs = parse_submit(text, source=str(path), iwd=iwd, cluster_id=cluster_id, owner=owner)
     uploaded: dict[tuple[tuple[str, str], ...], str] = {}
@@ -84,18 +83,9 @@ def submit(client: Client, path: Path, owner: str, report: Report | None = None)
         report(f"sending {len(final)} jobs of cluster {cluster_id}", len(final), len(final))
     body = ClusterSubmission(jobs=final).model_dump(mode="json")
     answer = client.call("POST", f"/api/v1/clusters/{cluster_id}/jobs", json=body)
+    for warning in answer.get("warnings") or ():  # e.g. no mail relay for notification
+        sys.stderr.write(f"pilotage: warning: {warning}\n")
     return cluster_id, int(answer["jobs"])
-
-
-def _warn_about_mail(specs: list[JobSpec]) -> None:
-    """notification/notify_user are accepted, but pilotage sends no mail: say so once."""
-    asked = next((s for s in specs if s.notification not in (None, "never") or s.notify_user), None)
-    if asked is not None:
-        sys.stderr.write(
-            f"pilotage: warning: notification = {asked.notification or 'complete'}: this pool "
-            "has no mail relay, so no mail will be sent; the job event log (log = FILE) and "
-            "'pilotage wait' report the same events\n"
-        )
 
 
 def _proxy_identities(specs: list[JobSpec]) -> dict[str, str]:
