@@ -67,6 +67,9 @@ def check(
     if not file.is_file():
         raise NotFound(f"{file} is not a file; give the pilotage.toml to check")
     new = load_settings(file)  # an invalid file stops here, naming the key (exit 78)
+    from pilotage.credentials.service import CredentialService
+
+    CredentialService.check(new)  # so do [authz] rules and an [x509] ca_dir that do not load
     base: tuple[Settings | dict[str, Any], str] | None
     if against is not None:
         if not against.is_file():

@@ -26,9 +26,10 @@ class CredentialService:
     require_crl: bool
     _trust: TrustStore | None
 
-    @classmethod
-    def build(cls, state: StateDir, settings: Settings) -> CredentialService:
-        """Read everything the configuration names; refuse at start what cannot work."""
+    @staticmethod
+    def check(settings: Settings) -> tuple[RoleRules, TrustStore | None]:
+        """The ``[authz]`` rules and the ``[x509]`` trust directory the settings name, or
+        :class:`OperatorError` naming the key (``pilotage config check`` runs this too)."""
         trust = None
         if settings.x509.ca_dir:
             try:
@@ -38,10 +39,16 @@ class CredentialService:
                 )
             except CredentialError as exc:
                 raise OperatorError(f"configuration [x509] ca_dir: {exc.message}") from None
+        return RoleRules(settings.authz), trust
+
+    @classmethod
+    def build(cls, state: StateDir, settings: Settings) -> CredentialService:
+        """Read everything the configuration names; refuse at start what cannot work."""
+        rules, trust = cls.check(settings)
         state.credential_audit_log.parent.mkdir(mode=0o700, exist_ok=True)
         return cls(
             settings=settings.credentials,
-            rules=RoleRules(settings.authz),
+            rules=rules,
             store_key=StoreKey.load(state.store_key),
             audit=AuditLog(state.credential_audit_log),
             require_crl=settings.x509.require_crl,

@@ -1,0 +1,102 @@
+"""Reloading a running server's configuration: ``config check`` says what reloads and
+what needs a restart; SIGHUP takes an ``[x509] ca_dir`` added after the start, so
+``delegate`` works without a restart; a file that does not load changes nothing."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pilotage.testing import Pool
+
+
+@pytest.fixture
+def pool() -> Iterator[Pool]:
+    root = Path(tempfile.mkdtemp(prefix="pilotage-pool-"))
+    pool = Pool(root, f"sqlite:///{root / 'pilotage.db'}")
+    try:
+        yield pool.start()
+    finally:
+        pool.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _wait_in_log(pool: Pool, text: str, after: int, timeout_s: float = 60) -> str:
+    """Wait until the server's log, past its first ``after`` characters, has ``text``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        log = pool.server_log()[after:]
+        if text in log:
+            return log
+        time.sleep(0.1)
+    pytest.fail(f"the server never logged {text!r}; its log: {pool.server_log()[after:]}")
+
+
+def test_sighup_reloads_x509_so_delegate_works_without_restart(pool: Pool) -> None:
+    home, ca_dir = pool.root / "home", pool.root / "ca"
+    grid = {
+        "HOME": str(home),
+        "PILOTAGE_CA_DIR": str(ca_dir),
+        "X509_USER_PROXY": str(pool.root / "proxy.pem"),
+    }
+    for args in (
+        ("ca", "init", "--subject", "CN=Test CA,O=Example"),
+        ("ca", "issue", "--user", "CN=Alice,O=Example", "--out", str(home / ".globus")),
+        ("proxy", "init", "--valid", "2:00"),
+    ):
+        done = pool.cli(*args, env=grid)
+        assert done.returncode == 0, done.stderr
+    refused = pool.cli("delegate", "--valid", "1:00", env=grid)
+    assert refused.returncode == 4 and "[x509] ca_dir" in refused.stderr
+
+    config = pool.state.config
+    original = config.read_text()
+    # A file that does not load is refused by 'config check', naming the key...
+    broken = pool.root / "broken.toml"
+    broken.write_text(original + "\n[x509]\nca_dir = 5\n")
+    checked = pool.cli("config", "check", str(broken))
+    assert checked.returncode == 78 and "[x509] ca_dir" in checked.stderr
+    missing = pool.root / "missing.toml"
+    missing.write_text(original + f'\n[x509]\nca_dir = "{pool.root / "nowhere"}"\n')
+    checked = pool.cli("config", "check", str(missing))
+    assert checked.returncode == 78 and "configuration [x509] ca_dir" in checked.stderr
+    # ... and by a reload, which keeps the running configuration.
+    server = pool.servers[0]
+    config.write_text(missing.read_text())
+    seen = len(pool.server_log())
+    server.send_signal(signal.SIGHUP)
+    _wait_in_log(pool, "configuration reload refused: configuration [x509] ca_dir", seen)
+    assert pool.cli("delegate", "--valid", "1:00", env=grid).returncode == 4
+
+    # The trust directory the CA made, and a change that needs a restart.
+    trust = ca_dir / "certificates"
+    edited = original.replace("max_sandbox_mb = 256", "max_sandbox_mb = 100")
+    assert edited != original
+    config.write_text(edited + f'\n[x509]\nca_dir = "{trust}"\n')
+    checked = pool.cli("config", "check", str(config))
+    assert checked.returncode == 0, checked.stderr
+    assert f"[x509] ca_dir: '' -> '{trust}' (reloads)" in checked.stdout
+    assert "[server] max_sandbox_mb: 256 -> 100 (needs a restart)" in checked.stdout
+
+    seen = len(pool.server_log())
+    server.send_signal(signal.SIGHUP)
+    _wait_in_log(
+        pool,
+        "configuration reloaded: changed [x509] ca_dir; needs a restart: [server] max_sandbox_mb",
+        seen,
+    )
+    delegated = pool.cli("delegate", "--valid", "1:00", env=grid)
+    assert delegated.returncode == 0, delegated.stderr
+    assert "the credential of /O=Example/CN=Alice" in delegated.stdout
+    assert server.poll() is None  # the same server, never restarted
+
+    # 'admin reload' does the same on demand; the restart-only change is still pending.
+    reloaded = pool.cli("admin", "reload")
+    assert reloaded.returncode == 0
+    assert reloaded.stdout.strip() == "[server] max_sandbox_mb: 256 -> 100 (needs a restart)"
