@@ -56,6 +56,10 @@ jobs = sa.Table(
     sa.Column("max_rss_kb", sa.BigInteger, nullable=True),
     sa.Column("output_sandbox", sa.String(64), nullable=True),
     sa.Column("completed_at", sa.Float, nullable=True),
+    # The job's AcctGroup (fair share sums running cpus per owner and group) and its
+    # JobNotification (0-3: who gets mail); both copied from the ad (migration 0009).
+    sa.Column("acct_group", sa.String(128), nullable=True),
+    sa.Column("notification", sa.SmallInteger, nullable=True),
     sa.UniqueConstraint("cluster_id", "proc_id", name="uq_jobs_cluster_proc"),
     sa.Index("ix_jobs_state_prio", "state", "priority", "id"),
     sa.Index("ix_jobs_owner_state", "owner", "state"),
@@ -338,6 +342,32 @@ web_sessions = sa.Table(
 # Time-range reads of the pages: history by completion time, the pool's recent events.
 sa.Index("ix_jobs_completed_at", jobs.c.completed_at)
 sa.Index("ix_job_events_at", job_events.c.at)
+
+# --- HTCondor habits (migration 0009_htcondor): streamed output, notification mail.
+
+job_tails = sa.Table(
+    "job_tails",
+    metadata,
+    # The end of a running job's stdout as its agent streamed it (stream_output), for
+    # 'pilotage tail'; bounded (queue/tails.py). ``offset``: bytes of stdout before ``data``.
+    sa.Column("job_id", BigId, sa.ForeignKey("jobs.id"), primary_key=True),
+    sa.Column("claim_id", sa.String(64), nullable=False),
+    sa.Column("offset", sa.BigInteger, nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+mail_notices = sa.Table(
+    "mail_notices",
+    metadata,
+    # One row per job event that called for mail (queue/notify.py): the primary key makes
+    # one server of several send it; ``status`` sending, sent or failed.
+    sa.Column("event_id", BigId, sa.ForeignKey("job_events.id"), primary_key=True),
+    sa.Column("job_id", BigId, sa.ForeignKey("jobs.id"), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("detail", sa.Text, nullable=True),
+)
 
 # --- Sessions inside running jobs (migration 0010): see pilotage.queue.sessions.
 
