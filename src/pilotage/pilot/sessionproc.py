@@ -44,7 +44,8 @@ SHELL = 'case "$SHELL" in ""|*/nologin|*/false) exec /bin/sh -i;; *) exec "$SHEL
 
 class CannotEnter(Exception):
     """The session's command could not start: ``why`` (``refused``: the switch said no;
-    ``cannot-start``: the command or the wrapper failed) and one sentence."""
+    ``unavailable``: the switch's passing trouble, 202; ``cannot-start``: the command or
+    the wrapper failed) and one sentence."""
 
     def __init__(self, why: str, message: str) -> None:
         super().__init__(message)
@@ -188,7 +189,8 @@ def _start(
             if code != 0:
                 os.close(switch_r)
                 os.waitpid(entered.pid, 0)
-                why = "refused" if code in (201, 202, 203) else "cannot-start"
+                # 202 is the site's passing trouble: the user may try again (exit 75).
+                why = {201: "refused", 202: "unavailable", 203: "refused"}.get(code, "cannot-start")
                 raise CannotEnter(why, f"the site's pilotage-exec refused ({code}): {message}")
             entered.lifeline = switch_r
         try:
