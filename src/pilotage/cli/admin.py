@@ -151,12 +151,12 @@ def _this_executable() -> str:
     import shutil
     import sys
 
-    candidate = Path(sys.argv[0])
-    if candidate.name == "pilotage" and candidate.is_file():
-        return str(candidate.resolve())
+    for candidate in (Path(sys.argv[0]), Path(sys.executable).with_name("pilotage")):
+        if candidate.name == "pilotage" and candidate.is_file():
+            return str(candidate.absolute())
     found = shutil.which("pilotage")
     if found is None:
         from pilotage.errors import OperatorError
 
         raise OperatorError("cannot find the pilotage executable; give --pilotage PATH")
-    return str(Path(found).resolve())
+    return str(Path(found).absolute())
