@@ -46,7 +46,10 @@ def _keys(by: str, *, sqlite: bool) -> list[sa.ColumnElement[Any]]:
     if by == "user":
         return [jobs.c.owner]
     if by == "group":
-        return [sa.func.coalesce(spec_field("accounting_group", sqlite=sqlite), NONE)]
+        # A column of its own where the schema has one (cheap); else read from the spec.
+        column = jobs.c.get("acct_group")
+        group = spec_field("accounting_group", sqlite=sqlite) if column is None else column
+        return [sa.func.coalesce(group, NONE)]
     if by == "site":
         return [sa.func.coalesce(jobs.c.site, NONE)]
     if by == "day":

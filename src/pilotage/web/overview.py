@@ -9,6 +9,7 @@ pilots by entry. Everything is an aggregate query or a short page.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -37,70 +38,79 @@ def state_counts(conn: sa.Connection, who: Principal) -> dict[str, int]:
     return {state: int(found.get(state, 0)) for state in STATES}
 
 
-def sites_now(conn: sa.Connection) -> list[dict[str, Any]]:
-    """Per site: active pilots (slots), cores and memory, claimed cores, running jobs."""
-    active = conn.execute(
-        sa.select(
-            pilots.c.site,
-            sa.func.count(),
-            sa.func.sum(pilots.c.cpus),
-            sa.func.sum(pilots.c.memory_mb),
-        )
-        .where(pilots.c.state == "active")
-        .group_by(pilots.c.site)
-    ).all()
-    busy = {
-        site: (int(jobs_n), int(cpus or 0), int(pilots_n))
-        for site, jobs_n, cpus, pilots_n in conn.execute(
+@dataclass(frozen=True)
+class PilotGroups:
+    """The active pilots grouped by (site, token subject), once per page: slots, cores
+    and memory; and their running jobs, claimed cores and busy pilots."""
+
+    slots: list[tuple[str, str, int, int, int]]
+    busy: dict[tuple[str, str], tuple[int, int, int]]
+
+    @classmethod
+    def read(cls, conn: sa.Connection) -> PilotGroups:
+        slots = conn.execute(
             sa.select(
                 pilots.c.site,
+                pilots.c.subject,
+                sa.func.count(),
+                sa.func.sum(pilots.c.cpus),
+                sa.func.sum(pilots.c.memory_mb),
+            )
+            .where(pilots.c.state == "active")
+            .group_by(pilots.c.site, pilots.c.subject)
+        ).all()
+        busy = conn.execute(
+            sa.select(
+                pilots.c.site,
+                pilots.c.subject,
                 sa.func.count(),
                 sa.func.sum(claims.c.request_cpus),
                 sa.func.count(sa.distinct(claims.c.pilot_id)),
             )
             .join(pilots, pilots.c.id == claims.c.pilot_id)
             .where(claims.c.state == "active")
-            .group_by(pilots.c.site)
+            .group_by(pilots.c.site, pilots.c.subject)
         ).all()
-    }
-    out = []
-    for site, slots, cpus, memory in sorted(active):
-        running, claimed, claimed_slots = busy.get(site, (0, 0, 0))
-        out.append(
-            {
-                "site": site,
-                "slots": int(slots),
-                "claimed_slots": claimed_slots,
-                "cpus": int(cpus or 0),
-                "claimed_cpus": claimed,
-                "memory_mb": int(memory or 0),
-                "jobs": running,
-            }
+        return cls(
+            [(site, subject, int(n), int(c or 0), int(m or 0)) for site, subject, n, c, m in slots],
+            {(site, subject): (int(n), int(c or 0), int(p)) for site, subject, n, c, p in busy},
         )
-    return out
+
+    def claimed_cpus(self) -> dict[str, float]:
+        """Cores claimed by running jobs, by site."""
+        out: dict[str, float] = {}
+        for (site, _subject), (_jobs, cpus, _pilots) in self.busy.items():
+            out[site] = out.get(site, 0.0) + cpus
+        return out
 
 
-def pilots_by_entry(conn: sa.Connection) -> list[dict[str, Any]]:
+def sites_now(groups: PilotGroups) -> list[dict[str, Any]]:
+    """Per site: active pilots (slots), cores and memory, claimed cores, running jobs."""
+    out: dict[str, dict[str, Any]] = {}
+    for site, subject, slots, cpus, memory in groups.slots:
+        row = out.setdefault(
+            site,
+            dict(site=site, slots=0, claimed_slots=0, cpus=0, claimed_cpus=0, memory_mb=0, jobs=0),
+        )
+        running, claimed, busy = groups.busy.get((site, subject), (0, 0, 0))
+        row["slots"] += slots
+        row["cpus"] += cpus
+        row["memory_mb"] += memory
+        row["jobs"] += running
+        row["claimed_cpus"] += claimed
+        row["claimed_slots"] += busy
+    return [out[site] for site in sorted(out)]
+
+
+def pilots_by_entry(conn: sa.Connection, groups: PilotGroups) -> list[dict[str, Any]]:
     """Per entry: the factory's pilots by state (idle, running, held) and the pilots that
     joined the pool from it (busy: running at least one job)."""
     joined: dict[str, list[int]] = {}
-    busy_subjects: dict[str, int] = dict(
-        conn.execute(
-            sa.select(pilots.c.subject, sa.func.count(sa.distinct(pilots.c.id)))
-            .join(claims, claims.c.pilot_id == pilots.c.id)
-            .where(pilots.c.state == "active", claims.c.state == "active")
-            .group_by(pilots.c.subject)
-        ).all()
-    )
-    for subject, count in conn.execute(
-        sa.select(pilots.c.subject, sa.func.count())
-        .where(pilots.c.state == "active")
-        .group_by(pilots.c.subject)
-    ).all():
+    for site, subject, count, _cpus, _memory in groups.slots:
         entry = token_entry(subject) or NO_ENTRY
         seen = joined.setdefault(entry, [0, 0])
-        seen[0] += int(count)
-        seen[1] += int(busy_subjects.get(subject, 0))
+        seen[0] += count
+        seen[1] += groups.busy.get((site, subject), (0, 0, 0))[2]
     out = []
     for name, counts_text in conn.execute(
         sa.select(entry_ads.c.name, entry_ads.c.pilots).order_by(entry_ads.c.name)
@@ -180,8 +190,9 @@ def overview(
     """Everything the overview page shows, in one read transaction."""
     span_s, step_s = WINDOWS[window_name]
     window = series.Window(now, span_s, step_s)
+    groups = PilotGroups.read(conn)
     by_state, per_minute = series.job_states(conn, who, window, sqlite=sqlite)
-    cores, _capacity = series.running_cores(conn, window, sqlite=sqlite)
+    cores = series.running_cores(conn, window, groups.claimed_cpus(), sqlite=sqlite)
     times = window.times()
     charts = {
         "states": {
@@ -204,7 +215,7 @@ def overview(
             "series": [{"label": "completed", "data": per_minute}],
         },
     }
-    entries = pilots_by_entry(conn) if who.admin else []
+    entries = pilots_by_entry(conn, groups) if who.admin else []
     if entries:
         charts["pilots"] = {
             "kind": "bar",
@@ -220,7 +231,7 @@ def overview(
         "window": window_name,
         "windows": list(WINDOWS),
         "counts": state_counts(conn, who),
-        "sites": sites_now(conn),
+        "sites": sites_now(groups),
         "entries": entries,
         "held_reasons": held_by_reason(conn, who),
         "held": held_jobs(conn, who),

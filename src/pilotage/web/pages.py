@@ -16,7 +16,7 @@ from pilotage.api.matchmaking import job_analysis
 from pilotage.cli.condor_style import held_explanation
 from pilotage.web import accounting, filters, history, jobs_view, sites, users
 from pilotage.web.identity import context
-from pilotage.web.overview import overview, sites_now
+from pilotage.web.overview import PilotGroups, overview, sites_now
 from pilotage.web.render import SECURITY_HEADERS, page, private_headers
 from pilotage.web.respond import show
 
@@ -158,8 +158,9 @@ def sites_page(request: Request) -> Response:
     def build(who: Principal) -> Response:
         ctx = context(request)
         with ctx.store.read() as conn:
-            slots = sites_now(conn)
-            rows = sites.entries(conn, ctx.clock()) if who.admin else []
+            groups = PilotGroups.read(conn)
+            slots = sites_now(groups)
+            rows = sites.entries(conn, groups, ctx.clock()) if who.admin else []
         data: dict[str, Any] = {"slots": slots, "entries": rows, "charts": {}}
         if rows:
             data["charts"]["pressure"] = sites.pressure_chart(rows)

@@ -109,25 +109,10 @@ def job_states(
 
 
 def running_cores(
-    conn: sa.Connection, window: Window, *, sqlite: bool
-) -> tuple[dict[str, list[float]], dict[str, float]]:
+    conn: sa.Connection, window: Window, now_cpus: Mapping[str, float], *, sqlite: bool
+) -> dict[str, list[float]]:
     """Cores claimed by running jobs, by site, at each moment of the window (the pool's
-    whole, as ``pilotage status`` shows everyone), and the cores each site has now."""
-    site_now = dict(
-        conn.execute(
-            sa.select(pilots.c.site, sa.func.sum(claims.c.request_cpus))
-            .join(pilots, pilots.c.id == claims.c.pilot_id)
-            .where(claims.c.state == "active")
-            .group_by(pilots.c.site)
-        ).all()
-    )
-    capacity = dict(
-        conn.execute(
-            sa.select(pilots.c.site, sa.func.sum(pilots.c.cpus))
-            .where(pilots.c.state == "active")
-            .group_by(pilots.c.site)
-        ).all()
-    )
+    whole, as ``pilotage status`` shows everyone), from the cores claimed now."""
     index = bucket(job_events.c.at, window.start, window.step_s, sqlite=sqlite)
     entering = job_events.c.to_state == "RUNNING"
     rows = conn.execute(
@@ -145,8 +130,7 @@ def running_cores(
         (window.slot(i), None if enters else site, site if enters else None, float(cpus or 0))
         for i, enters, site, cpus in rows
     ]
-    series = rewind({k: float(v or 0) for k, v in site_now.items()}, changes, window.points)
-    return _top(series), {k: float(v or 0) for k, v in capacity.items()}
+    return _top(rewind(now_cpus, changes, window.points))
 
 
 def _top(series: dict[str, list[float]]) -> dict[str, list[float]]:

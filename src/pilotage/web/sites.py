@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from pilotage.factory.sitepolicy import AD_NAMES
 from pilotage.store.tables import entry_ads, pilot_requests, validation_reports
-from pilotage.web.overview import pilots_by_entry
+from pilotage.web.overview import PilotGroups, pilots_by_entry
 
 #: How far back the validation failures are counted.
 FAILURES_WINDOW_S = 24 * 3600
@@ -58,9 +58,9 @@ def requests(conn: sa.Connection) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def entries(conn: sa.Connection, now: float) -> list[dict[str, Any]]:
+def entries(conn: sa.Connection, groups: PilotGroups, now: float) -> list[dict[str, Any]]:
     """Every advertised entry with its counts, policy, requests and failures."""
-    counts = {e["entry"]: e for e in pilots_by_entry(conn)}
+    counts = {e["entry"]: e for e in pilots_by_entry(conn, groups)}
     failed = failures(conn, now)
     wanted = requests(conn)
     out = []
