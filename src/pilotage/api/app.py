@@ -19,6 +19,7 @@ from pilotage.api import (
     pilots,
     pool_admin,
     provisioning,
+    tails,
     users,
 )
 from pilotage.api.context import ServerContext
@@ -64,6 +65,8 @@ def create_app(ctx: ServerContext) -> FastAPI:
     app.include_router(credentials.router)
     app.include_router(provisioning.router)
     app.include_router(matchmaking.router)
+    app.include_router(tails.pilot_router)  # pilotage tail: stdout of streaming jobs
+    app.include_router(tails.user_router)
     install_sessions(app, ctx)  # exec-in-job and ssh-to-job: the relay and its limits
     mount_web(app, ctx)  # the pages, their sign-in, and /metrics
 

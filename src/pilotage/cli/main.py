@@ -113,6 +113,9 @@ def _register() -> None:
     from pilotage.cli import session
 
     session.register(app)  # exec-in-job, ssh-to-job, sessions
+    from pilotage.cli import tail
+
+    tail.register(app)  # condor_tail
     app.add_typer(admin.app, name="admin")
     for name, module in (
         ("ca", "pilotage.cli.ca"),

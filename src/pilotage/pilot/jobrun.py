@@ -46,6 +46,7 @@ from .outputs import (
     select_outputs,
     snapshot,
 )
+from .streaming import stream_stdout
 from .urlinputs import fetch_all as fetch_urls
 from .wire import Claim, Failure, GiveBack, HoldCode, JobResult
 
@@ -210,7 +211,8 @@ class JobRun:
             started = self._start()
             if isinstance(started, Failure):
                 return JobResult(failure=started)
-            result = self._wait(started)
+            with stream_stdout(self._client, self.claim, self.scratch):  # stream_output
+                result = self._wait(started)
             if not self.alive:
                 return None
             failure = self._send_outputs(before)
