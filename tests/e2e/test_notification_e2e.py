@@ -59,10 +59,10 @@ def test_mail_on_the_events_asked_for(make_pool: Callable[..., Pool], sink: Smtp
     assert "Batch:          nightly" in first.get_content()
     assert sorted(sink.envelopes[0][1]) == ["<alice@example.org>", "<ops@example.org>"]
     # A later job's mail comes after every earlier event was looked at: 1.1 sent none.
-    _submit(pool, "executable = job.sh\narguments = 0\nnotification = always\nqueue\n")
+    _submit(pool, "executable = job.sh\narguments = 0\nnotification = start\nqueue\n")
     pool.wait_jobs(["2.0"], ("COMPLETED",))
     mails = sink.wait_for(3)
-    assert len(mails) == 3 and mails[2]["Subject"] == "[pilotage] Job 2.0 exited with status 0"
+    assert len(mails) == 3 and mails[2]["Subject"] == "[pilotage] Job 2.0 started"
     assert mails[2]["To"] == f"{pwd.getpwuid(os.geteuid()).pw_name}@example.org"
 
 

@@ -276,6 +276,57 @@ def _on_exit_remove(ad: Any, **values: Any) -> Any:
     return probe.eval("OnExitRemove")
 
 
+def _container(jobs: list[JobSpec], ads: list[Any]) -> None:
+    (job,) = jobs
+    # The image is transferred; /bin/cat is the image's own program, not the submit host's.
+    assert job.container_image == "image.sif" and job.transfer_input_files == [at("image.sif")]
+    assert (job.executable, job.transfer_executable) == ("/bin/cat", False)
+    assert job.arguments == ["/etc/hosts"] and job.output == "out.0"
+    assert ads[0].eval("WantContainer") is True
+    assert "TARGET.HasContainer is true" in str(ads[0].lookup("Requirements"))
+
+
+def _docker_image(jobs: list[JobSpec], ads: list[Any]) -> None:
+    (job,) = jobs
+    assert job.container_image == "docker://python:3.11" and job.transfer_input_files == []
+    assert job.transfer_executable and job.executable == at("analyze.py")
+    assert ads[0].eval("ContainerImage") == "docker://python:3.11"
+
+
+def _gpus(capability: str, memory: str | None = None) -> Check:
+    def check(jobs: list[JobSpec], ads: list[Any]) -> None:
+        ad = ads[0]
+        assert ad.eval("RequestGpus") == 1
+        device = classad2.ClassAd(f"[Capability = {capability}; GlobalMemoryMb = 8192]")
+        slot = classad2.ClassAd("[AvailableGPUs = { GPUs_a }]")
+        slot["GPUs_a"] = device
+        requirements = str(ad.lookup("Requirements"))
+        assert "countMatches(MY.RequireGPUs,TARGET.AvailableGPUs) >= MY.RequestGpus" in requirements
+        assert ad.lookup("RequireGPUs").eval(device) is True
+        matches = classad2.ExprTree("countMatches(MY.RequireGPUs, TARGET.AvailableGPUs)")
+        assert matches.eval(ad, slot) == 1
+        if memory is not None:
+            assert str(ad.lookup("RequireGPUs")).endswith(f"GlobalMemoryMb >= {memory}")
+
+    return check
+
+
+def _url_input(jobs: list[JobSpec], ads: list[Any]) -> None:
+    (job,) = jobs
+    (url,) = job.url_inputs
+    assert (url.url, url.name, url.sha256) == (
+        "http://www.full.url/path/to/filename",
+        "filename",
+        None,
+    )
+    assert job.transfer_input_files == []  # fetched by the pilot, not the submit host
+    assert ads[0].eval("TransferInputURLs") == url.url
+
+
+def _notification(jobs: list[JobSpec], ads: list[Any]) -> None:
+    assert (ads[0].eval("JobNotification"), ads[0].eval("NotifyUser")) == (3, "alice@example.org")
+
+
 EXPECTED: dict[str, Check] = {
     "sub_example1_simple.sub": _example1,
     "sub_example3_initialdir.sub": _example3,
@@ -314,6 +365,12 @@ EXPECTED: dict[str, Check] = {
     "man_remaps_batch.sub": _remaps,
     "man_accounting_group.sub": _accounting,
     "man_retry_until.sub": _retry_until,
+    "man_container_universe.sub": _container,
+    "man_container_docker_image.sub": _docker_image,
+    "man_gpus_require.sub": _gpus("8.0"),
+    "man_gpus_minimum.sub": _gpus("8.5", "4096"),
+    "man_url_input.sub": _url_input,
+    "man_notification.sub": _notification,
 }
 
 

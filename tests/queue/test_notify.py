@@ -8,7 +8,15 @@ from types import SimpleNamespace
 import pytest
 
 from pilotage.errors import OperatorError
-from pilotage.queue.notify import ALWAYS, COMPLETE, ERROR, MailSettings, compose, reason_to_mail
+from pilotage.queue.notify import (
+    ALWAYS,
+    COMPLETE,
+    ERROR,
+    START,
+    MailSettings,
+    compose,
+    reason_to_mail,
+)
 
 
 def job(exit_code: int | None = 0, signal: int | None = None, success: int | None = None):  # type: ignore[no-untyped-def]
@@ -28,6 +36,7 @@ def event(to: str, trigger: str = "exit", actor: str = "pilot:p", frm: str = "RU
     ("level", "ev", "jb", "said"),
     [
         (COMPLETE, event("COMPLETED"), job(0), "exited with status 0"),
+        (ALWAYS, event("COMPLETED"), job(4), "exited with status 4"),
         (ERROR, event("COMPLETED"), job(0), None),
         (ERROR, event("COMPLETED"), job(2), "exited with status 2"),
         (ERROR, event("COMPLETED"), job(2, success=2), None),
@@ -36,15 +45,22 @@ def event(to: str, trigger: str = "exit", actor: str = "pilot:p", frm: str = "RU
         (ERROR, event("HELD", "hold", "policy"), job(), "was held: why"),
         (ERROR, event("HELD", "failure"), job(), "was held: why"),
         (COMPLETE, event("HELD", "failure"), job(), None),
-        (ALWAYS, event("HELD", "hold", "alice"), job(), "was held: why"),
-        (ALWAYS, event("REMOVED", "remove", "alice", "IDLE"), job(), "was removed: why"),
-        (ALWAYS, event("IDLE", "lease_expired"), job(), "returned to the queue: why"),
-        (ALWAYS, event("RUNNING", "claim", frm="IDLE"), job(), None),
+        (ALWAYS, event("HELD", "hold", "alice"), job(), None),
+        (ALWAYS, event("REMOVED", "remove", "alice", "IDLE"), job(), None),
+        (ALWAYS, event("IDLE", "lease_expired"), job(), None),
+        (START, event("COMPLETED"), job(0), None),
         (None, event("COMPLETED"), job(1), None),
     ],
 )
 def test_events_that_mail(level: int | None, ev: object, jb: object, said: str | None) -> None:
     assert reason_to_mail(level, ev, jb) == said
+
+
+def test_start_mails_the_first_start_only() -> None:
+    started = event("RUNNING", "claim", frm="IDLE")
+    assert reason_to_mail(START, started, job(), first_start=True) == "started"
+    assert reason_to_mail(START, started, job(), first_start=False) is None
+    assert reason_to_mail(COMPLETE, started, job(), first_start=True) is None
 
 
 def test_relay_setting_and_default_recipient() -> None:

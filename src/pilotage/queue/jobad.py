@@ -68,7 +68,7 @@ POLICY_ATTRS = {
     "on_exit_remove": "OnExitRemove",
 }
 #: HTCondor's numbers for ``notification`` (JobNotification).
-NOTIFICATION = {"never": 0, "always": 1, "complete": 2, "error": 3}
+NOTIFICATION = {"never": 0, "always": 1, "complete": 2, "error": 3, "start": 4}
 #: ``max_retries`` when only ``retry_until`` is given (pilotage's choice, documented).
 DEFAULT_RETRIES = 10
 
@@ -161,7 +161,7 @@ def requirements_of(spec: JobSpec) -> str:
     """The job's full Requirements: the user's expression, the resource clauses, and the
     GPU and container clauses its commands imply."""
     clauses = [RESOURCE_CLAUSES]
-    if spec.require_gpus is not None:
+    if spec.require_gpus is not None and spec.request_gpus > 0:  # else ignored, as in HTCondor
         clauses.append(GPU_CLAUSE)
     if spec.container_image is not None:
         clauses.append(CONTAINER_CLAUSE)

@@ -1,13 +1,12 @@
 """Mail for ``notification`` / ``notify_user``, through the pool's SMTP relay.
 
-Which events mail the job's owner, by ``notification`` (HTCondor's meaning; pilotage has
-no checkpoints, so ``always`` adds the other things that happen to a queued job):
+Which events mail the job's owner, by ``notification`` (HTCondor's meaning, as its
+``condor_submit`` page gives it):
 
-- ``complete``: the job terminated (it exited, ``COMPLETED``);
+- ``always`` and ``complete``: the job terminated (it exited: ``COMPLETED``);
+- ``start``: the job started for the first time;
 - ``error``: it terminated abnormally (killed by a signal, or an exit code other than its
-  ``success_exit_code``, 0 by default), or it was held other than by a user;
-- ``always``: every termination, hold, removal, and return to the queue (evicted, or run
-  again by ``max_retries``);
+  ``success_exit_code``, 0 by default), or it was held because of a failure, not by a user;
 - ``never`` (the default): none.
 
 The mail goes to ``notify_user`` (comma-separated addresses), else to
@@ -42,7 +41,7 @@ from pilotage.store.tables import job_events, jobs, mail_notices
 log = logging.getLogger("pilotage.mail")
 
 #: JobNotification numbers (jobad.NOTIFICATION).
-ALWAYS, COMPLETE, ERROR = 1, 2, 3
+ALWAYS, COMPLETE, ERROR, START = 1, 2, 3, 4
 #: How far behind the newest event dealt with each pass looks again, in event ids.
 REPLAY_WINDOW = 500
 _BATCH = 1000
@@ -79,29 +78,30 @@ class MailSettings:
         return cls(host.strip("[]"), int(port), sender or f"pilotage@{fqdn}", domain or fqdn)
 
 
-def reason_to_mail(level: int | None, event: Any, job: Any) -> str | None:
-    """What to say in the subject for ``event`` of ``job``, or None for no mail."""
+def reason_to_mail(
+    level: int | None, event: Any, job: Any, *, first_start: bool = False
+) -> str | None:
+    """What to say in the subject for ``event`` of ``job``, or None for no mail.
+
+    ``first_start``: the event is the job's first start (``start`` mails only that one).
+    """
     if not level:
         return None
-    to, trigger = event.to_state, event.trigger
-    if to == "COMPLETED":
+    to = event.to_state
+    if to == "COMPLETED" and level in (ALWAYS, COMPLETE, ERROR):
         spec = json.loads(job.spec)
         success = (spec.get("policy") or {}).get("success_exit_code") or 0
         failed = job.exit_signal is not None or job.exit_code != success
-        if level in (ALWAYS, COMPLETE) or failed:
-            if job.exit_signal is not None:
-                return f"was killed by signal {job.exit_signal}"
-            return f"exited with status {job.exit_code}"
-        return None
-    if to == "HELD":
-        by_user = trigger == "hold" and event.actor != "policy"
-        if level == ALWAYS or (level == ERROR and not by_user):
-            return f"was held: {event.reason or 'no reason given'}"
-        return None
-    if level == ALWAYS and to == "REMOVED":
-        return f"was removed: {event.reason or 'no reason given'}"
-    if level == ALWAYS and to == "IDLE" and event.from_state == "RUNNING":
-        return f"returned to the queue: {event.reason or trigger}"
+        if level == ERROR and not failed:
+            return None
+        if job.exit_signal is not None:
+            return f"was killed by signal {job.exit_signal}"
+        return f"exited with status {job.exit_code}"
+    if to == "HELD" and level == ERROR:
+        by_user = event.trigger == "hold" and event.actor != "policy"
+        return None if by_user else f"was held: {event.reason or 'no reason given'}"
+    if to == "RUNNING" and level == START and first_start:
+        return "started"
     return None
 
 
@@ -169,11 +169,28 @@ class Mailer:
             top = conn.execute(sa.select(sa.func.max(job_events.c.id))).scalar() or 0
         sent = 0
         for row in rows:
-            what = None if row.id in done else reason_to_mail(row.notification, row, row)
+            if row.id in done:
+                continue
+            first = row.notification == START and row.to_state == "RUNNING" and self._first(row)
+            what = reason_to_mail(row.notification, row, row, first_start=first)
             if what is not None and self._claim(row, now):
                 sent += self._send(row, what, now)
         self._watermark = max(self._watermark, rows[-1].id if len(rows) == _BATCH else top)
         return sent
+
+    def _first(self, row: Any) -> bool:
+        """Whether this event is the job's first start."""
+        with self.store.read() as conn:
+            earlier = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(job_events)
+                .where(
+                    job_events.c.job_id == row.job_id,
+                    job_events.c.to_state == "RUNNING",
+                    job_events.c.id < row.id,
+                )
+            ).scalar()
+        return not earlier
 
     def _claim(self, row: Any, now: float) -> bool:
         """Record that this event is being mailed; false if another server did first."""

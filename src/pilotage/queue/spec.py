@@ -144,7 +144,7 @@ class JobSpec(BaseModel):
     accounting_group_user: str | None = Field(
         default=None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.@-]*$"
     )
-    notification: str | None = Field(default=None, pattern=r"^(never|error|complete|always)$")
+    notification: str | None = Field(default=None, pattern=r"^(never|error|complete|always|start)$")
     notify_user: str | None = Field(default=None, max_length=1024)
     #: ``require_gpus`` (with ``gpus_minimum_*``): what each assigned GPU must satisfy.
     require_gpus: str | None = Field(default=None, max_length=4096)

@@ -410,7 +410,9 @@ class _JobBuilder:
         executable = self.get("executable", values.parse_text)
         if executable is None:
             parser.fail(self.line, "no executable: add 'executable = <program>' above 'queue'")
-        transfer_executable = self.get("transfer_executable", values.parse_bool) is not False
+        transfer_executable = self.get("transfer_executable", values.parse_bool)
+        if transfer_executable is None:  # a container job's absolute program is the image's
+            transfer_executable = not (executable.startswith("/") and extras.in_container(self))
         if transfer_executable:
             executable = _absolute(parser.iwd, executable)
         elif not executable.startswith("/"):

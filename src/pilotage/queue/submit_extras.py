@@ -8,7 +8,9 @@ containers and URL inputs (docs/submit.md).
 - ``universe = container`` and ``container_image = IMAGE``: the job runs in Apptainer on a
   slot that advertises ``HasContainer``. IMAGE is a path on the worker node (``/cvmfs/...``),
   a URI Apptainer pulls (``docker://``, ``oras://``, ``library://``, ``http(s)://``) or a
-  relative path, transferred with the inputs unless ``transfer_container = false``.
+  relative path, transferred with the inputs unless ``transfer_container = false`` (or
+  ``should_transfer_container = no``). An absolute ``executable`` is the image's program,
+  not transferred, unless ``transfer_executable`` says otherwise.
   ``container_image`` alone implies the container universe (HTCondor 10 does the same);
   ``universe = container`` without an image is an error.
 - ``http://`` and ``https://`` entries of ``transfer_input_files`` are downloaded by the
@@ -88,6 +90,7 @@ COMMANDS: dict[str, Callable[[str], object]] = {
     "gpus_minimum_memory": parse_memory_mb,
     "container_image": parse_image,
     "transfer_container": parse_bool,
+    "should_transfer_container": parse_bool,
 }
 
 
@@ -114,6 +117,12 @@ def require_gpus(job: _Builder) -> str | None:
     return " && ".join(parts) or None
 
 
+def in_container(job: _Builder) -> bool:
+    """Whether the job runs in a container (``container_image``, or the universe)."""
+    universe = job.get("universe", lambda v: v.lower())
+    return universe == "container" or job.get("container_image", parse_image) is not None
+
+
 def container(job: _Builder, universe: str | None) -> tuple[str | None, str | None]:
     """(image as the node sees it, a submit-host path to transfer) or ``ValueError``."""
     image = job.get("container_image", parse_image)
@@ -121,7 +130,10 @@ def container(job: _Builder, universe: str | None) -> tuple[str | None, str | No
         if universe == "container":
             raise ValueError("universe = container needs container_image = IMAGE")
         return None, None
-    transfer = job.get("transfer_container", parse_bool) is not False
+    transfer = (
+        job.get("transfer_container", parse_bool) is not False
+        and job.get("should_transfer_container", parse_bool) is not False
+    )
     if image.startswith("/") or "://" in image:
         return image, None
     if not transfer:

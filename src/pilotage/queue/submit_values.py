@@ -280,7 +280,9 @@ COMMANDS: dict[str, Callable[[str], object]] = {
     "universe": parse_universe,
     "should_transfer_files": partial(parse_choice, choices=("YES", "IF_NEEDED", "NO")),
     "when_to_transfer_output": partial(parse_choice, choices=("ON_EXIT", "ON_EXIT_OR_EVICT")),
-    "notification": partial(parse_choice, choices=("never", "error", "complete", "always")),
+    "notification": partial(
+        parse_choice, choices=("never", "error", "complete", "always", "start")
+    ),
     "getenv": parse_getenv,
     "use_x509userproxy": parse_bool,
     "x509userproxy": parse_text,
