@@ -1,0 +1,178 @@
+"""A very large queue: a million idle jobs in ten thousand autoclusters, on a real server.
+
+Starts a real ``pilotage server`` (SQLite or a throwaway PostgreSQL cluster), submits
+``--jobs`` idle jobs through the user API in clusters of at most 100,000, spread over
+``--autoclusters`` distinct shapes (memory request and requirements), then measures:
+
+- the submit rate (jobs per second, through the API, commit included);
+- the server's resident memory once every job is in (``VmRSS``; its peak ``VmHWM``);
+- dispatch decisions: ``--claims`` simulated pilots' requests for work, one after
+  another, each answered with a claim; the round trip's p50 and p99 (the decision
+  with its HTTP call: an upper bound of the decision alone);
+- ``pilotage q``: the per-batch summary a user sees first, timed as a command;
+- the restart: the server SIGTERMed and started again, until it answers a pilot's
+  request for work with a claim (the matchmaker's index rebuilt from the database).
+
+Ends with ``BENCH scale_* <value> <unit>`` lines; figures in docs/benchmarks.md
+(section "Scale"). ``--jobs 50000 --autoclusters 500`` runs in about a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import ssl
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from dispatch import _fresh_pg_database, percentile
+
+from pilotage.testing import Pool, postgres_cluster
+
+CLUSTER_MAX = 100_000
+FREE = {"cpus": 1, "memory_mb": 1 << 20, "disk_mb": 1 << 20, "gpus": 0}
+
+
+def _rss_mb(pid: int) -> tuple[float, float]:
+    """The process's resident memory now and at its peak, in MiB."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return (int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024)
+
+
+def submit(pool: Pool, jobs: int, shapes: int) -> float:
+    """Submit ``jobs`` jobs over ``shapes`` autoclusters; return jobs per second."""
+    t0 = time.monotonic()
+    with pool.remote(pool.token("scale", "user")) as client:
+        done = 0
+        while done < jobs:
+            size = min(jobs - done, CLUSTER_MAX)
+            specs = [
+                {
+                    "executable": "/bin/true",
+                    "transfer_executable": False,
+                    "iwd": "/tmp",
+                    "request_memory_mb": 64 + (done + i) % shapes,
+                }
+                for i in range(size)
+            ]
+            cluster = client.call("POST", "/api/v1/clusters")["cluster_id"]
+            client.call("POST", f"/api/v1/clusters/{cluster}/jobs", json={"v": 1, "jobs": specs})
+            done += size
+    return jobs / (time.monotonic() - t0)
+
+
+def _pilot(pool: Pool, token: str) -> tuple[httpx.Client, str]:
+    http = httpx.Client(
+        base_url=pool.url,
+        verify=ssl.create_default_context(cafile=str(pool.state.ca_cert)),
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=600,
+    )
+    body = {
+        "v": 1,
+        "name": f"scale-{os.getpid()}",
+        "site": "scale",
+        "host": "wn0001.scale",
+        "cpus": 1,
+        "memory_mb": FREE["memory_mb"],
+        "disk_mb": FREE["disk_mb"],
+        "lifetime_s": 86400,
+        "attrs": {"OpSys": '"LINUX"', "Arch": '"X86_64"'},
+    }
+    answer = http.post("/pilot/v1/pilots", json=body)
+    answer.raise_for_status()
+    registered = answer.json()
+    http.headers["X-Pilotage-Pilot-Secret"] = registered["pilot_secret"]
+    return http, registered["pilot_id"]
+
+
+def claim_latencies(pool: Pool, claims: int) -> list[float]:
+    """One pilot asks for work, reports the job done at once, asks again; each ask timed."""
+    http, pilot = _pilot(pool, pool.token("scale-pilots", "pilot"))
+    work = {"v": 1, "free": FREE, "time_left_s": 86400}
+    out = []
+    try:
+        for _ in range(claims):
+            t0 = time.monotonic()
+            answer = http.post(f"/pilot/v1/pilots/{pilot}/claims", json=work)
+            out.append(time.monotonic() - t0)
+            claim = answer.json()["claim"]
+            if claim is None:
+                raise SystemExit(f"no claim: {answer.text[:300]}")
+            http.post(
+                f"/pilot/v1/claims/{claim['claim_id']}/result",
+                json={"v": 1, "exit_code": 0, "wall_s": 0.0, "cpu_s": 0.0},
+            ).raise_for_status()
+    finally:
+        http.close()
+    return out
+
+
+def q_seconds(pool: Pool) -> float:
+    t0 = time.monotonic()
+    done = pool.cli("q", "--owner", "scale", timeout=600)
+    if done.returncode != 0:
+        raise SystemExit(f"pilotage q failed: {done.stderr[-500:]}")
+    return time.monotonic() - t0
+
+
+def restart_seconds(pool: Pool) -> float:
+    """SIGTERM the server, start it again, until a pilot's request gets a claim."""
+    assert pool.server is not None
+    pool.server.terminate()
+    pool.server.wait(120)
+    t0 = time.monotonic()
+    pool.server = pool.start_server()
+    claim_latencies(pool, 1)
+    return time.monotonic() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=1_000_000)
+    parser.add_argument("--autoclusters", type=int, default=10_000)
+    parser.add_argument("--claims", type=int, default=500, help="timed requests for work")
+    parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--keep", action="store_true", help="keep the pool directory")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="pilotage-scale-"))
+    with contextlib.ExitStack() as stack:
+        if args.db == "postgres":
+            db_url = _fresh_pg_database(stack.enter_context(postgres_cluster()), 1)
+        else:
+            db_url = f"sqlite:///{root / 'pilotage.db'}"
+        pool = Pool(root, db_url, settings={"lease_s": "3600", "match_full_sync_s": "3600"})
+        if not args.keep:
+            stack.callback(shutil.rmtree, root, True)
+        stack.callback(pool.stop)
+        pool.start()
+        assert pool.server is not None
+        rate = submit(pool, args.jobs, args.autoclusters)
+        print(f"submitted {args.jobs} jobs at {rate:.0f} jobs/s", flush=True)
+        latencies = claim_latencies(pool, args.claims)
+        rss, peak = _rss_mb(pool.server.pid)
+        print(f"server RSS {rss:.0f} MiB (peak {peak:.0f})", flush=True)
+        q_s = q_seconds(pool)
+        restart_s = restart_seconds(pool)
+    lines = [
+        f"BENCH scale_submit_jobs_per_s {rate:.0f} jobs/s",
+        f"BENCH scale_server_rss_mb {rss:.0f} MiB",
+        f"BENCH scale_server_peak_rss_mb {peak:.0f} MiB",
+        f"BENCH scale_dispatch_p50_ms {1000 * percentile(latencies, 0.5):.2f} ms",
+        f"BENCH scale_dispatch_p99_ms {1000 * percentile(latencies, 0.99):.2f} ms",
+        f"BENCH scale_q_summary_s {q_s:.2f} s",
+        f"BENCH scale_restart_s {restart_s:.1f} s",
+    ]
+    print("\n".join(lines))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
