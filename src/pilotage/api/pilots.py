@@ -45,9 +45,10 @@ from pilotage.api.wire import (
     WorkRequest,
 )
 from pilotage.collector import pilots as registry
+from pilotage.collector.rejoin import rejoin
 from pilotage.credentials.tokens import Role
 from pilotage.errors import NotFound
-from pilotage.queue import claims, denials, vacate
+from pilotage.queue import claims, denials, orphans, vacate
 from pilotage.queue.states import Trigger
 from pilotage.queue.stoppace import StopPacer
 
@@ -83,13 +84,23 @@ def _answer(model: BaseModel, status_code: int = 200) -> Response:
 
 
 @router.post("/pilots", status_code=201, response_model=Registered)
-async def register(body: PilotRegistration, ctx: LoopCtx, who: Pilot) -> Response:
+async def register(
+    body: PilotRegistration, request: Request, ctx: LoopCtx, who: Pilot
+) -> Response:
     """Join the pool; a token minted for an entry registers only pilots of that entry
-    (:func:`pilotage.collector.pilots.check_entry`, 403 otherwise)."""
-    pilot_id, secret = await ctx.write(
-        lambda conn: registry.register(conn, who.name, body, ctx.clock())
-    )
+    (:func:`pilotage.collector.pilots.check_entry`, 403 otherwise). With ``resume`` and
+    that pilot's secret, take a lost pilot back (:mod:`pilotage.collector.rejoin`)."""
     s = ctx.settings.server
+    sent_secret = request.headers.get(PILOT_SECRET_HEADER)
+
+    def work(conn: sa.Connection) -> tuple[str, str, list[str]]:
+        now = ctx.clock()
+        back = rejoin(conn, who.name, body, sent_secret, lease_s=s.lease_s, now=now)
+        if back is not None and sent_secret is not None:
+            return back[0], sent_secret, back[1]
+        return (*registry.register(conn, who.name, body, now), [])
+
+    pilot_id, secret, resumed = await ctx.write(work)
     registered = Registered(
         pilot_id=pilot_id,
         pilot_secret=secret,
@@ -97,6 +108,7 @@ async def register(body: PilotRegistration, ctx: LoopCtx, who: Pilot) -> Respons
         heartbeat_s=s.heartbeat_s,
         idle_timeout_s=s.idle_timeout_s,
         max_sandbox_bytes=ctx.spool.max_bytes,
+        resumed=resumed,
     )
     return _answer(registered, 201)
 
@@ -168,6 +180,8 @@ async def heartbeat(
         row = registry.owned(conn, pilot_id, who.name, secret)
         registry.require_active(row)
         registry.touch(conn, row, now)
+        if body.held is not None:  # live claims it does not hold: answers lost on the way
+            orphans.free_unheld(conn, pilot_id, {*body.held, *body.claims}, now=now)
         renewed, ended = claims.heartbeat(conn, pilot_id, body.claims, lease_s=s.lease_s, now=now)
         stops = [(r.claim_id, r.reason) for r in ended]
         orders, held = pacer.pace(pilot_id, row.site, stops, now, horizon_s=s.heartbeat_s)

@@ -45,6 +45,16 @@ class Resources(BaseModel):
     gpus: int = Field(default=0, ge=0, le=256)
 
 
+class Resume(BaseModel):
+    """In a registration: the pilot this agent was, and the claims it still holds
+    (docs/pilot-protocol.md, "Registering again"); its secret goes in the usual header."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pilot_id: str = Field(min_length=1, max_length=64)
+    claims: list[str] = Field(default_factory=list, max_length=4096)
+
+
 class PilotRegistration(Strict):
     """A pilot joining the pool with its whole resources (one partitionable slot)."""
 
@@ -58,6 +68,8 @@ class PilotRegistration(Strict):
     lifetime_s: float = Field(gt=0, le=30 * 86400)
     attrs: dict[str, str] = Field(default_factory=dict)
     start: str = "true"
+    #: Set when the agent registers again after its pilot was declared lost.
+    resume: Resume | None = None
 
     @field_validator("name", "site")
     @classmethod
@@ -97,6 +109,8 @@ class Registered(Strict):
     heartbeat_s: float
     idle_timeout_s: float
     max_sandbox_bytes: int
+    #: Registering again (``resume``): the claims taken back, which keep running.
+    resumed: list[str] = Field(default_factory=list)
 
 
 class WorkRequest(Strict):
@@ -150,6 +164,10 @@ class Heartbeat(Strict):
     """The claims a pilot still runs; their leases are renewed in one call."""
 
     claims: list[str] = Field(default_factory=list, max_length=4096)
+    #: Every claim the pilot holds, running or stopping, when no request that could
+    #: bring it a claim is under way; the server frees its other live claims (their
+    #: answers were lost: pilotage.queue.orphans). Absent: nothing is freed.
+    held: list[str] | None = Field(default=None, max_length=4096)
 
 
 class Revoked(BaseModel):

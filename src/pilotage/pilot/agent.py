@@ -16,6 +16,7 @@ are killed). If it dies without leaving (SIGKILL), its reaper kills its jobs
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -23,17 +24,19 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
 from pilotage.errors import Conflict, Denied, NotFound, PilotageError, Transient
 
 from .client import Backoff, Client, retrying
-from .config import REGISTER_PATIENCE_S, AgentConfig
+from .config import AgentConfig
 from .heartbeat import Heartbeat
 from .jobrun import KILL_GRACE_S, JobRun
 from .nodepolicy import report_line, switch_type_problem
 from .reaper import Reaper, lock_workdir, sweep
+from .reconnect import OutageClock, QuietLog, register_again
 from .resources import Resources, Slot, SlotFull
 from .session import WAIT_S, SessionWatcher
 from .switched import SwitchedRun
@@ -71,6 +74,12 @@ class Agent:
         self._drained = False
         # Written by signal handlers and other threads; plain attributes, read in the loop.
         self._signalled: str | None = None
+        #: The server lost this pilot (why): the main loop registers again (reconnect.py).
+        self._rejoin_due: str | None = None
+        self._heartbeat: Heartbeat | None = None
+        #: Server outages, not counted as idle time; their asks logged once each way.
+        self._outage = OutageClock()
+        self._ask_failures = QuietLog("asking for work")
         self._lost: str | None = None
         #: Why this node cannot run jobs (a switch refusal that is the node's fault): the
         #: pilot takes no more jobs and leaves once its running ones end.
@@ -100,13 +109,16 @@ class Agent:
                 log.error("registration failed: %s", exc.message)
                 return 1
             assert self.registration is not None
-            heartbeat = Heartbeat(
+            self._heartbeat = heartbeat = Heartbeat(
                 self.client,
                 self.registration.pilot_id,
                 self.registration.heartbeat_s,
                 self.runs,
                 on_retire=self._on_retire,
                 on_lost=self._on_lost,
+                quiet=self._quiet,
+                outage=self._outage,
+                on_back=self._on_back,
             )
             heartbeat.on_drain = self._on_drain
             heartbeat.start()
@@ -143,27 +155,11 @@ class Agent:
         self.reaper.start(keep)
 
     def register(self) -> Registration:
-        """Join the pool, retrying an unreachable server for ``REGISTER_PATIENCE_S``."""
-        cfg = self.config
-        r = cfg.resources
-        body = {
-            "v": VERSION,
-            "name": cfg.pilot_name,
-            "site": cfg.site,
-            "host": cfg.host,
-            "cpus": r.cpus,
-            "memory_mb": r.memory_mb,
-            "disk_mb": r.disk_mb,
-            "gpus": r.gpus,
-            "lifetime_s": cfg.lifetime_s,
-            "attrs": cfg.attrs,
-            "start": self._start_expression(),
-        }
-        give_up = time.monotonic() + REGISTER_PATIENCE_S
+        """Join the pool, retrying an unreachable server until the end of the lifetime."""
         answer = retrying(
-            lambda: self.client.request("POST", "/pilot/v1/pilots", body),
+            lambda: self.client.request("POST", "/pilot/v1/pilots", self._registration_body()),
             what="registration",
-            wait=lambda delay: self._sleep(delay) or time.monotonic() > give_up,
+            wait=lambda delay: self._sleep(delay) or time.monotonic() >= self._end,
         )
         self.registration = Registration.from_wire(answer)
         self.client.set_pilot_secret(self.registration.pilot_secret)
@@ -174,6 +170,64 @@ class Agent:
             self.idle_timeout_s,
         )
         return self.registration
+
+    def _registration_body(self) -> dict[str, Any]:
+        """What registering says of this pilot: its slot and what is left of its life."""
+        cfg = self.config
+        r = cfg.resources
+        return {
+            "v": VERSION,
+            "name": cfg.pilot_name,
+            "site": cfg.site,
+            "host": cfg.host,
+            "cpus": r.cpus,
+            "memory_mb": r.memory_mb,
+            "disk_mb": r.disk_mb,
+            "gpus": r.gpus,
+            "lifetime_s": max(1.0, round(self._end - time.monotonic(), 3)),
+            "attrs": cfg.attrs,
+            "start": self._start_expression(),
+        }
+
+    def _rejoin(self) -> None:
+        """Register again after the server lost this pilot (pilot/reconnect.py): the
+        claims it takes back keep running, the others are stopped; refused, leave."""
+        assert self.registration is not None and self._heartbeat is not None
+        why, self._rejoin_due = self._rejoin_due, None
+        log.warning("the server lost this pilot (%s); registering again", why)
+        with self._ask_lock:  # no claim may arrive meanwhile: ``held`` is then all of them
+            held = [run.claim.claim_id for run in self.runs()]
+            try:
+                again = register_again(
+                    self.client,
+                    self._registration_body(),
+                    self.registration,
+                    held,
+                    wait=lambda delay: self._sleep(delay) or time.monotonic() >= self._end,
+                )
+            except PilotageError as exc:
+                self._lost = f"{why}; registering again failed: {exc.message}"
+                return
+            self.registration = again
+            self.client.set_pilot_secret(again.pilot_secret)
+            self._heartbeat.set_pilot(again.pilot_id)
+            self._outage.succeeded()
+            self._not_before = 0.0
+            for run in self.runs():
+                if run.claim.claim_id not in again.resumed:
+                    run.stop("the server no longer holds its claim (this pilot was lost)")
+
+    @contextlib.contextmanager
+    def _quiet(self) -> Iterator[bool]:
+        """Whether no request that could bring a claim is under way; if so, none starts
+        until the caller is done (the heartbeat's complete list of claims)."""
+        if not self._ask_lock.acquire(blocking=False):
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            self._ask_lock.release()
 
     def _start_expression(self) -> str:
         """The slot's START: the flag's, and only its owner's jobs on a single-user pilot
@@ -204,6 +258,10 @@ class Agent:
             reason = self._exit_reason()
             if reason is not None:
                 return reason
+            if self._rejoin_due is not None:
+                self._rejoin()
+                backoff.reset()
+                continue
             with self._lock:
                 ask = self._may_ask(self.slot.free()) and time.monotonic() >= self._not_before
             if not ask:
@@ -212,11 +270,17 @@ class Agent:
             try:
                 self._ask()
                 backoff.reset()
+                self._ask_failures.succeeded()
+                self._outage.succeeded()
             except (NotFound, Denied, Conflict) as exc:
                 self._on_lost(exc.message)
             except PilotageError as exc:  # transient, or e.g. 401 while a token is renewed
                 delay = backoff.delay(exc.retry_after_s if isinstance(exc, Transient) else None)
-                log.warning("asking for work failed (%s); again in %.0f s", exc.message, delay)
+                if isinstance(exc, Transient):
+                    self._outage.failed()
+                    self._ask_failures.failed(exc.message)
+                else:
+                    log.warning("asking for work failed (%s); again in %.0f s", exc.message, delay)
                 self._not_before = time.monotonic() + delay
 
     def _exit_reason(self) -> str | None:
@@ -237,7 +301,8 @@ class Agent:
             return "retired by the server"
         if self._end - now < self.config.lifetime_margin_s:
             return "lifetime nearly over"
-        if now - self._idle_since >= self.idle_timeout_s:
+        idle_s = now - self._idle_since - self._outage.unreachable_s(self._idle_since)
+        if idle_s >= self.idle_timeout_s:  # time the server was out of reach is not idle
             return "idle timeout"
         return None
 
@@ -245,6 +310,7 @@ class Agent:
         """Whether to ask for more work with ``free`` resources (caller holds ``_lock``)."""
         return (
             not (self._retire or self._drained or self._signalled or self._lost or self._node_fault)
+            and self._rejoin_due is None
             and self._end - time.monotonic() >= self.config.lifetime_margin_s
             and Slot.MIN_FREE.fits_in(free)
         )
@@ -469,8 +535,16 @@ class Agent:
             self._drained = drained
             self._wake.set()
 
+    def _on_back(self) -> None:
+        """The server answers again after an outage: ask for work now, not at the end of
+        the back-off the outage built up."""
+        self._not_before = 0.0
+        self._wake.set()
+
     def _on_lost(self, message: str) -> None:
-        self._lost = message
+        """The server no longer knows or accepts this pilot: register again (the main
+        loop does; if that is refused too, the agent leaves)."""
+        self._rejoin_due = message
         self._wake.set()
 
     def _install_signals(self) -> dict[int, Any]:

@@ -45,8 +45,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("pilotage.pilot")
 T = TypeVar("T")
 
-#: Connection failures after which a request on a fresh connection is worth one retry.
-_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+#: Failures of a kept-alive connection the server closed while it was idle (its
+#: keep-alive timeout, a restart): the request is sent again, once, on a fresh connection,
+#: without a word in the log. TLS reports such a close as an EOF "in violation of
+#: protocol" (no close_notify) or as a clean close, depending on who wrote last.
+_STALE = (
+    http.client.RemoteDisconnected,
+    ConnectionResetError,
+    BrokenPipeError,
+    ssl.SSLEOFError,
+    ssl.SSLZeroReturnError,
+)
 
 
 class _Token:
@@ -159,6 +168,7 @@ class Client:
         }
         if self._pilot_secret:
             headers[PILOT_SECRET_HEADER] = self._pilot_secret
+        start = _position(body)
         for attempt in (1, 2):
             conn, reused = self._connection()
             try:
@@ -166,7 +176,10 @@ class Client:
                 return conn.getresponse()
             except _STALE as exc:
                 self.close()
-                if reused and attempt == 1 and not hasattr(body, "read"):
+                if reused and attempt == 1 and _rewind(body, start):
+                    log.debug(
+                        "%s %s: kept-alive connection closed (%r); sent again", method, path, exc
+                    )
                     continue
                 raise Unreachable(
                     f"the server closed the connection during {method} {path}"
@@ -259,6 +272,29 @@ class Client:
         except (OSError, http.client.HTTPException) as exc:
             self.close()
             raise Unreachable(f"the answer to {method} {path} was cut ({exc})") from exc
+
+
+def _position(body: bytes | IO[bytes] | None) -> int | None:
+    """Where a file body starts (to send it again), or None if it cannot be rewound."""
+    if not hasattr(body, "read"):
+        return 0
+    try:
+        return body.tell()  # type: ignore[union-attr]
+    except (OSError, AttributeError, ValueError):
+        return None
+
+
+def _rewind(body: bytes | IO[bytes] | None, start: int | None) -> bool:
+    """Whether ``body`` can be sent again (bytes, or a file rewound to ``start``)."""
+    if not hasattr(body, "read"):
+        return True
+    if start is None:
+        return False
+    try:
+        body.seek(start)  # type: ignore[union-attr]
+    except (OSError, AttributeError, ValueError):
+        return False
+    return True
 
 
 def _raise_for_status(

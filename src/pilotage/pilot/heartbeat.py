@@ -9,19 +9,27 @@ pilot, and two copies never run. Leases are measured on this node's monotonic cl
 from the moment each request was sent (see :meth:`~pilotage.pilot.jobrun.JobRun.renew`),
 never from the server's ``lease_expires_at``, so clock skew cannot keep a job past its
 lease.
+
+When no request that could bring a claim is under way (``quiet``), the beat also lists
+every claim the pilot holds, stopping ones included (``held``), and holds such requests
+back until it is answered: the server then frees at once any live claim of this pilot
+the list lacks, whose answer was lost on its way here (pilotage.queue.orphans). A run of
+failed beats is logged once as it starts and once as it ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from pilotage.errors import Conflict, Denied, NotFound, PilotageError, Transient
 
 from .client import Client
 from .jobrun import KILL_GRACE_S, JobRun
+from .reconnect import OutageClock, QuietLog
 from .wire import VERSION, HeartbeatAnswer
 
 log = logging.getLogger("pilotage.pilot")
@@ -40,6 +48,10 @@ class Heartbeat:
 
     ``on_retire`` is called when the server asks the pilot to retire, ``on_lost`` (with
     the server's message) when the server no longer knows or accepts this pilot.
+    ``quiet`` is entered around each beat and yields whether ``runs()`` is every claim
+    the pilot holds, no request that could bring one being under way until it exits.
+    ``outage`` hears of every beat that reached the server or not, and ``on_back`` is
+    called when a beat reaches it again after an outage.
     """
 
     def __init__(
@@ -50,9 +62,16 @@ class Heartbeat:
         runs: Callable[[], list[JobRun]],
         on_retire: Callable[[], None],
         on_lost: Callable[[str], None],
+        quiet: Callable[[], contextlib.AbstractContextManager[bool]] | None = None,
+        outage: OutageClock | None = None,
+        on_back: Callable[[], None] | None = None,
     ) -> None:
         self._client = client
         self._path = f"/pilot/v1/pilots/{pilot_id}/heartbeat"
+        self._quiet = quiet or _never_quiet
+        self._failures = QuietLog("heartbeat")
+        self._outage = outage or OutageClock()
+        self._on_back = on_back
         self.heartbeat_s = heartbeat_s
         self._runs = runs
         self._on_retire = on_retire
@@ -61,6 +80,10 @@ class Heartbeat:
         self._on_lost = on_lost
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="heartbeat", daemon=True)
+
+    def set_pilot(self, pilot_id: str) -> None:
+        """Beat for ``pilot_id`` from now on (the agent registered again as a new pilot)."""
+        self._path = f"/pilot/v1/pilots/{pilot_id}/heartbeat"
 
     def start(self) -> None:
         """Start beating; the first beat is one period from now."""
@@ -80,24 +103,33 @@ class Heartbeat:
 
     def beat(self) -> float:
         """Send one heartbeat and act on its answer; return the delay to the next one."""
-        runs = {run.claim.claim_id: run for run in self._runs() if run.alive}
-        sent = time.monotonic()
         renewed: set[str] = set()
         delay = self.heartbeat_s
-        try:
-            body = {"v": VERSION, "claims": sorted(runs)}
-            answer = HeartbeatAnswer.from_wire(self._client.request("POST", self._path, body))
-        except (NotFound, Denied, Conflict) as exc:
-            log.error("heartbeat refused: %s", exc.message)
-            self._on_lost(exc.message)
-            return self.heartbeat_s
-        except Transient as exc:
-            log.warning("heartbeat failed (%s)", exc.message)
-            delay = self._retry_delay(exc.retry_after_s)
-        except PilotageError as exc:  # e.g. 401 while the token is being renewed
-            log.warning("heartbeat refused (%s)", exc.message)
-            delay = self._retry_delay(0.0)
-        else:
+        with self._quiet() as complete:
+            held = self._runs()
+            runs = {run.claim.claim_id: run for run in held if run.alive}
+            sent = time.monotonic()
+            body: dict[str, object] = {"v": VERSION, "claims": sorted(runs)}
+            if complete:
+                body["held"] = sorted(run.claim.claim_id for run in held)
+            answer: HeartbeatAnswer | None = None
+            try:
+                answer = HeartbeatAnswer.from_wire(self._client.request("POST", self._path, body))
+            except (NotFound, Denied, Conflict) as exc:
+                log.error("heartbeat refused: %s", exc.message)
+                self._on_lost(exc.message)
+                return self.heartbeat_s
+            except Transient as exc:
+                self._outage.failed()
+                self._failures.failed(exc.message)
+                delay = self._retry_delay(exc.retry_after_s)
+            except PilotageError as exc:  # e.g. 401 while the token is being renewed
+                log.warning("heartbeat refused (%s)", exc.message)
+                delay = self._retry_delay(0.0)
+        if answer is not None:
+            self._failures.succeeded()
+            if self._outage.succeeded() and self._on_back is not None:
+                self._on_back()
             for claim_id in answer.renewed:
                 if claim_id in runs:
                     runs[claim_id].renew(sent)
@@ -136,3 +168,9 @@ class Heartbeat:
         """Sooner than a period after a failure, but not before the server's Retry-After."""
         soon = max(min(5.0, self.heartbeat_s), self.heartbeat_s * RETRY_FRACTION)
         return min(self.heartbeat_s, max(soon, retry_after_s))
+
+
+@contextlib.contextmanager
+def _never_quiet() -> Iterator[bool]:
+    """Without a ``quiet`` gate the claim list is never known to be complete."""
+    yield False

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import http.client
 import logging
 import os
 import shutil
@@ -30,13 +29,14 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any, BinaryIO, cast
+from typing import IO, Any
 
-from pilotage.errors import BadInput, Transient, Unreachable, UserError
-from pilotage.queue.sandbox import SandboxError, extract
+from pilotage.errors import BadInput, Transient, UserError
+from pilotage.queue.sandbox import SandboxError
 
 from .client import Client, retrying
 from .container import job_argv, program_in_image
+from .forkgate import TRANSIENT_START, spawn
 from .outputs import (
     OutputError,
     credential_needles,
@@ -46,6 +46,7 @@ from .outputs import (
     select_outputs,
     snapshot,
 )
+from .staging import download, staging_file, unpack
 from .streaming import stream_stdout
 from .urlinputs import fetch_all as fetch_urls
 from .wire import Claim, Failure, GiveBack, HoldCode, JobResult
@@ -56,6 +57,8 @@ DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 KILL_GRACE_S = 10.0
 #: How long the server keeps a job this pilot gave back from it (docs/pilot.md).
 GIVE_BACK_EXCLUDE_S = 600.0
+#: The same after a passing failure of the node (a start that failed with EAGAIN...).
+TRANSIENT_EXCLUDE_S = 10.0
 #: Write failures that mean the node's disk (or the account's quota) is full.
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -231,6 +234,14 @@ class JobRun:
         self.give_back = GiveBack(reason, exclude_s=GIVE_BACK_EXCLUDE_S, stop_pilot=True)
         self.stop(reason)
 
+    def give_back_transient(self, reason: str) -> None:
+        """Stop the claim and mark it to give back, not counted, the pilot taking more
+        jobs: a passing failure of this node (pilot/forkgate.py) that says nothing of the
+        job, which goes elsewhere (kept from this pilot for a short while)."""
+        log.warning("%s: %s; giving the job back", self.tag, reason)
+        self.give_back = GiveBack(reason, exclude_s=TRANSIENT_EXCLUDE_S)
+        self.stop(reason)
+
     def credential_files(self) -> list[Path]:
         """The credential files whose key material no output may carry."""
         return [self.pilot_credential] if self.pilot_credential is not None else []
@@ -288,15 +299,17 @@ class JobRun:
         """Download and unpack the input sandbox (into ``dest``, by default the scratch
         directory); a refused one is a failure (code 10)."""
         where = dest or self.scratch
-
-        def attempt() -> None:
-            remove_tree(where)
-            os.mkdir(where, 0o700)
-            with self._client.stream(f"/pilot/v1/claims/{self.claim.claim_id}/input") as body:
-                extract(cast(BinaryIO, _Body(body)), where, max_bytes=self._max_bytes)
-
+        path = f"/pilot/v1/claims/{self.claim.claim_id}/input"
         try:
-            self._call("input sandbox download", attempt)
+            # Downloaded whole, then unpacked while no claim forks (pilot/forkgate.py).
+            with staging_file(self._workdir) as staged:
+                self._call(
+                    "input sandbox download",
+                    lambda: download(self._client, path, staged, self._max_bytes),
+                )
+                remove_tree(where)
+                os.mkdir(where, 0o700)
+                unpack(staged, where, self._max_bytes)
         except SandboxError as exc:
             log.warning("%s: input sandbox refused: %s", self.tag, exc.message)
             return Failure(HoldCode.INPUT_REFUSED, f"input sandbox refused: {exc.message}")
@@ -350,17 +363,23 @@ class JobRun:
             with self._lock:
                 if not self.alive:
                     raise _Gone
-                self._proc = subprocess.Popen(
-                    job_argv(claim, [str(path), *claim.arguments], self.scratch),
-                    cwd=self.scratch,
-                    env=build_environment(claim, self.scratch),
-                    stdin=stdin,
-                    stdout=stdout,
-                    stderr=stderr,
-                    start_new_session=True,
-                    close_fds=True,
+                self._proc = spawn(
+                    lambda: subprocess.Popen(
+                        job_argv(claim, [str(path), *claim.arguments], self.scratch),
+                        cwd=self.scratch,
+                        env=build_environment(claim, self.scratch),
+                        stdin=stdin,
+                        stdout=stdout,
+                        stderr=stderr,
+                        start_new_session=True,
+                        close_fds=True,
+                    ),
+                    self.tag,
                 )
         except OSError as exc:
+            if exc.errno in TRANSIENT_START:  # the node's moment, not the job: not held
+                self.give_back_transient(f"the job could not be started ({exc.strerror})")
+                raise _Gone from None
             return Failure(HoldCode.START, f"the job could not be started ({exc.strerror or exc})")
         finally:
             for stream in streams:
@@ -441,16 +460,3 @@ class JobRun:
                 return Failure(HoldCode.OUTPUT, f"the server refused the outputs: {exc.message}")
         log.info("%s: uploaded %d output files (%d bytes)", self.tag, count, size)
         return None
-
-
-class _Body:
-    """A response body for tarfile: a cut connection becomes Unreachable (retried)."""
-
-    def __init__(self, response: http.client.HTTPResponse) -> None:
-        self._response = response
-
-    def read(self, n: int = -1) -> bytes:
-        try:
-            return self._response.read(n)
-        except (OSError, http.client.HTTPException) as exc:
-            raise Unreachable(f"the input sandbox download was cut ({exc})") from exc

@@ -79,6 +79,7 @@ from pilotage.queue.sandbox import SandboxError, extract, pack
 
 from .client import error_kind, retrying
 from .container import NoRuntime, job_argv
+from .forkgate import GATE
 from .jobcredential import check_switch_mode, install_wrapper, make_key_request, proxy_file_bytes
 from .jobrun import (
     DEFAULT_PATH,
@@ -197,9 +198,10 @@ class SwitchedRun(JobRun):
                 for fd in (stdin, null.fileno(), null.fileno(), write_fd):
                     high.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10))
             actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(high)]
-            pid = os.posix_spawn(
-                self._program, [*self.switch, *args], env, file_actions=actions, setsid=True
-            )
+            with GATE.forking():  # no executable open for writing survives into it
+                pid = os.posix_spawn(
+                    self._program, [*self.switch, *args], env, file_actions=actions, setsid=True
+                )
         except BaseException:
             os.close(read_fd)
             raise

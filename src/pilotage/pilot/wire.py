@@ -92,10 +92,15 @@ class Registration:
     idle_timeout_s: float
     max_sandbox_bytes: int
     pilot_secret: str = field(repr=False)
+    #: Registering again: the claims the server took back (they keep running).
+    resumed: frozenset[str] = frozenset()
 
     @classmethod
     def from_wire(cls, body: Any) -> Registration:
         what = "registration answer"
+        resumed = body.get("resumed", []) if isinstance(body, dict) else []
+        if not isinstance(resumed, list) or not all(isinstance(c, str) for c in resumed):
+            raise ProtocolError(f"the server's {what} has a bad value for 'resumed'")
         return cls(
             pilot_id=_get(body, "pilot_id", str, what),
             lease_s=_number(body, "lease_s", what),
@@ -103,6 +108,7 @@ class Registration:
             idle_timeout_s=_number(body, "idle_timeout_s", what),
             max_sandbox_bytes=int(_get(body, "max_sandbox_bytes", int, what)),
             pilot_secret=_get(body, "pilot_secret", str, what),
+            resumed=frozenset(resumed),
         )
 
 

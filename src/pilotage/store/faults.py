@@ -164,6 +164,9 @@ _ERRNOS: dict[int, tuple[FaultKind, str]] = {
     errno.ENOSPC: (FaultKind.DISK_FULL, "no space left on the device"),
     errno.EDQUOT: (FaultKind.DISK_FULL, "the disk quota is exhausted"),
     errno.EROFS: (FaultKind.READ_ONLY, "the file system is read-only"),
+    # The server's own state (spool, database) refuses it: the operator's set-up, never
+    # the caller's request (the server opens nothing a caller names).
+    errno.EACCES: (FaultKind.READ_ONLY, "permission denied"),
     errno.EIO: (FaultKind.IO_ERROR, "an input/output error"),
     errno.EMFILE: (FaultKind.OVERLOADED, "too many open files"),
     errno.ENFILE: (FaultKind.OVERLOADED, "too many open files on the host"),
