@@ -23,6 +23,7 @@ from pilotage.errors import PilotageError, Transient
 from .client import Backoff, Client
 from .jobrun import JobRun
 from .sessionrun import SessionRun
+from .websocket import WebSocket
 from .wire import ProtocolError, _get, _number
 
 log = logging.getLogger("pilotage.pilot")
@@ -136,5 +137,5 @@ class SessionWatcher:
     def _run(self, session: SessionRun) -> None:
         session.serve()
 
-    def _open(self, path: str, max_message_bytes: int) -> Any:
+    def _open(self, path: str, max_message_bytes: int) -> WebSocket:
         return self._client.websocket(path, max_message_bytes=max_message_bytes)

@@ -31,13 +31,17 @@ import os
 import select
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pilotage.errors import PilotageError
 
 from .jobrun import JobRun
 from .sessionproc import CannotEnter, Entered, enter
 from .websocket import Message, WebSocket, WebSocketError
+
+if TYPE_CHECKING:
+    from .session import Offer
 
 log = logging.getLogger("pilotage.pilot")
 
@@ -59,14 +63,18 @@ class _Over(Exception):
 
 
 class SessionRun:
-    """A session offered to this pilot (``offer``: the server's wire form, checked)."""
+    """A session offered to this pilot, for the claim of ``run`` (None: not held here)."""
 
     def __init__(
-        self, offer: Any, run: JobRun | None, open_socket: Any, leaving: threading.Event
+        self,
+        offer: Offer,
+        run: JobRun | None,
+        open_socket: Callable[[str, int], WebSocket],
+        leaving: threading.Event,
     ) -> None:
         self.offer = offer
         self.run = run
-        self._open = open_socket  # path -> WebSocket (the agent's client)
+        self._open = open_socket  # (path, largest message) -> the agent's WebSocket
         self._leaving = leaving
         self._ws: WebSocket | None = None
         self._entered: Entered | None = None
@@ -114,6 +122,8 @@ class SessionRun:
                 )  # fmt: skip
             except CannotEnter as exc:
                 raise _Over(exc.why, exc.message) from None
+            except OSError as exc:  # no pty, no descriptor left: the node's state
+                raise _Over("agent", f"the session cannot be set up on the node ({exc})") from None
             what = "a command" if o.command else "a shell"
             log.info("%s: %s started for the user", self.tag, what)
             self._relay(ws, self._entered)
