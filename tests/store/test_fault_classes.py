@@ -143,3 +143,23 @@ def test_an_outage_is_logged_as_it_starts_and_as_it_ends(
     assert len(lines) == 2, lines
     assert lines[0].startswith("sweep: outage (disk_full: no space left on the device)")
     assert lines[1].startswith("sweep: outage over after") and "(20 failed passes)" in lines[1]
+
+
+def test_a_server_out_of_reach_is_an_outage_of_a_client_loop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    from pilotage.errors import Unreachable
+
+    outage = Outage("frontend", logging.getLogger("pilotage.test.outage"))
+    with caplog.at_level(logging.WARNING, logger="pilotage.test.outage"):
+        for _ in range(3):
+            assert outage.failed(Unreachable("cannot reach the server at https://s:9618"))
+        outage.succeeded()
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == (
+        "frontend: outage (Unreachable): cannot reach the server at https://s:9618; "
+        "retrying quietly until it ends"
+    )
+    assert "(3 failed passes)" in lines[1] and len(lines) == 2

@@ -21,6 +21,7 @@ from typing import Annotated, Any
 import typer
 
 from pilotage.errors import OperatorError, Transient
+from pilotage.store.outage import Outage
 
 log = logging.getLogger("pilotage.cli.provisioning")
 
@@ -34,14 +35,16 @@ def run_cycles(name: str, cycle: Callable[[], Any], cycle_s: float, *, once: boo
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    outage = Outage(name, log)  # the server unreachable: one line as it starts and ends
     try:
         while not stop.is_set():
             try:
                 cycle()
+                outage.succeeded()
             except Transient as exc:
                 if once:
                     raise
-                log.warning("%s: cycle skipped: %s", name, exc.message)
+                outage.failed(exc)
             if once:
                 break
             stop.wait(cycle_s)

@@ -36,6 +36,7 @@ import sqlalchemy as sa
 
 from pilotage.errors import OperatorError
 from pilotage.store.engine import Store
+from pilotage.store.outage import Outage
 from pilotage.store.tables import job_events, jobs, mail_notices
 
 log = logging.getLogger("pilotage.mail")
@@ -253,11 +254,15 @@ def start_mailer(store: Store, server: Any, stop: threading.Event) -> threading.
     mailer = Mailer(store, settings)
 
     def loop() -> None:
+        outage = Outage("mailer", log)  # a database outage: one line as it starts and ends
         while not stop.wait(server.reap_interval_s):
             try:
                 mailer.pass_once(time.time())
-            except Exception:  # the next pass tries again; a database outage passes
-                log.exception("mail pass failed")
+            except Exception as exc:  # the next pass tries again; a database outage passes
+                if not outage.failed(exc):
+                    log.exception("mail pass failed")
+            else:
+                outage.succeeded()
 
     thread = threading.Thread(target=loop, name="mailer", daemon=True)
     thread.start()

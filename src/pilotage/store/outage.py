@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from pilotage.errors import Transient
 from pilotage.store.faults import classify
 
 
@@ -41,9 +42,16 @@ class Outage:
 
     def failed(self, exc: BaseException) -> bool:
         """Note a failed pass; whether ``exc`` is a fault of the moment (else a bug, which
-        the caller must log with its traceback)."""
+        the caller must log with its traceback). A :class:`~pilotage.errors.Transient`
+        (the server answered 503 or could not be reached) is one too."""
         found = classify(exc)
-        if found is None:
+        if found is not None:
+            orig = getattr(exc, "orig", None) or exc
+            cause = " ".join(str(orig).split())[:300]
+            what = f"{found.kind.value}: {found.detail}): {type(orig).__name__}: {cause}"
+        elif isinstance(exc, Transient):
+            what = f"{type(exc).__name__}): {exc.message}"
+        else:
             return False
         with self._lock:
             self.failures += 1
@@ -51,12 +59,7 @@ class Outage:
             if starts:
                 self.since = self._clock()
         if starts:
-            orig = getattr(exc, "orig", None) or exc
-            self._log.warning(
-                "%s: outage (%s: %s): %s: %s; retrying quietly until it ends",
-                self.what, found.kind.value, found.detail, type(orig).__name__,
-                " ".join(str(orig).split())[:300],
-            )  # fmt: skip
+            self._log.warning("%s: outage (%s; retrying quietly until it ends", self.what, what)
         return True
 
     def succeeded(self) -> None:
