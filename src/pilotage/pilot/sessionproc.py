@@ -176,35 +176,44 @@ def _start(
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     status_r, status_w = os.pipe()  # the wrapper's exec status
     switch_r, switch_w = os.pipe() if switched else (-1, -1)
-    with ours:
-        try:
-            child_fds = [theirs.fileno(), *(() if not switched else (switch_w,))]
-            entered.pid = _spawn(program, args, env, child_fds)
-        finally:
-            theirs.close()
+    try:
+        with ours:
+            try:
+                child_fds = [theirs.fileno(), *(() if not switched else (switch_w,))]
+                entered.pid = _spawn(program, args, env, child_fds)
+            finally:
+                theirs.close()
+                if switched:
+                    os.close(switch_w)
             if switched:
-                os.close(switch_w)
-        if switched:
-            code, message = _switch_status(switch_r)
-            if code != 0:
-                os.close(switch_r)
-                os.waitpid(entered.pid, 0)
-                # 202 is the site's passing trouble: the user may try again (exit 75).
-                why = {201: "refused", 202: "unavailable", 203: "refused"}.get(code, "cannot-start")
-                raise CannotEnter(why, f"the site's pilotage-exec refused ({code}): {message}")
-            entered.lifeline = switch_r
-        try:
-            _hand_over(ours, request, [status_w, *stdio])
-        except OSError as exc:
-            os.close(status_w)
-            os.close(status_r)
+                code, message = _switch_status(switch_r)
+                if code != 0:
+                    os.waitpid(entered.pid, 0)
+                    # 202 is the site's passing trouble: the user may try again (exit 75).
+                    why = {201: "refused", 202: "unavailable", 203: "refused"}.get(code)
+                    raise CannotEnter(
+                        why or "cannot-start",
+                        f"the site's pilotage-exec refused ({code}): {message}",
+                    )
+                entered.lifeline, switch_r = switch_r, -1  # the session's now
+            try:
+                _hand_over(ours, request, [status_w, *stdio])
+            except OSError as exc:
+                entered.end()
+                raise CannotEnter(
+                    "cannot-start", f"the job wrapper did not start ({exc})"
+                ) from None
+        os.close(status_w)
+        status_w = -1
+        fd, status_r = status_r, -1
+        failure = _exec_status(fd)  # closes it
+        if failure:
             entered.end()
-            raise CannotEnter("cannot-start", f"the job wrapper did not start ({exc})") from None
-    os.close(status_w)
-    failure = _exec_status(status_r)
-    if failure:
-        entered.end()
-        raise CannotEnter("cannot-start", failure)
+            raise CannotEnter("cannot-start", failure)
+    finally:
+        for fd in (status_r, status_w, switch_r):
+            if fd >= 0:
+                os.close(fd)
 
 
 def _spawn(program: str, args: list[str], env: dict[str, str], fds: list[int]) -> int:
