@@ -50,7 +50,8 @@ def start_server(
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise OperatorError(f"the server exited at start; see {log}")
+            tail = " | ".join(log.read_text(errors="replace").splitlines()[-3:])
+            raise OperatorError(f"the server exited at start: {tail}")
         if state.socket.exists() and state.url_file.exists():
             try:
                 with Client(locate(state, None, None, None)) as client:
