@@ -32,6 +32,7 @@ import termios
 from dataclasses import dataclass
 from typing import Any
 
+from .forkgate import spawn
 from .jobcredential import install_wrapper
 from .jobrun import JobRun, build_environment
 from .switched import SwitchedRun
@@ -225,7 +226,12 @@ def _spawn(program: str, args: list[str], env: dict[str, str], fds: list[int]) -
             for fd in (fds[0], null.fileno(), null.fileno(), *fds[1:]):
                 high.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10))
         actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(high)]
-        return os.posix_spawn(program, args, env, file_actions=actions, setsid=True)
+        # On the gate's forking side: no other claim's executable, open for writing while
+        # it is unpacked, may live on in this child (pilot/forkgate.py).
+        return spawn(
+            lambda: os.posix_spawn(program, args, env, file_actions=actions, setsid=True),
+            "a session's command",
+        )
     except OSError as exc:
         raise CannotEnter("cannot-start", f"{program} cannot be started ({exc})") from None
     finally:
