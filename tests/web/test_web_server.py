@@ -323,6 +323,14 @@ def test_metrics_counters_match_the_api(web_pool: WebPool) -> None:
     assert after[("pilotage_job_removals_total", ())] == 1
     assert after[("pilotage_jobs", (("state", "REMOVED"),))] == 1
     assert web_pool.client("pilot").get("/metrics").status_code == 403
+    # The shipped Grafana dashboard reads only metrics the server serves.
+    served = {
+        f.name
+        for f in text_string_to_metric_families(web_pool.client("admin").get("/metrics").text)
+    }
+    dashboard = (Path(__file__).parents[2] / "docs" / "grafana-dashboard.json").read_text()
+    for name in set(re.findall(r"pilotage_[a-z_]+", dashboard)):
+        assert re.sub(r"_(total|bucket|count|sum)$", "", name) in served, name
 
 
 def _on_a_terminal(web: WebPool, *args: str, cwd: Path | None = None) -> tuple[str, int]:

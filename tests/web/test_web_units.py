@@ -78,3 +78,15 @@ def test_page_names_and_job_ids_of_pilotage_web() -> None:
 
 def test_durations_read_as_people_write_them() -> None:
     assert [duration(x) for x in (4.25, 185, 3725, None)] == ["4.2s", "3m05s", "1h02m", ""]
+
+
+def test_the_pager_says_more_than_past_the_counting_bound() -> None:
+    from pilotage.web.render import ENV
+
+    pager = ENV.get_template("macros.html").module.pager  # type: ignore[attr-defined]
+    capped = str(pager(3, 50, 10_001, "site=a&", 10_000, True))
+    assert "Rows 101\N{EN DASH}150 of more than 10,000." in capped
+    assert 'href="?site=a&amp;page=4"' in capped and 'href="?site=a&amp;page=2"' in capped
+    assert "Next page" not in str(pager(201, 50, 10_001, "", 10_000, False))
+    exact = str(pager(1, 50, 120, "", 10_000, True))
+    assert "Rows 1\N{EN DASH}50 of 120." in exact and "page=2" in exact

@@ -113,6 +113,7 @@ def history_page(request: Request) -> Response:
         data = {
             "rows": rows,
             "total": total,
+            "cap": history.COUNT_CAP,
             "filter": wanted,
             "query": request.url.query,
             "page_number": number,
