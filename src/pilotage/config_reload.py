@@ -35,7 +35,6 @@ RELOADABLE = frozenset(
         ("server", "reap_interval_s"),
         ("server", "retry_after_s"),
         ("server", "admins"),
-        ("server", "public_name"),
         ("server", "revocation_refresh_s"),
         ("server", "accounting_groups"),
     }
