@@ -23,8 +23,10 @@ slot's own ``Rank`` over jobs. A Rank that is not a number counts as 0, a boolea
 or 0, as in HTCondor.
 
 Cost: nothing for jobs without a Rank or with a constant one. For the others, one Rank
-evaluation per remembered offer, cached per autocluster and slot values; at most
-``max_offers`` offers are kept (the most recent).
+evaluation per remembered offer, cached per autocluster and slot values. Only the
+``max_offers`` (64) most recent offers are kept: idle pilots ask again every
+``retry_after_s``, so the slots free now are among the latest asks, and a job compares
+at most that many (bench/rank.py, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ class RankPreference:
     Pure (time is passed in); the caller holds the matchmaker's lock around every call.
     """
 
-    def __init__(self, window_s: float, wait_s: float, max_offers: int = 512) -> None:
+    def __init__(self, window_s: float, wait_s: float, max_offers: int = 64) -> None:
         self.window_s = window_s
         self.wait_s = wait_s
         self.max_offers = max_offers
