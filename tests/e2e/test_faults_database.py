@@ -162,6 +162,11 @@ def test_every_route_answers_503_while_postgresql_is_stopped(
             assert done.stderr.startswith("pilotage: the pool's database is unavailable")
             assert "Traceback" not in done.stderr
 
+        checked = pool.cli("admin", "check")
+        assert checked.returncode == 75, checked.stdout + checked.stderr
+        password = str(sa.make_url(pool.db_url).password)
+        assert "FAILED  database" in checked.stdout and password not in checked.stdout
+
         health = local.get("/healthz")
         assert health.status_code == 200
         assert health.json()["status"] == "degraded" and not health.json()["database"]["ok"]
@@ -177,6 +182,8 @@ def test_every_route_answers_503_while_postgresql_is_stopped(
         time.sleep(0.2)
     assert local.get("/healthz").json()["status"] == "ok"
     assert pool.cli("q").returncode == 0
+    checked = pool.cli("admin", "check")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
     assert pilot.heartbeat(claim["claim_id"]).status_code == 200
     assert pilot.report(claim["claim_id"]).status_code == 200
 
