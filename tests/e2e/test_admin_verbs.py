@@ -218,3 +218,31 @@ def test_drain_resume_kill_retire(sqlite_pool: Pool) -> None:
     (user,) = _json(pool.cli("admin", "users", "--json"))
     assert user["clusters"] == 1 and user["jobs"] == {"COMPLETED": 1, "IDLE": 1}
     assert pool.cli("rm", second).returncode == 0
+
+
+def test_a_factory_retires_the_running_pilots_of_its_entry(sqlite_pool: Pool) -> None:
+    pool = sqlite_pool
+    advert = {"ad": {"Site": "SITE_A", "Cpus": 2, "Memory": 2048},
+              "pilots": {"idle": 0, "running": 1, "held": 0}}  # fmt: skip
+    with (
+        https(pool, pool.token("factory-1", "factory")) as factory,
+        https(pool, pool.token("factory-2", "factory")) as other,
+        https(pool, pool.token("vo-frontend", "frontend")) as frontend,
+    ):
+        assert factory.put("/api/v1/entries/alpha", json=advert).status_code == 204
+        minted = frontend.post("/api/v1/pilot-tokens", json={"entry": "alpha", "lifetime_s": 600})
+        with https(pool, minted.json()["token"]) as http:
+            pilot = ProtocolPilot(http, site="SITE_A", attrs={"EntryName": '"alpha"'})
+            before = snapshot(pool, volatile=("pilots.last_seen_at",))
+            assert other.post("/api/v1/entries/alpha/retirements",
+                              json={"frontend": "vo-frontend"}).status_code == 403  # fmt: skip
+            assert factory.post("/api/v1/entries/nowhere/retirements",
+                                json={"frontend": "vo-frontend"}).status_code == 404  # fmt: skip
+            assert frontend.post("/api/v1/entries/alpha/retirements",
+                                 json={"frontend": "vo-frontend"}).status_code == 403  # fmt: skip
+            assert snapshot(pool, volatile=("pilots.last_seen_at",)) == before
+            retire = {"frontend": "vo-frontend"}
+            done = factory.post("/api/v1/entries/alpha/retirements", json=retire)
+            assert done.status_code == 200 and done.json()["retired"] == 1
+            assert pilot.heartbeat().json()["retire"] is True
+            assert pilot.ask() is None
