@@ -28,7 +28,11 @@ from typing import Any
 import pytest
 from e2e_callers import submit_api
 
+from pilotage.collector import pilots as registry
 from pilotage.factory.backends.local import PilotLaunch
+from pilotage.queue.claims import release_claim
+from pilotage.queue.states import Trigger
+from pilotage.store.engine import Store
 from pilotage.testing import Pool
 
 SETTINGS = {"heartbeat_s": "1", "lease_s": "6", "reap_interval_s": "0.5", "retry_after_s": "0.5"}
@@ -271,4 +275,37 @@ def test_a_pilot_declared_lost_while_its_job_runs_keeps_it_running(sqlite_pool: 
     triggers = [e["trigger"] for e in events]
     assert triggers.count("claim") == 1 and triggers.count("exit") == 1, triggers
     assert _rows(pool, "select state from pilots") == [("active",)]
+    assert backend.processes["pilot-0"].poll() is None
+
+
+def test_a_pilot_back_from_lost_stops_the_job_the_server_no_longer_counts_on(
+    sqlite_pool: Pool,
+) -> None:
+    pool = sqlite_pool
+    backend = pool.pilots(1, lifetime_s=900)
+    agent_log = pool.root / "pilots" / "pilot-0" / "pilot.log"
+    with pool.admin() as admin:
+        cluster = submit_api(admin, 1, executable="/bin/sleep", arguments=["4"])
+    _until(lambda: "started pid" in agent_log.read_text(), "the job starts")
+    ((pilot_id, claim_id, job_id),) = _rows(
+        pool, "select pilot_id, id, job_id from claims where state = 'active'"
+    )
+    # What the reaper does to a pilot silent past its lease (here at once, in one
+    # transaction, with the server's own functions): the claim released, the pilot lost.
+    store = Store(pool.db_url)
+    try:
+        with store.write() as conn:
+            now = time.time()
+            release_claim(conn, claim_id, job_id, trigger=Trigger.LEASE_EXPIRED,
+                          reason="lease expired", max_attempts=5, now=now)  # fmt: skip
+            registry.leave(conn, pilot_id, "lost", "no heartbeat", now)
+    finally:
+        store.dispose()
+    _until(lambda: _states(pool, cluster) == ["COMPLETED"], "the job runs again and ends")
+    log = agent_log.read_text()
+    assert f"registered again as the same pilot {pilot_id}; 0 of 1 claims resumed" in log
+    assert f"claim {claim_id} job {cluster}.0: stopping (the server no longer holds" in log
+    with pool.admin() as admin:
+        triggers = [e["trigger"] for e in admin.call("GET", f"/api/v1/jobs/{cluster}.0/events")]
+    assert triggers.count("exit") == 1 and triggers.count("claim") == 2, triggers
     assert backend.processes["pilot-0"].poll() is None
