@@ -18,8 +18,6 @@ from .renewal import RenewalSettings
 from .resources import Resources
 from .switchretry import SwitchRetry
 
-#: How long registration keeps retrying an unreachable server before giving up.
-REGISTER_PATIENCE_S = 600.0
 #: The lifetime a pilot assumes when its command line gives none.
 DEFAULT_LIFETIME_S = 86400.0
 
