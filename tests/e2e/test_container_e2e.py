@@ -6,9 +6,19 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
+
+import pytest
 
 from pilotage.pilot.container import runtime
 from pilotage.testing import Pool
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    """SQLite only: what is tested here is the matchmaker and the agent, not the store."""
+    return f"sqlite:///{tmp_path / 'pilotage.db'}"
+
 
 SUBMIT = """universe = container
 container_image = /nonexistent/el9.sif

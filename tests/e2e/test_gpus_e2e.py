@@ -6,7 +6,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from pilotage.testing import Pool
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    """SQLite only: what is tested here is the matchmaker and the agent, not the store."""
+    return f"sqlite:///{tmp_path / 'pilotage.db'}"
+
 
 JOB = """#!/bin/sh
 echo "$CUDA_VISIBLE_DEVICES $_CONDOR_AssignedGPUs"

@@ -4,8 +4,18 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
+
+import pytest
 
 from pilotage.testing import Pool
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    """SQLite only: what is tested here is the matchmaker and the agent, not the store."""
+    return f"sqlite:///{tmp_path / 'pilotage.db'}"
+
 
 SUBMIT = """executable = /bin/true
 transfer_executable = false

@@ -6,8 +6,18 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+import pytest
 
 from pilotage.testing import Pool
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    """SQLite only: what is tested here is the matchmaker and the agent, not the store."""
+    return f"sqlite:///{tmp_path / 'pilotage.db'}"
+
 
 JOB = """#!/bin/sh
 echo "started $1"

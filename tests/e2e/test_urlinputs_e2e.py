@@ -7,11 +7,19 @@ import hashlib
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pilotage.testing import Pool
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    """SQLite only: what is tested here is the matchmaker and the agent, not the store."""
+    return f"sqlite:///{tmp_path / 'pilotage.db'}"
+
 
 DATA = b"run 42 conditions\n"
 SUBMIT = """executable = job.sh
