@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import ssl
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,3 +114,54 @@ def test_a_broken_policy_keeps_the_old_one(service: Service) -> None:
         health = client.get(service.url.replace("decision", "health")).json()
     assert health["generation"] == 1
     assert "policy reload failed" in service.log.read_text()
+
+
+def test_the_decision_log_has_a_line_per_decision_and_reopens_on_sighup(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.toml"
+    write_policy(policy, '"/O=Example/CN=Mallory"')
+    running = Service(policy, ca_for_service(tmp_path), tmp_path, decisions=True).start()
+    assert running.decision_log is not None
+    try:
+        with httpx.Client(verify=ssl.create_default_context(cafile=running.ca_file)) as client:
+            ask(client, running.url, "/O=Example/CN=Alice")
+            ask(client, running.url, "/O=Example/CN=Mallory")
+            bad = client.post(running.url, json={"version": 1})
+            assert bad.status_code == 422  # not a decision: not logged
+            alice, mallory = running.decisions()
+            assert (alice["permit"], alice["account"], alice["pilot"]) == (True, "alice", None)
+            assert alice["user"] == {
+                "kind": "x509", "subject": "/O=Example/CN=Alice", "issuer": "", "groups": [],
+            }  # fmt: skip
+            assert (mallory["permit"], mallory["reason"]) == (
+                False, "The DN '/O=Example/CN=Mallory' is banned."
+            )  # fmt: skip
+            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", alice["time"])
+            assert (running.decision_log.stat().st_mode & 0o777) == 0o640
+
+            # Rotated: renamed, then SIGHUP; the next decision goes to a new file.
+            rotated = running.decision_log.rename(tmp_path / "decisions.jsonl.1")
+            running.reload()
+            health = running.url.replace("decision", "health")
+            for _ in range(200):
+                if client.get(health).json()["generation"] == 2:
+                    break
+                threading.Event().wait(0.02)
+            ask(client, running.url, "/O=Example/CN=Alice")
+        assert len(rotated.read_text().splitlines()) == 2
+        assert [r["account"] for r in running.decisions()] == ["alice"]
+    finally:
+        running.stop()
+
+
+def test_a_decision_log_that_cannot_be_opened_is_refused_by_name(tmp_path: Path) -> None:
+    service = Service(tmp_path / "policy.toml", ca_for_service(tmp_path), tmp_path)
+    write_policy(service.policy)
+    where = tmp_path / "missing" / "decisions.jsonl"
+    command = [
+        sys.executable, "-m", "pilotage.cli", "site-authz", "serve",
+        "--policy", str(service.policy), "--cert", str(service.cert), "--key", str(service.key),
+        "--host", "127.0.0.1", "--port", "0", "--decision-log", str(where),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 78, done.stderr
+    assert f"the decision log {where} cannot be opened (No such file or directory)" in done.stderr

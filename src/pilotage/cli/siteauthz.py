@@ -41,6 +41,10 @@ def serve_cmd(
     port_file: Annotated[
         Path | None, typer.Option(help="Write the port here once listening.")
     ] = None,
+    decision_log: Annotated[
+        Path | None,
+        typer.Option(help="Append a JSON line per decision here (reopened on SIGHUP)."),
+    ] = None,
 ) -> None:
     """Serve decisions over HTTPS; SIGHUP reloads the policy without dropping requests."""
     from pilotage.siteauthz.service import PolicyHolder, bind, serve
@@ -49,7 +53,8 @@ def serve_cmd(
     holder = PolicyHolder(policy)
     sock = bind(host, port)
     serve(holder, sock, cert=cert, key=key, client_ca=client_ca,
-          limit_concurrency=limit_concurrency, port_file=port_file)  # fmt: skip
+          limit_concurrency=limit_concurrency, port_file=port_file,
+          decision_log=decision_log)  # fmt: skip
 
 
 @app.command("decide")

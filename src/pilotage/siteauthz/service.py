@@ -21,6 +21,7 @@ from fastapi import FastAPI, Request, Response
 from pydantic import ValidationError
 
 from pilotage.errors import OperatorError
+from pilotage.siteauthz.decisionlog import DecisionLog
 from pilotage.siteauthz.wire import DecisionRequest, DecisionResponse
 from pilotage.sitepolicy.policy import Policy, PolicyError
 
@@ -51,8 +52,9 @@ class PolicyHolder:
         return True
 
 
-def create_app(holder: PolicyHolder) -> FastAPI:
-    """The decision API: ``POST /v1/decision``, ``GET /v1/health``."""
+def create_app(holder: PolicyHolder, decisions: DecisionLog | None = None) -> FastAPI:
+    """The decision API: ``POST /v1/decision``, ``GET /v1/health``; each decision goes to
+    ``decisions`` when given."""
     app = FastAPI(title="pilotage site-authz", version="1", docs_url=None, redoc_url=None)
 
     async def decide(request: Request) -> Response:
@@ -65,6 +67,8 @@ def create_app(holder: PolicyHolder) -> FastAPI:
             return Response(exc.json(), status_code=422, media_type="application/json")
         pilot = asked.pilot.to_subject() if asked.pilot is not None else None
         decision = holder.current.decide(asked.user.to_subject(), pilot)
+        if decisions is not None:
+            decisions.write(asked, decision)
         return Response(DecisionResponse.of(decision).model_dump_json(),
                         media_type="application/json")  # fmt: skip
 
@@ -104,13 +108,17 @@ def serve(
     client_ca: Path | None = None,
     limit_concurrency: int = 1000,
     port_file: Path | None = None,
+    decision_log: Path | None = None,
 ) -> None:
-    """Serve decisions on ``sock`` until SIGTERM or SIGINT; SIGHUP reloads the policy.
+    """Serve decisions on ``sock`` until SIGTERM or SIGINT; SIGHUP reloads the policy
+    (and reopens the decision log).
 
     ``port_file`` gets the port once SIGHUP is handled (before that, it would kill us).
+    ``decision_log`` gets a line per decision (:mod:`pilotage.siteauthz.decisionlog`).
     """
+    decisions = DecisionLog(decision_log) if decision_log is not None else None
     config = uvicorn.Config(
-        create_app(holder),
+        create_app(holder, decisions),
         ssl_certfile=str(cert),
         ssl_keyfile=str(key),
         ssl_ca_certs=str(client_ca) if client_ca else None,
@@ -124,10 +132,19 @@ def serve(
     )
     server = uvicorn.Server(config)
 
+    def hangup() -> None:
+        holder.reload()
+        if decisions is not None:
+            decisions.reopen()
+
     async def run() -> None:
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, holder.reload)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, hangup)
         if port_file is not None:
             port_file.write_text(f"{sock.getsockname()[1]}\n")
         await server.serve(sockets=[sock])
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    finally:
+        if decisions is not None:
+            decisions.close()

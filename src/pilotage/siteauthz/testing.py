@@ -6,12 +6,14 @@ the service's tests and ``bench/switch.py`` start the real service the same way.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
@@ -21,7 +23,9 @@ from pilotage.credentials.ca import CertificateAuthority
 class Service:
     """A running service subprocess: its URL, its CA file, and how to reload or stop it."""
 
-    def __init__(self, policy: Path, ca: CertificateAuthority, directory: Path) -> None:
+    def __init__(
+        self, policy: Path, ca: CertificateAuthority, directory: Path, *, decisions: bool = False
+    ) -> None:
         host = ca.issue_host("localhost")
         self.cert, self.key = directory / "authz.pem", directory / "authz.key"
         self.cert.write_bytes(host.cert_pem())
@@ -32,6 +36,8 @@ class Service:
         self.policy = policy
         self.port_file = directory / "authz.port"
         self.log = directory / "authz.log"
+        #: With ``decisions``, the service's decision log (``--decision-log``).
+        self.decision_log = directory / "decisions.jsonl" if decisions else None
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
 
@@ -43,6 +49,8 @@ class Service:
             "--policy", str(self.policy), "--cert", str(self.cert), "--key", str(self.key),
             "--host", "127.0.0.1", "--port", "0", "--port-file", str(self.port_file),
         ]  # fmt: skip
+        if self.decision_log is not None:
+            command += ["--decision-log", str(self.decision_log)]
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=log)
         deadline = time.monotonic() + timeout_s
@@ -54,6 +62,14 @@ class Service:
         self.url = f"https://localhost:{port}/v1/decision"
         _wait_listening(port, deadline)
         return self
+
+    def decisions(self) -> list[dict[str, Any]]:
+        """The decision log's records so far (none without ``decisions``)."""
+        if self.decision_log is None or not self.decision_log.exists():
+            return []
+        # Whole lines only: the last piece is empty, or a line still being written.
+        lines = self.decision_log.read_text().split("\n")[:-1]
+        return [json.loads(line) for line in lines]
 
     def reload(self) -> None:
         """Send SIGHUP: the service reloads its policy."""
