@@ -28,8 +28,8 @@ import sqlalchemy as sa
 
 from pilotage.api.wire import PILOT_SECRET_HEADER, PilotRegistration, Resources
 from pilotage.errors import Conflict, Denied, NotFound, Unauthenticated
-from pilotage.queue.jobad import parse_expr, slot_ad
 from pilotage.queue.gpus import check_registration as check_gpus
+from pilotage.queue.jobad import parse_expr, slot_ad
 from pilotage.store.tables import claims, entry_ads, pilots
 
 _P = sa.bindparam
