@@ -97,9 +97,10 @@ def test_bad_tokens_get_401_naming_the_check_and_change_nothing(
 ) -> None:
     with pool.admin() as admin:
         submit_api(admin, 1)
+    bad = _bad_tokens(pool)  # first: minting the good token they derive from is recorded
     before = snapshot(pool)
     anonymous = clients(pool, None)
-    for case, (authorization, words) in _bad_tokens(pool).items():
+    for case, (authorization, words) in bad.items():
         headers = {"Authorization": authorization}
         for method, path, body in (
             ("GET", "/api/v1/jobs", None),
