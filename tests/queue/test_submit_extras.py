@@ -50,6 +50,7 @@ def test_meaning(tmp_path: Path) -> None:
         ("transfer_input_files = https://h/d/", "names no file"),
         ("transfer_input_files = http://h/a b", "not an http:// or https:// URL"),
         ("transfer_input_files = f, http://h/x/f", "would both arrive as 'f'"),
+        ("transfer_input_files = osdf:///ospool/ap20/data/f", "fetch only http:// and https://"),
         ("universe = container", "universe = container needs container_image"),
         ("universe = docker", "universe 'docker' is not supported"),
         ("container_image = s3://b/i.sif", "takes images as docker://"),

@@ -422,7 +422,11 @@ class _JobBuilder:
                 "when transfer_executable is false",
             )
         items = self.get("transfer_input_files", values.split_list) or []
-        inputs = [_absolute(iwd, p) for p in items if not extras.is_url(p)]
+        inputs = [
+            _absolute(iwd, self.parsed("transfer_input_files", extras.local_path, p))
+            for p in items
+            if not extras.is_url(p)
+        ]
         urls = [self.parsed("transfer_input_files", extras.parse_url_input, p) for p in items
                 if extras.is_url(p)]  # fmt: skip
         image, image_path = self.parsed("container_image", lambda u: extras.container(self, u),

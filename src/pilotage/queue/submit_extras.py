@@ -60,6 +60,17 @@ def is_url(entry: str) -> bool:
     return entry.lower().startswith(("http://", "https://"))
 
 
+def local_path(entry: str) -> str:
+    """A ``transfer_input_files`` entry that is a file, not a URL of another scheme."""
+    scheme, sep, _ = entry.partition("://")
+    if sep and re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
+        raise ValueError(
+            f"{entry!r}: pilots fetch only http:// and https:// URLs (no transfer plugins); "
+            "download it yourself and transfer the file, or serve it over HTTP"
+        )
+    return entry
+
+
 def parse_url_input(entry: str) -> UrlInput:
     """A URL entry, with an optional ``#sha256=HEX``; it lands under its path's last part."""
     url, _, fragment = entry.partition("#")
