@@ -17,7 +17,7 @@ PAGES = (
     "/web/jobs",
     "/web/jobs?cluster=1",
     "/web/jobs/1.0",
-    "/web/jobs/1.1",
+    "/web/jobs/1.1?analyze=1",
     "/web/history?since=2020-01-01&until=2099-12-31&exit=0",
     "/web/history.csv",
     "/web/sites",
@@ -54,7 +54,9 @@ def test_every_page_on_postgresql(pg_database: str) -> None:
             accounting = http.get("/web/accounting.csv?by=day").text.splitlines()
             assert len(accounting) == 2 and accounting[1].count(",") == 3
             assert "(none)" in http.get("/web/accounting?by=group").text
-            assert "Why it does not run yet" in http.get("/web/jobs/1.1").text
+            assert "Why does it not run yet?" in http.get("/web/jobs/1.1").text
+            analysis = http.get("/web/jobs/1.1?analyze=1").text
+            assert "Why it does not run yet" in analysis and "data-live" not in analysis
     finally:
         pool.stop()
         shutil.rmtree(root, ignore_errors=True)

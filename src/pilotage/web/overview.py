@@ -191,7 +191,8 @@ def overview(
     span_s, step_s = WINDOWS[window_name]
     window = series.Window(now, span_s, step_s)
     groups = PilotGroups.read(conn)
-    by_state, per_minute = series.job_states(conn, who, window, sqlite=sqlite)
+    counts = state_counts(conn, who)
+    by_state, per_minute = series.job_states(conn, who, window, counts, sqlite=sqlite)
     cores = series.running_cores(conn, window, groups.claimed_cpus(), sqlite=sqlite)
     times = window.times()
     charts = {
@@ -230,7 +231,7 @@ def overview(
     return {
         "window": window_name,
         "windows": list(WINDOWS),
-        "counts": state_counts(conn, who),
+        "counts": counts,
         "sites": sites_now(groups),
         "entries": entries,
         "held_reasons": held_by_reason(conn, who),

@@ -95,8 +95,11 @@ def job_page(request: Request, job_id: str) -> Response:
         job = data["job"]
         if job["state"] == "HELD":
             data["held"] = held_explanation(job)
-        elif job["state"] == "IDLE":
+        elif job["state"] == "IDLE" and request.query_params.get("analyze") == "1":
+            # Matched against every slot of the pool: on request only, and not again
+            # every few seconds (the page stays still).
             data["analysis"] = job_analysis(job["id"], ctx, who)["text"]
+            data["live"] = False
         return page(request, "job.html", who, data, title=f"Job {job['id']}")
 
     return show(request, build)

@@ -82,16 +82,16 @@ def rewind(
 
 
 def job_states(
-    conn: sa.Connection, who: Principal, window: Window, *, sqlite: bool
+    conn: sa.Connection,
+    who: Principal,
+    window: Window,
+    now_counts: Mapping[str, int],
+    *,
+    sqlite: bool,
 ) -> tuple[dict[str, list[float]], list[float]]:
-    """Jobs by state at each moment of the window, and completions per minute in each
-    slice (the caller's own jobs, or all for an admin)."""
+    """Jobs by state at each moment of the window, from the counts now, and completions
+    per minute in each slice (the caller's own jobs, or all for an admin)."""
     scope = owned_by(who)
-    now_counts: dict[str, int] = dict(
-        conn.execute(
-            sa.select(jobs.c.state, sa.func.count()).where(scope).group_by(jobs.c.state)
-        ).all()
-    )
     index = bucket(job_events.c.at, window.start, window.step_s, sqlite=sqlite)
     query = sa.select(index, job_events.c.from_state, job_events.c.to_state, sa.func.count()).where(
         job_events.c.at >= window.start
