@@ -106,7 +106,7 @@ def test_init_host_and_a_client_reaching_the_server_by_that_name(
     # From a machine without the pool CA: the error names the fix; PILOTAGE_CA is one.
     elsewhere = {**env, "PILOTAGE_STATE_DIR": str(tmp_path / "elsewhere")}
     no_ca = run_cli("--server", by_ip, "--token", str(token), "q", env=elsewhere)
-    assert no_ca.returncode == 78
+    assert no_ca.returncode == 5
     assert "--ca $STATE/ca/ca.crt" in no_ca.stderr and "PILOTAGE_CA" in no_ca.stderr
     with_env = run_cli("--server", by_ip, "--token", str(token), "q", "--json",
                        env={**elsewhere, "PILOTAGE_CA": str(ca)})  # fmt: skip
@@ -114,7 +114,7 @@ def test_init_host_and_a_client_reaching_the_server_by_that_name(
     # A name the certificate lacks: the error says how to add it.
     unnamed = run_cli("--server", f"https://127.0.0.3:{port}", "--ca", str(ca), "--token",
                       str(token), "q", env=env)  # fmt: skip
-    assert unnamed.returncode == 78
+    assert unnamed.returncode == 5
     assert "does not name 127.0.0.3" in unnamed.stderr
     assert "pilotage init --host 127.0.0.3" in unnamed.stderr
 

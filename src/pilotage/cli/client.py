@@ -21,7 +21,6 @@ from pilotage.cli.tls_advice import certificate_problem, tls_advice
 from pilotage.errors import (
     BY_HTTP_STATUS,
     InternalError,
-    OperatorError,
     PilotageError,
     Unreachable,
     UserError,
@@ -147,7 +146,7 @@ class Client:
             verify = certificate_problem(exc)
             if verify is not None:
                 advice = tls_advice(self.endpoint.url, self.endpoint.ca, verify)
-                raise OperatorError(advice) from None
+                raise Unreachable(advice) from None
             raise Unreachable(f"cannot reach the server at {self.endpoint.where}: {exc}") from None
         except httpx.TimeoutException:
             raise Unreachable(

@@ -28,21 +28,22 @@ def certificate_problem(exc: BaseException) -> ssl.SSLCertVerificationError | No
 def tls_advice(url: str, ca: Path | None, error: ssl.SSLCertVerificationError) -> str:
     """What went wrong with the certificate of the server at ``url``, and what to do."""
     host = urlsplit(url).hostname or url
-    why = error.verify_message or str(error.reason or error)
+    why = f"CERTIFICATE_VERIFY_FAILED: {error.verify_message or error.reason or error}"
     if error.verify_code == 62 or "mismatch" in why.lower():  # X509_V_ERR_HOSTNAME_MISMATCH
         return (
-            f"the server's certificate does not name {host} ({why}): reach the server by a "
-            "name its certificate carries (the one in STATE_DIR/server.url on the server), "
-            f"or add this one there with 'pilotage init --host {host}' and restart the server"
+            f"cannot reach the server at {url}: its certificate does not name {host} ({why}); "
+            "reach the server by a name its certificate carries (the one in "
+            "STATE_DIR/server.url on the server), or add this one there with "
+            f"'pilotage init --host {host}' and restart the server"
         )
     if ca is None:
         return (
-            f"the certificate of the server at {url} is not signed by a CA this client "
-            f"trusts ({why}): give the pool's CA with --ca $STATE/ca/ca.crt (the file in the "
-            "server's state directory; copy it here) or set PILOTAGE_CA to that file"
+            f"cannot reach the server at {url}: its certificate is not signed by a CA this "
+            f"client trusts ({why}); give the pool's CA with --ca $STATE/ca/ca.crt (the file "
+            "in the server's state directory; copy it here) or set PILOTAGE_CA to that file"
         )
     return (
-        f"the certificate of the server at {url} is not signed by the CA in {ca} ({why}): "
-        "give the pool's own CA, $STATE/ca/ca.crt in the server's state directory, with "
-        "--ca or PILOTAGE_CA"
+        f"cannot reach the server at {url}: its certificate is not signed by the CA in {ca} "
+        f"({why}); give the pool's own CA, $STATE/ca/ca.crt in the server's state directory, "
+        "with --ca or PILOTAGE_CA"
     )
