@@ -6,7 +6,9 @@ control"):
   is denied once at A, goes back to IDLE with ``ExcludedSites = site-a`` and no attempt
   counted, is never given to A's pilot again while that pilot keeps asking (the banning
   switch's audit shows one denial), and runs at B as ``alice``.
-- Banned at both (``max_denials = 2``): HELD, code 14, with both sites' denials.
+- Banned at both, with no third site in the pool: HELD at once when no site is left
+  (``max_denials`` is 3, not reached), code 14, with both sites' denials; the count's
+  own rule is tested against both stores in tests/queue/test_denials.py.
 
 A pilot of site B must be in the pool when A denies, or no site is left and the job is
 held at once; it is registered by hand (a slot of B busy elsewhere) until B's agent starts.
@@ -160,11 +162,11 @@ def test_a_job_denied_at_one_site_runs_at_another_and_never_returns_to_the_first
         pool.kill_agents()
 
 
-def test_a_job_denied_at_every_site_is_held_with_each_denial(
+def test_a_job_denied_at_every_site_is_held_when_none_is_left_with_each_denial(
     site: Site, make_pool: Callable[..., Pool], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PILOTAGE_X509_CA_DIR", str(site.pki.trust_dir))  # type: ignore[attr-defined]
-    pool = AgentPool.create(site, make_pool(lease_s="300", max_denials="2"))
+    pool = AgentPool.create(site, make_pool(lease_s="300", max_denials="3"))
     try:
         banning = banning_switch(site, pool)
         job = pool.submit("alice", ALICE, "id -un")
@@ -177,7 +179,7 @@ def test_a_job_denied_at_every_site_is_held_with_each_denial(
         text = pool.log.read_text()
         assert (held["state"], held["hold_code"]) == ("HELD", 14), text
         reason = held["hold_reason"]
-        assert reason.startswith("2 site(s) denied it"), reason
+        assert reason.startswith("no other site is left; pilotage-exec refused"), reason
         assert f"site-a: pilotage-exec refused (203): Authorization denied: {BANNED}" in reason
         assert f"site-b: pilotage-exec refused (203): Authorization denied: {BANNED}" in reason
         assert held["attempts"] == 0
