@@ -55,6 +55,7 @@ import httpx
 import sqlalchemy
 from sqlalchemy.pool import NullPool
 
+from pilotage.factory.backends.local import PilotLaunch
 from pilotage.testing import Pool, postgres_cluster, postgres_handle
 from pilotage.testing_slurm import free_port
 
@@ -126,30 +127,42 @@ class Chaos:
         self.extra_urls: list[str] = []
         self.pg_server = ""
         self.prober: Prober | None = None
+        self.replica: Pool | None = None
 
     # -- set-up --------------------------------------------------------------------
 
-    def start(self, *, pilot_args: tuple[str, ...] = ()) -> None:
+    def start(self, *, replica: bool = False) -> None:
+        """Start the server (and a second one on the same database with ``replica``),
+        the prober and the pilots (which then know both servers, in turn orders)."""
         self.pool.start()
+        if replica:
+            self.replica = self.pool.replica(self.root / "replica", port=str(free_port()))
+            self.replica.start()
+            self.extra_urls.append(self.replica.url)
         self.markers.touch(mode=0o666)
         os.chmod(self.root, 0o755)
         self.token = self.pool.token("chaos", "user")
         self.prober = Prober(self.urls, self.token, self.pool.state.ca_cert)
         self.prober.start()
-        self.pilot_args = pilot_args
         self.add_pilots(self.size.pilots)
 
     def urls(self) -> list[str]:
         return [f"https://127.0.0.1:{self.port}", *self.extra_urls]
 
     def add_pilots(self, count: int) -> None:
-        self.pool.pilots(
-            count,
-            cpus=self.size.slots,
-            memory_mb=512 * self.size.slots,
-            idle_timeout_s=3600,
-            extra_args=self.pilot_args,
-        )
+        backend = self.pool.pilots(0)
+        urls = self.urls()
+        for _ in range(count):
+            turn = len(backend.processes) % len(urls)
+            launch = PilotLaunch(
+                server_url=",".join(urls[turn:] + urls[:turn]),
+                ca=self.pool.state.ca_cert,
+                token_file=self.pool.token_file("pilots", "pilot"),
+                cpus=self.size.slots,
+                memory_mb=512 * self.size.slots,
+                idle_timeout_s=3600,
+            )
+            backend.submit(f"pilot-{len(backend.processes)}", launch)
 
     def submit(self) -> None:
         mark = f'echo "$1 $PILOTAGE_JOB_ID" >> {self.markers}'
@@ -278,6 +291,8 @@ class Chaos:
         if self.prober is not None:
             self.prober.stop.set()
         self.pool.stop()
+        if self.replica is not None:
+            self.replica.stop()
         self.engine.dispose()
 
 
@@ -353,10 +368,14 @@ def disk_full(chaos: Chaos) -> None:
 
 def replica_kill(chaos: Chaos) -> None:
     """Two servers on one PostgreSQL; the pilots know both; one is killed for good."""
-    raise NotYet(
-        "replicas with separate state directories and pilots that fail over between "
-        "server URLs are not built yet"
-    )
+    chaos.start(replica=True)
+    chaos.submit()
+    chaos.wait_completed(chaos.size.jobs // 3)
+    chaos.kill_server()
+    assert chaos.replica is not None
+    chaos.port = int(chaos.replica.url.rsplit(":", 1)[1])  # the prober asks the survivor
+    chaos.extra_urls.clear()
+    chaos.recovered_from(time.monotonic())
 
 
 class NotYet(RuntimeError):

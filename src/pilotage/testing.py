@@ -34,6 +34,9 @@ from pilotage.pilot.zipapp import build_zipapp
 from pilotage.statedir import StateDir
 from pilotage.testing_accounts import AccountsUnavailable, ensure_system_account
 
+#: What servers sharing one database share besides it: the pool's key files.
+REPLICA_KEYS = ("ca", "server", "tokens", "credentials", "pilotage.toml")
+
 
 @dataclass
 class Pool:
@@ -114,6 +117,21 @@ class Pool:
             time.sleep(0.1)
         process.kill()
         raise RuntimeError(f"server did not start: {self.server_log()}")
+
+    def replica(self, root: Path, **settings: str) -> Pool:
+        """Another server on this pool's database, as on another host: a state directory
+        of its own holding copies of the pool's key files only (docs/operations.md,
+        "Several servers"). Not started."""
+        state = root / "state"
+        state.mkdir(parents=True)
+        state.chmod(0o755)
+        for name in REPLICA_KEYS:
+            source = self.state.root / name
+            if source.is_dir():
+                shutil.copytree(source, state / name)
+            elif source.exists():
+                shutil.copy2(source, state / name)
+        return Pool(root, self.db_url, settings={**self.settings, **settings})
 
     def server_log(self) -> str:
         return "\n".join(

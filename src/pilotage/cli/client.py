@@ -11,7 +11,7 @@ import os
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -38,6 +38,9 @@ class Endpoint:
     socket: Path | None = None
     token: str | None = None
     ca: Path | None = None
+    #: Other servers sharing the first one's database, tried in turn when it cannot be
+    #: reached (``--server https://a:9618,https://b:9618``).
+    others: tuple[str, ...] = ()
 
     @property
     def where(self) -> str:
@@ -57,9 +60,13 @@ def locate(
     elif os.environ.get("PILOTAGE_TOKEN"):
         token = os.environ["PILOTAGE_TOKEN"].strip()
     if server is not None:
-        if not server.startswith("https://"):
-            raise UserError(f"--server {server} must be an https:// URL")
-        return Endpoint(url=server.rstrip("/"), token=token, ca=ca or _ca_of(state))
+        urls = [u.strip().rstrip("/") for u in server.split(",") if u.strip()]
+        for url in urls or [server]:
+            if not url.startswith("https://"):
+                raise UserError(
+                    f"--server {url} must be an https:// URL (several: comma-separated)"
+                )
+        return Endpoint(url=urls[0], token=token, ca=ca or _ca_of(state), others=tuple(urls[1:]))
     if state.socket.exists():
         return Endpoint(url="http://local", socket=state.socket, token=token)
     if state.url_file.exists() and token is not None:
@@ -87,11 +94,19 @@ def _trusting(ca: Path) -> ssl.SSLContext:
         ) from None
 
 
+class _NotConnected(Unreachable):
+    """No connection could be made: nothing was sent, another server may take the call."""
+
+
 class Client:
-    """JSON calls to one server."""
+    """JSON calls to one server (or the first of several that answers)."""
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
+        self._connect()
+
+    def _connect(self) -> None:
+        endpoint = self.endpoint
         headers = {"User-Agent": "pilotage-cli"}
         if endpoint.token:
             headers["Authorization"] = f"Bearer {endpoint.token}"
@@ -116,10 +131,29 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _next_server(self) -> bool:
+        """Move to the next server named, if any (the first could not be reached)."""
+        if not self.endpoint.others:
+            return False
+        self._http.close()
+        first, *rest = self.endpoint.others
+        self.endpoint = replace(self.endpoint, url=first, others=tuple(rest))
+        self._connect()
+        return True
+
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        """Send one request; return the decoded JSON answer (``None`` for 204)."""
-        with self._errors():
-            response = self._http.request(method, path, **kwargs)
+        """Send one request; return the decoded JSON answer (``None`` for 204).
+
+        A server that cannot be connected to (nothing was sent) gives way to the next
+        one named, if any."""
+        while True:
+            try:
+                with self._errors():
+                    response = self._http.request(method, path, **kwargs)
+                break
+            except _NotConnected:
+                if not self._next_server():
+                    raise
         self._raise_for(response)
         if response.status_code == 204 or not response.content:
             return None
@@ -147,7 +181,9 @@ class Client:
             if verify is not None:
                 advice = tls_advice(self.endpoint.url, self.endpoint.ca, verify)
                 raise Unreachable(advice) from None
-            raise Unreachable(f"cannot reach the server at {self.endpoint.where}: {exc}") from None
+            raise _NotConnected(
+                f"cannot reach the server at {self.endpoint.where}: {exc}"
+            ) from None
         except httpx.TimeoutException:
             raise Unreachable(
                 f"the server at {self.endpoint.where} did not answer in time"

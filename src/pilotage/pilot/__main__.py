@@ -82,7 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pilotage-agent",
         description="The pilotage agent: join a pool, pull jobs and run them on this node.",
     )
-    p.add_argument("--server", required=True, metavar="URL", help="https://host[:port]")
+    p.add_argument(
+        "--server",
+        required=True,
+        metavar="URL",
+        help="https://host[:port], or several servers sharing one database, comma-separated",
+    )
     p.add_argument("--ca", required=True, type=Path, metavar="FILE", help="the pool CA (PEM)")
     p.add_argument("--token", required=True, type=Path, metavar="FILE", help="pilot token file")
     p.add_argument("--workdir", required=True, type=Path, metavar="DIR", help="jobs' scratch root")

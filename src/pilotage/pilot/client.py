@@ -8,6 +8,12 @@ it. Answers are turned into data or into the exceptions of :mod:`pilotage.errors
 HTTP status (``BY_HTTP_STATUS``); a connection that cannot be made raises
 :class:`~pilotage.errors.Unreachable`. Both :class:`~pilotage.errors.Transient` kinds are
 what :func:`retrying` retries.
+
+Several servers sharing one database may be named, comma-separated
+(``https://a:9618,https://b:9618``): the client uses one at a time, and moves to the
+next when a connection to the one in use cannot be made (at once, in the same call:
+nothing was sent) or breaks (the call fails as Unreachable and is retried by its caller,
+on the next server). Every thread follows the move.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
@@ -83,8 +90,36 @@ class _Token:
             return self._value
 
 
+@dataclass(frozen=True)
+class Server:
+    """One server the agent may talk to, and the HTTP proxy on the way to it."""
+
+    host: str
+    port: int
+    prefix: str
+    proxy: str | None
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.host}:{self.port}{self.prefix}"
+
+
+def parse_servers(urls: str, proxy: str | None = None) -> list[Server]:
+    """``https://host[:port][/prefix]``, one or several separated by commas."""
+    servers = []
+    for text in (u.strip() for u in urls.split(",")):
+        url = urllib.parse.urlsplit(text)
+        if url.scheme != "https" or not url.hostname:
+            raise PilotageError(f"the server URL {text!r} must be https://host[:port]")
+        host = url.hostname
+        chosen = proxy if proxy is not None else _proxy_from_environment(host)
+        servers.append(Server(host, url.port or 443, url.path.rstrip("/"), chosen))
+    return servers
+
+
 class Client:
-    """A JSON client for one server URL (``https://host[:port][/prefix]``)."""
+    """A JSON client for the pool's server(s) (``https://host[:port][/prefix]``, or
+    several comma-separated: see the module's description)."""
 
     def __init__(
         self,
@@ -95,12 +130,9 @@ class Client:
         timeout_s: float = 30.0,
         proxy: str | None = None,
     ) -> None:
-        url = urllib.parse.urlsplit(server_url)
-        if url.scheme != "https" or not url.hostname:
-            raise PilotageError(f"the server URL {server_url!r} must be https://host[:port]")
-        self._host = url.hostname
-        self._port = url.port or 443
-        self._prefix = url.path.rstrip("/")
+        self.servers = parse_servers(server_url, proxy)
+        self._current = 0  # the index of the server in use, for every thread
+        self._moving = threading.Lock()
         self._timeout_s = timeout_s
         self._token = _Token(token_file)
         self._ca_file = ca_file
@@ -109,7 +141,6 @@ class Client:
         except (OSError, ssl.SSLError) as exc:
             raise OperatorError(f"the CA file {ca_file} cannot be loaded ({exc})") from None
         self._context.minimum_version = ssl.TLSVersion.TLSv1_2
-        self._proxy = proxy if proxy is not None else _proxy_from_environment(self._host)
         self._local = threading.local()
         # In memory only: never written to a file, an argument or a log line.
         self._pilot_secret = ""
@@ -118,13 +149,35 @@ class Client:
         """Send ``secret`` (the registration's) with every later request."""
         self._pilot_secret = secret
 
-    def _connection(self) -> tuple[http.client.HTTPSConnection, bool]:
-        """This thread's connection, and whether it was used before (may be stale)."""
+    @property
+    def server(self) -> Server:
+        """The server in use."""
+        return self.servers[self._current]
+
+    def _move_on(self, index: int, why: str) -> bool:
+        """Leave the server ``index`` for the next one (if no other thread did already);
+        whether there is another server at all."""
+        if len(self.servers) == 1:
+            return False
+        with self._moving:
+            if self._current == index:
+                self._current = (index + 1) % len(self.servers)
+                log.warning(
+                    "server %s: %s; using %s now", self.servers[index].url, why, self.server.url
+                )
+        return True
+
+    def _connection(self) -> tuple[http.client.HTTPSConnection, bool, int]:
+        """This thread's connection, whether it was used before (may be stale), and the
+        index of its server. A connection to a server the client has left is closed."""
         conn: http.client.HTTPSConnection | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn, True
-        if self._proxy:
-            proxy = urllib.parse.urlsplit(self._proxy)
+        index = self._current
+        if conn is not None and getattr(self._local, "index", index) == index:
+            return conn, True, index
+        self.close()
+        server = self.servers[index]
+        if server.proxy:
+            proxy = urllib.parse.urlsplit(server.proxy)
             conn = http.client.HTTPSConnection(
                 proxy.hostname or "",
                 proxy.port or 3128,
@@ -138,13 +191,13 @@ class Client:
                 headers["Proxy-Authorization"] = (
                     "Basic " + base64.b64encode(credentials.encode()).decode()
                 )
-            conn.set_tunnel(self._host, self._port, headers)
+            conn.set_tunnel(server.host, server.port, headers)
         else:
             conn = http.client.HTTPSConnection(
-                self._host, self._port, timeout=self._timeout_s, context=self._context
+                server.host, server.port, timeout=self._timeout_s, context=self._context
             )
-        self._local.conn = conn
-        return conn, False
+        self._local.conn, self._local.index = conn, index
+        return conn, False, index
 
     def close(self) -> None:
         """Close this thread's connection (others close when their thread ends)."""
@@ -169,10 +222,27 @@ class Client:
         if self._pilot_secret:
             headers[PILOT_SECRET_HEADER] = self._pilot_secret
         start = _position(body)
-        for attempt in (1, 2):
-            conn, reused = self._connection()
+        tried: set[int] = set()
+        attempt = 0
+        while True:
+            attempt += 1
+            conn, reused, index = self._connection()
+            if not reused:
+                tried.add(index)
+                try:
+                    conn.connect()  # nothing is sent yet: another server may take the call
+                except ssl.SSLCertVerificationError:
+                    pass  # reported below, with the fix
+                except OSError as exc:
+                    self.close()
+                    moved = self._move_on(index, f"cannot connect ({exc})")
+                    if moved and self._current not in tried:
+                        continue
+                    raise Unreachable(
+                        f"cannot reach the server for {method} {path} ({exc})"
+                    ) from exc
             try:
-                conn.request(method, self._prefix + path, body=body, headers=headers)
+                conn.request(method, self.servers[index].prefix + path, body=body, headers=headers)
                 return conn.getresponse()
             except _STALE as exc:
                 self.close()
@@ -181,6 +251,7 @@ class Client:
                         "%s %s: kept-alive connection closed (%r); sent again", method, path, exc
                     )
                     continue
+                self._move_on(index, "it closed the connection")
                 raise Unreachable(
                     f"the server closed the connection during {method} {path}"
                 ) from exc
@@ -192,8 +263,8 @@ class Client:
                 ) from None
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
+                self._move_on(index, f"the call failed ({exc})")
                 raise Unreachable(f"cannot reach the server for {method} {path} ({exc})") from exc
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         """Send a JSON request; return the decoded answer (``None`` for 204)."""
@@ -231,9 +302,10 @@ class Client:
         if self._pilot_secret:
             headers[PILOT_SECRET_HEADER] = self._pilot_secret
         try:
+            server = self.server
             return connect(
-                self._host, self._port, self._prefix + path, context=self._context,
-                headers=headers, timeout_s=self._timeout_s, proxy=self._proxy,
+                server.host, server.port, server.prefix + path, context=self._context,
+                headers=headers, timeout_s=self._timeout_s, proxy=server.proxy,
                 max_message_bytes=max_message_bytes,
             )  # fmt: skip
         except Refused as exc:
