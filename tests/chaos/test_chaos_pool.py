@@ -1,7 +1,8 @@
 """The chaos suite, bounded: each scenario of ``bench/chaos.py`` at a small size.
 
-Every scenario (two servers on one PostgreSQL and one killed included) must end with no job lost, none completed twice, none held, no pilot
-lost for good and no 5xx answer other than 503. The scenarios' own figures (and the
+Every scenario (two servers on one PostgreSQL, one killed, included) must end with no
+job lost, none completed twice, none held, no pilot lost for good and no 5xx answer
+other than 503. The scenarios' own figures (and the
 full sizes) are in docs/benchmarks.md.
 """
 
