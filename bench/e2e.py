@@ -122,17 +122,21 @@ def pilotage_run(
         server_cpu = cpu_s(pool.server.pid) - server_cpu0
         agent_cpu = sum(cpu_s(pid) for pid in agents) - agent_cpu0
         with engine.connect() as conn:
-            first_start, last_end = conn.exec_driver_sql(
-                "SELECT min(c.created_at), max(j.completed_at) FROM jobs j JOIN claims c "
-                "ON c.job_id = j.id WHERE j.id > (SELECT max(id) FROM jobs) - :n",
+            first_start, last_end = conn.execute(
+                sqlalchemy.text(
+                    "SELECT min(c.created_at), max(j.completed_at) FROM jobs j JOIN claims c "
+                    "ON c.job_id = j.id WHERE j.id > (SELECT max(id) FROM jobs) - :n"
+                ),
                 {"n": args.jobs},
             ).one()
             waits = [
                 float(w)
-                for (w,) in conn.exec_driver_sql(
-                    "SELECT min(c.created_at) - j.qdate FROM jobs j JOIN claims c "
-                    "ON c.job_id = j.id WHERE j.id <= (SELECT min(id) FROM jobs) + :n - 1 "
-                    "GROUP BY j.id, j.qdate",
+                for (w,) in conn.execute(
+                    sqlalchemy.text(
+                        "SELECT min(c.created_at) - j.qdate FROM jobs j JOIN claims c "
+                        "ON c.job_id = j.id WHERE j.id <= (SELECT min(id) FROM jobs) + :n - 1 "
+                        "GROUP BY j.id, j.qdate"
+                    ),
                     {"n": args.latency_jobs},
                 )
             ]
