@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import secrets
 import subprocess
 import time
@@ -90,7 +92,11 @@ def test_signal_reaches_every_process_of_a_namespace_job(site: Site, creds: Cred
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
-        time.sleep(1.5)
+        pilot = pwd.getpwnam("pilot").pw_uid  # namespace mode: the payload runs as the pilot
+        deadline = time.monotonic() + 60
+        while len(_sleeping(pilot)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)  # both children started (the signal must reach both)
+        assert len(_sleeping(pilot)) >= 2
         result = run_switch(
             site.installs["namespace"], ["--signal", "TERM", "--job", job],
             user=creds.made["alice"], sudo=False,
@@ -101,3 +107,19 @@ def test_signal_reaches_every_process_of_a_namespace_job(site: Site, creds: Cred
     finally:
         process.kill()
         process.communicate()
+
+
+def _sleeping(uid: int) -> list[int]:
+    """The live ``sleep 120`` processes of ``uid``."""
+    found = []
+    for name in os.listdir("/proc"):
+        try:
+            if not name.isdigit() or os.stat(f"/proc/{name}").st_uid != uid:
+                continue
+            cmdline = Path(f"/proc/{name}/cmdline").read_bytes()
+            state = Path(f"/proc/{name}/status").read_text()
+        except OSError:
+            continue
+        if cmdline == b"sleep\x00120\x00" and "\nState:\tZ" not in state:
+            found.append(int(name))
+    return found

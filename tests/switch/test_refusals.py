@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import secrets
 import shutil
 import subprocess
 import time
@@ -207,13 +208,16 @@ def test_status_fd_reports_a_refusal(site: Site, creds: Credentials, linger: str
 def test_status_fd_closes_once_the_payload_runs(
     site: Site, creds: Credentials, linger: str
 ) -> None:
-    # The payload runs for seconds; the caller must hear of its start long before it ends.
-    process, said, elapsed = _status_channel(
-        site, creds.made["alice"], [linger, "--", "sh", "-c", "sleep 3; exit 5"]
+    # The payload waits for the test's word: the caller must hear of its start before.
+    go = site.root / f"go-{secrets.token_hex(4)}"
+    payload = f"while [ ! -e {go} ]; do sleep 0.05; done; exit 5"
+    process, said, _ = _status_channel(
+        site, creds.made["alice"], [linger, "--", "sh", "-c", payload]
     )
     assert said.startswith(b"0 started ")
-    assert process.poll() is None and elapsed < 2.5
-    process.communicate(timeout=30)
+    assert process.poll() is None
+    go.touch()
+    process.communicate(timeout=60)
     assert process.returncode == 5
 
 
