@@ -257,6 +257,16 @@ class LocalUsers:
             stdin=subprocess.DEVNULL if input is None else None,
         )
 
+    def popen(self, pool: Pool, user: str, *args: str) -> subprocess.Popen[str]:
+        """``pilotage ARGS`` as ``user``, left running with its stdout a pipe (``tail -f``),
+        in a session of its own (``os.killpg`` ends runuser and the command)."""
+        command = ["runuser", "-u", user, "--", self.python, "-c", _LAUNCH, _site_dir(), *args]
+        env = pool.env({"HOME": str(self.home(user)), "USER": user, "LOGNAME": user})
+        return subprocess.Popen(
+            command, cwd=self.home(user), env=env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        )  # fmt: skip
+
 
 def _site_dir() -> str:
     return sysconfig.get_paths()["purelib"]

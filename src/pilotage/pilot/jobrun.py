@@ -214,7 +214,10 @@ class JobRun:
             started = self._start()
             if isinstance(started, Failure):
                 return JobResult(failure=started)
-            with stream_stdout(self._client, self.claim, self.scratch):  # stream_output
+            streamed = stream_stdout(  # stream_output
+                self._client, self.claim, self.scratch, self.credential_files
+            )
+            with streamed:
                 result = self._wait(started)
             if not self.alive:
                 return None

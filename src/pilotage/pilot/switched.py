@@ -93,6 +93,7 @@ from .jobrun import (
 from .nodepolicy import Cause, classify
 from .outputs import OutputError, is_safe_relpath, pack_outputs, select_outputs, snapshot
 from .renewal import Grant, Keeper, RefreshRefused, RenewalSettings
+from .streaming import LAST_PIECES_S, WrapperStream, wrapper_request
 from .switchretry import SwitchRetry
 from .urlinputs import fetch_all as fetch_urls
 from .wire import Failure, GiveBack, HoldCode, JobResult
@@ -162,6 +163,8 @@ class SwitchedRun(JobRun):
         #: Whether the switch ever started the wrapper: only then is there anything of the
         #: user's to clean (a ``job/``, a credential copy).
         self._ran_as_user = False
+        #: The job's stdout as its wrapper reads it (``stream_output``), once it runs.
+        self._stream: WrapperStream | None = None
 
     def credential_files(self) -> list[Path]:
         """The job's proxy (the same bytes as the user's copy) and the pilot's credential."""
@@ -287,6 +290,10 @@ class SwitchedRun(JobRun):
                     raise _Refused(code, message)
                 self._ran_as_user = True
                 self._hand_over(ours, pid, request, (status_w, *passed))
+                if job and "stream" in request:  # its pieces come on this socket
+                    self._stream = WrapperStream(
+                        self._client, self.claim, ours.dup(), self.credential_files
+                    )
         except BaseException:
             os.close(status_r)
             raise
@@ -581,10 +588,13 @@ class SwitchedRun(JobRun):
             "action": "run", "dir": str(self.scratch), "argv": argv,
             "env": {k: v for k, v in env.items() if _ENV_NAME.match(k)},
             "stdin": claim.input, "stdout": claim.output, "stderr": error,
+            **wrapper_request(claim),
         }  # fmt: skip
         pid, status_r = self._wrapper(request, job=True)
         self._started_at = time.monotonic()
         message = self._exec_status(status_r)
+        if self._stream is not None and not message:
+            self._stream.start()
         if message:
             code = self._reap(pid)
             log.warning("%s: the job could not start (exit %d): %s", self.tag, code, message)
@@ -609,6 +619,8 @@ class SwitchedRun(JobRun):
             if self._kill_timer is not None:
                 self._kill_timer.cancel()
         wall_s = time.monotonic() - self._started_at
+        if self._stream is not None:  # its reader sends the last pieces, then ends
+            self._stream.close(LAST_PIECES_S)
         self._send("KILL")  # stragglers of the job die with it
         result = JobResult(
             exit_code=os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
@@ -700,6 +712,8 @@ class SwitchedRun(JobRun):
         with self._lock:
             if self._kill_timer is not None:
                 self._kill_timer.cancel()
+        if self._stream is not None:
+            self._stream.close()
         self._clean_job()
         try:
             # ``job/`` is the user's (0700): the pilot cannot list it, only remove it empty.

@@ -22,6 +22,7 @@ close-on-exec, and then:
   End-of-file on the status pipe means the ``exec`` happened; otherwise one line says
   what failed, and the wrapper exits 127. The switch and sudo keep copies of the socket,
   never of the status pipe, so this works with and without linger (seed 000 §4.1).
+  With ``"stream"`` (``stream_output``) it first starts the *output reader*, below.
 - ``collect``: writes a tar stream of the job's outputs to a passed descriptor: the listed
   names (recursively), or every regular file at the top of ``dir`` plus the named streams.
   Symbolic links are stored as links, never followed; unreadable or missing files are
@@ -34,6 +35,21 @@ close-on-exec, and then:
   emptied names.
 
 Any failure of ``collect`` or ``clean`` is one line on the status pipe and exit code 1.
+
+The output reader (``run`` with ``"stream": {"names": [...], "every_s": S, "max_piece":
+N}``): the pilot cannot read a switched job's stdout, which is its owner's file, so a
+process of the wrapper's, as the owner, reads what the named files gained every ``S``
+seconds and sends it to the agent on the socket, after the ``R``, as frames
+(:data:`FRAME`: kind, the name's index, offset, length, then the bytes): a piece
+(:data:`PIECE`, at most ``N`` bytes: the last ``N`` when more was written) or a note
+(:data:`NOTE`, a sentence for the agent's log). It reads only names the request also
+gives as ``stdout`` or ``stderr``, inside ``dir``, each part opened with ``O_NOFOLLOW``,
+and only a regular file of this account with no other link: a job that puts a link
+there (to another account's file, or to its credential copy) gets a note and that
+name is read no more. It never holds up the job: it is forked twice so it is never
+the job's child, it sends without blocking and drops what the agent is not ready
+for (the next piece carries the newer end), and it ends with the job (a pidfd),
+sending the last pieces then, or at once when the agent has gone.
 """
 
 from __future__ import annotations
@@ -42,9 +58,11 @@ import contextlib
 import errno
 import json
 import os
+import select
 import signal
 import socket
 import stat
+import struct
 import sys
 import tarfile
 from typing import Any, NoReturn
@@ -123,6 +141,8 @@ def run(request: dict[str, Any], fds: list[int], status: int) -> NoReturn:
     stdout = _stream(request.get("stdout"), fds, write=True)
     err = request.get("stderr")
     stderr = os.dup(stdout) if err == "&1" else _stream(err, fds, write=True)
+    if request.get("stream"):
+        start_reader(request)
     # Invariant: from here on, 0, 1 and 2 are the job's; the socket is gone from 0.
     for target, fd in enumerate((stdin, stdout, stderr)):
         os.dup2(fd, target)
@@ -152,6 +172,204 @@ def _controlling_tty() -> None:
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
     except OSError as exc:
         raise Failed(f"the session's terminal cannot be attached ({_strerror(exc)})") from None
+
+
+# -- the output reader ----------------------------------------------------------------------
+
+#: A frame after the ``R``: kind, index of the name in the request, offset, length.
+FRAME = struct.Struct(">cBQI")
+PIECE = b"p"
+NOTE = b"n"
+MAX_NOTE = 1000
+#: How long the last pieces may wait for the agent once the job has ended.
+FINAL_S = 10.0
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+class NotOurs(Exception):
+    """A streamed name is not the job's own regular file; the sentence says why."""
+
+
+def _note(index: int, text: str) -> bytes:
+    data = text.encode(errors="replace")[:MAX_NOTE]
+    return FRAME.pack(NOTE, index, 0, len(data)) + data
+
+
+def _reader_names(request: dict[str, Any]) -> list[str]:
+    """The names to read: those given as the job's stdout or stderr, plain and inside."""
+    own = {request.get("stdout"), request.get("stderr")}
+    names = [str(n) for n in request["stream"].get("names", [])][:4]
+    for name in names:
+        parts = name.split("/")
+        if name not in own or name.startswith("/") or {"", ".", ".."} & set(parts):
+            raise Failed(f"the wrapper streams only the job's own output files, not {name!r}")
+    return names
+
+
+def open_output(top: int, name: str) -> int | None:
+    """Open ``name`` below the directory ``top`` for reading, following no link; None
+    while it does not exist. :class:`NotOurs` unless it is a regular file of this
+    account with one link (a hard link could name another file of the account)."""
+    parts = name.split("/")
+    here = top
+    try:
+        for part in parts[:-1]:
+            below = os.open(part, _DIR_FLAGS, dir_fd=here)
+            if here != top:
+                os.close(here)
+            here = below
+        fd = os.open(parts[-1], _READ_FLAGS, dir_fd=here)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotOurs("is a symbolic link, which is not followed") from None
+        if exc.errno == errno.ENOTDIR:
+            raise NotOurs("has a part that is not a directory (links are not followed)") from None
+        raise NotOurs(f"cannot be opened ({_strerror(exc)})") from None
+    finally:
+        if here != top:
+            os.close(here)
+    st = os.fstat(fd)
+    why = (
+        "is not a regular file" if not stat.S_ISREG(st.st_mode)
+        else f"belongs to uid {st.st_uid}, not to the job's" if st.st_uid != os.getuid()
+        else "has another link" if st.st_nlink != 1
+        else ""
+    )  # fmt: skip
+    if why:
+        os.close(fd)
+        raise NotOurs(why)
+    return fd
+
+
+class Reader:
+    """What the named files gained, as frames for the agent (the caller sends them)."""
+
+    def __init__(self, top: int, names: list[str], max_piece: int) -> None:
+        self.top = top
+        self.names = names
+        self.max_piece = max_piece
+        self.sent = [0] * len(names)  # bytes of each file up to which frames were made
+        self.dropped: set[int] = set()
+
+    def frames(self) -> bytes:
+        """One frame per name that gained something, or a note for one no longer read."""
+        out = []
+        for index, name in enumerate(self.names):
+            if index in self.dropped:
+                continue
+            try:
+                fd = open_output(self.top, name)
+            except NotOurs as exc:
+                self.dropped.add(index)
+                out.append(_note(index, f"{name} {exc}: it is no longer streamed"))
+                continue
+            if fd is None:
+                continue
+            try:
+                size = os.fstat(fd).st_size
+                sent = self.sent[index] if self.sent[index] <= size else 0  # truncated
+                start = max(sent, size - self.max_piece)
+                data = os.pread(fd, min(self.max_piece, size - start), start)
+            finally:
+                os.close(fd)
+            if data:
+                out.append(FRAME.pack(PIECE, index, start, len(data)) + data)
+                self.sent[index] = start + len(data)
+        return b"".join(out)
+
+
+def start_reader(request: dict[str, Any]) -> None:
+    """Start the output reader, orphaned so it is never the job's child (a job that
+    waits for all its children must not wait for it). Before the job's stdio replaces
+    the socket on 0."""
+    names = _reader_names(request)
+    spec = request["stream"]
+    every_s = min(max(float(spec.get("every_s", 2.0)), 0.2), 60.0)
+    max_piece = min(max(int(spec.get("max_piece", 65536)), 1024), 1 << 20)
+    job = os.getpid()  # the wrapper's pid is the job's, once it exec's
+    kept: list[int] = []
+    try:
+        kept.append(os.dup(0))
+        kept.append(os.open(".", _DIR_FLAGS))
+        with contextlib.suppress(AttributeError, OSError):  # no pidfd: polled by pid
+            kept.append(os.pidfd_open(job))
+        middle = os.fork()
+        if middle == 0:
+            try:
+                if os.fork() == 0:
+                    _serve_reader(kept, job, names, every_s, max_piece)
+            finally:
+                os._exit(0)
+        os.waitpid(middle, 0)
+    except OSError as exc:  # no reader, the job runs all the same
+        with contextlib.suppress(OSError):
+            os.write(0, _note(0, f"the job's output is not streamed ({_strerror(exc)})"))
+    finally:
+        for fd in kept:
+            os.close(fd)
+
+
+def _serve_reader(
+    kept: list[int], job: int, names: list[str], every_s: float, max_piece: int
+) -> NoReturn:
+    """The reader's life: never returns into the wrapper."""
+    try:
+        null = os.open(os.devnull, os.O_RDWR)
+        for target in (0, 1, 2):
+            os.dup2(null, target)
+        # Nothing of the wrapper's: above all not the status pipe, whose end-of-file
+        # tells the agent the job started.
+        for name in os.listdir("/proc/self/fd"):
+            if int(name) > 2 and int(name) not in kept:
+                with contextlib.suppress(OSError):
+                    os.close(int(name))
+        channel = socket.socket(fileno=kept[0])
+        pidfd = kept[2] if len(kept) > 2 else -1
+        _read_until_end(channel, Reader(kept[1], names, max_piece), job, pidfd, every_s)
+    finally:
+        os._exit(0)
+
+
+def _read_until_end(
+    channel: socket.socket, reader: Reader, job: int, pidfd: int, every_s: float
+) -> None:
+    channel.setblocking(False)
+    poller = select.poll()
+    poller.register(channel.fileno(), 0)  # hang-up and errors only: the agent is gone
+    if pidfd >= 0:
+        poller.register(pidfd, select.POLLIN)  # readable once the job has exited
+    pending = b""
+    while True:
+        events = dict(poller.poll(every_s * 1000))
+        if events.get(channel.fileno()):
+            return
+        ended = pidfd in events if pidfd >= 0 else not _alive(job)
+        if ended:
+            channel.settimeout(FINAL_S)  # nothing waits on this process but the agent
+            with contextlib.suppress(OSError):
+                channel.sendall(pending + reader.frames())
+            return
+        try:
+            if not pending:
+                pending = reader.frames()
+            if pending:
+                pending = pending[channel.send(pending) :]
+        except BlockingIOError:
+            continue  # the agent is busy: what the job writes meanwhile waits or is skipped
+        except OSError:
+            return
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # -- collect ------------------------------------------------------------------------------
