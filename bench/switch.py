@@ -36,7 +36,8 @@ from pathlib import Path
 from pilotage.credentials.proxy import make_proxy, proxy_pem
 from pilotage.credentials.x509_testing import make_pki
 from pilotage.siteauthz.testing import Service, ca_for_service
-from pilotage.switch import install
+from pilotage.testing_accounts import ensure_accounts
+from pilotage import exec_install as install
 
 POLICY = """
 gridmapdir = "{root}/gridmapdir"
@@ -49,14 +50,6 @@ pool = "cms"
 [pools]
 cms = "cms001..cms050"
 """
-
-
-def ensure_account(name: str) -> None:
-    """Create ``name`` if it does not exist."""
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        subprocess.run(["useradd", "--no-create-home", name], check=True)
 
 
 def interpreter() -> str:
@@ -164,8 +157,7 @@ def main() -> None:
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: the benchmark installs the switch and sudo rules")
-    for name in ("pilot", "alice"):
-        ensure_account(name)
+    ensure_accounts(["pilot", "alice"])
     root = Path(tempfile.mkdtemp(prefix="pilotage-bench-", dir="/tmp"))
     root.chmod(0o755)
     rules: list[Path] = []
