@@ -80,8 +80,14 @@ def test_a_sigkilled_agent_leaves_no_process_of_a_switched_job(
         wait_until(lambda: not job_processes(alice), "the job's end", pool.log)
         text = pool.log.read_text()
         assert "its agent is gone; killing its job" in text, text
-        # The reaper's --signal KILL reached the job's family (the only signal sent).
-        kills = [r for r in site.audit("setuid") if r.get("event") == "signal"]
-        assert [(r["signal"], r["signalled"] >= 1) for r in kills] == [("SIGKILL", True)], kills
+        # The reaper's --signal KILL reached the job's family (the only signal sent). The
+        # switch writes its record once the family is killed: wait for it.
+
+        def kills() -> list[dict[str, object]]:
+            return [r for r in site.audit("setuid") if r.get("event") == "signal"]
+
+        wait_until(lambda: bool(kills()), "the switch's record of the KILL", pool.log)
+        signals = [(r["signal"], int(str(r["signalled"])) >= 1) for r in kills()]
+        assert signals == [("SIGKILL", True)], (site.audit("setuid"), text)
     finally:
         pool.kill_agents()
