@@ -9,19 +9,24 @@
   ``DIR/lib/pilotage/x509/``, the X.509 library it uses, unchanged, and an empty
   ``DIR/lib/pilotage/__init__.py``;
 - ``DIR/bin/pilotage-exec``: a wrapper run by ``PY -IS`` (no ``PYTHON*`` variables, no
-  site directories, no current directory) that appends that copy and the site-packages
-  holding ``cryptography`` *after* the standard library, so nothing there can shadow a
-  standard module, and first re-checks (one ``os.stat`` each) that every path it trusts is
-  still root-owned and writable by nobody else, or exits 202 naming the path;
+  site directories, no current directory) that sets ``sys.path`` to the standard library
+  directories found at install, then that copy and the site-packages holding
+  ``cryptography`` *after* them, so nothing there can shadow a standard module, and first
+  re-checks (one ``os.stat`` each, about 150 on a Debian node: well under a millisecond)
+  that the interpreter and every directory it imports from (each directory under the
+  standard library, the copy and the packages, ``__pycache__`` included) are still
+  root-owned and writable by nobody else, or exits 202 naming the path; the copy is
+  compiled at install, so an unprivileged (namespace mode) switch never compiles it;
 - with ``--sudoers``, the sudo rule: ``ACCOUNT ALL=(root) NOPASSWD: DIR/bin/pilotage-exec``
   plus the ``env_keep`` and ``closefrom_override`` the switch's interface needs.
 
 Root runs all of it, so whoever can write any of it owns the node. The installer refuses,
 naming the path, unless each of these is root-owned and not writable by group or others:
-the prefix, the interpreter (the real file after links), the standard library, the
-site-packages and the packages the switch imports from it (every file), and every
-directory above each of them (where a sticky directory such as ``/tmp`` is accepted: others
-may add entries there, not replace ours).
+the prefix, the interpreter (the real file after links), the standard library (every file;
+not the ``site-packages`` an ``-S`` interpreter never reads), the site-packages and the
+packages the switch imports from it (every file), and every directory above each of them
+(where a sticky directory such as ``/tmp`` is accepted: others may add entries there, not
+replace ours).
 """
 
 from __future__ import annotations
@@ -43,23 +48,31 @@ KEPT_VARIABLES = (
 #: What the switch imports from the site-packages: cryptography and its own dependencies.
 SITE_PACKAGES = ("cryptography", "cffi", "pycparser", "_cffi_backend")
 
+#: Directories of the standard library that ``-S`` never puts on ``sys.path``.
+SITE_DIRS = frozenset({"site-packages", "dist-packages"})
 WRAPPER = """#!{python} -IS
 \"\"\"pilotage-exec, installed by pilotage.exec_install; see docs/switch.md.\"\"\"
 import os
 import sys
 
-# (path, whether a sticky directory is accepted): root's and closed to writers, or 202.
-for path, sticky in {trusted!r}:
-    try:
-        st = os.stat(path)
-        bad = st.st_uid != 0 or (st.st_mode & 0o022 and not (sticky and st.st_mode & 0o1000))
-    except OSError:
-        bad = True
-    if bad:
-        sys.stderr.write(f"pilotage-exec: {{path}} is gone, not root-owned or writable by "
-                         "others; this installation is unsafe, refusing to run.\\n")
-        sys.exit(202)
-sys.path += {extra!r}  # after the standard library: nothing there can shadow it
+# Root's and closed to writers, or 202: the interpreter and every directory the switch
+# imports from; then the directories above them, where a sticky one is accepted. One
+# string each, split here: a literal list of paths would be compiled at every start.
+for paths, sticky_ok in (({own!r}, False), ({above!r}, True)):
+    for path in paths.split("\\n"):
+        try:
+            st = os.stat(path)
+            bad = st.st_uid != 0 or (
+                st.st_mode & 0o022 and not (sticky_ok and st.st_mode & 0o1000)
+            )
+        except OSError:
+            bad = True
+        if bad:
+            sys.stderr.write(f"pilotage-exec: {{path}} is gone, not root-owned or writable by "
+                             "others; this installation is unsafe, refusing to run.\\n")
+            sys.exit(202)
+# The standard library first, as found at install; nothing after it can shadow it.
+sys.path[:] = {path!r}
 from {package}.switch.main import main
 
 main()
@@ -78,20 +91,38 @@ def unsafe(path: Path, *, sticky_ok: bool = False) -> str:
     return f"{path} is writable by group or others"
 
 
-def trusted_paths(paths: list[Path], trees: list[Path]) -> list[tuple[str, bool]]:
-    """Each of ``paths`` and every directory above it, as (path, sticky accepted) pairs,
-    after checking them and every file under ``trees``; ``SystemExit`` naming the first
-    unsafe one."""
-    found: dict[str, bool] = {}
-    for path in paths:
-        for index, item in enumerate([path, *path.parents]):
-            found.setdefault(str(item), index > 0)
-    checks = [(Path(p), sticky) for p, sticky in found.items()]
-    checks += [(item, False) for tree in trees for item in tree.rglob("*")]
-    for item, sticky in checks:
+def walk(root: Path) -> tuple[list[Path], list[Path]]:
+    """The directories under ``root`` (``root`` first), and every other entry under it (or
+    ``root`` itself if it is a file), leaving out the site directories ``-S`` never reads."""
+    if not root.is_dir() or root.is_symlink():
+        return [], [root]
+    directories, others = [], []
+    for directory, subdirectories, names in os.walk(root):
+        links = [name for name in subdirectories if os.path.islink(os.path.join(directory, name))]
+        subdirectories[:] = sorted(set(subdirectories) - SITE_DIRS - set(links))
+        directories.append(Path(directory))
+        others += [Path(directory, name) for name in sorted([*names, *links])]
+    return directories, others
+
+
+def trusted_paths(paths: list[Path], trees: list[Path]) -> tuple[list[str], list[str]]:
+    """Check ``paths``, everything under ``trees``, and every directory above them; return
+    what the wrapper re-checks at each start: ``paths`` with every directory under
+    ``trees``, then the directories above (where a sticky one is accepted). ``SystemExit``
+    naming the first unsafe one."""
+    own = dict.fromkeys(paths)
+    checked = list(paths)
+    for root in trees:
+        directories, others = walk(root)
+        own.update(dict.fromkeys(directories))
+        checked += [*directories, *others]
+    above = dict.fromkeys(parent for path in own for parent in path.parents if parent not in own)
+    for item, sticky in [*((path, False) for path in checked), *((path, True) for path in above)]:
         if reason := unsafe(item, sticky_ok=sticky):
             raise SystemExit(f"refusing to install: {reason}; root would run code from it")
-    return sorted(found.items())
+        if "\n" in str(item):
+            raise SystemExit(f"refusing to install: {item!r} has a newline in its name")
+    return [str(path) for path in own], [str(path) for path in above]
 
 
 def rewrite_paths(text: str, config: str, state_dir: str) -> str:
@@ -130,10 +161,12 @@ def install(
     for sub in ("bin", "lib"):
         (prefix / sub).mkdir(mode=0o755, parents=True, exist_ok=True)
     packages = [site / name for name in SITE_PACKAGES if (site / name).is_dir()]
-    trusted_paths([prefix, interpreter, site, *stdlib], packages)
+    packages += sorted(site.glob("_cffi_backend*"))
+    trusted_paths([prefix, interpreter, site], [*stdlib, *packages])
     source = Path(__file__).parent  # src/pilotage
-    target = prefix / "lib" / PACKAGE
-    staging = prefix / "lib" / f".{PACKAGE}.new"
+    lib = prefix / "lib"
+    target = lib / PACKAGE
+    staging = lib / f".{PACKAGE}.new"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(mode=0o755)
     (staging / "__init__.py").write_text("")
@@ -144,20 +177,22 @@ def install(
             if (package, module.name) == ("switch", "paths.py"):
                 text = rewrite_paths(text, config, state_dir)
             (staging / package / module.name).write_text(text)
-    for path in staging.rglob("*.py"):
-        path.chmod(0o644)
+    # Compiled by the interpreter that runs the switch, so no call compiles it again (an
+    # unprivileged one could not write its __pycache__, and would compile at every call).
+    subprocess.run([str(interpreter), "-IS", "-m", "compileall", "-q", "-d", str(target),
+                    str(staging)], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+    for path in [staging, *staging.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
-    for path in [prefix, prefix / "bin", prefix / "lib", *prefix.rglob("*")]:
+    for path in [prefix, prefix / "bin", lib, *prefix.rglob("*")]:
         os.lchown(path, 0, 0)
-    lib = prefix / "lib"
-    checked = [interpreter, *stdlib, site, *packages, lib, target, target / "switch",
-               target / "x509"]  # fmt: skip
+    own, above = trusted_paths([interpreter, site], [*stdlib, *packages, lib])
     wrapper = prefix / "bin" / "pilotage-exec"
     temporary = wrapper.with_name(".pilotage-exec.new")
     temporary.write_text(WRAPPER.format(
-        python=interpreter, package=PACKAGE, extra=[str(lib), str(site)],
-        trusted=trusted_paths(checked, []),
+        python=interpreter, package=PACKAGE, own="\n".join(own), above="\n".join(above),
+        path=[*map(str, stdlib), str(lib), str(site)],
     ))  # fmt: skip
     os.chown(temporary, 0, 0)
     temporary.chmod(0o755)

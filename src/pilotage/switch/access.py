@@ -9,11 +9,9 @@ classic failure (seed 000, §4.3), and the error names the first directory not s
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
 import stat
-from collections.abc import Iterator
 
 from .refusals import ClientError
 
@@ -22,37 +20,30 @@ from .refusals import ClientError
 OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 
-@contextlib.contextmanager
-def caller_rights(caller_uid: int) -> Iterator[None]:
-    """Run the block with the caller's effective uid, gid and groups (root only; else as is).
-
-    Invariant: the switch is single-threaded, and the real and saved uids stay 0, so the
-    block cannot keep these rights past its end, and nothing else runs meanwhile.
-    """
-    if os.geteuid() != 0 or caller_uid == 0:
-        yield
-        return
-    account = pwd.getpwuid(caller_uid)
-    groups = os.getgroups()
-    os.setgroups(os.getgrouplist(account.pw_name, account.pw_gid))
-    os.setegid(account.pw_gid)
-    os.seteuid(caller_uid)
-    try:
-        yield
-    finally:
-        os.seteuid(0)
-        os.setegid(0)
-        os.setgroups(groups)
-
-
 def open_as_caller(path: str, caller_uid: int, what: str, flags: int = 0) -> int:
-    """A descriptor of ``path`` opened with the caller's rights; ``ClientError`` naming why not."""
+    """A descriptor of ``path`` opened with the caller's rights; ``ClientError`` naming why not.
+
+    As root, the open runs with the caller's effective uid, gid and groups; otherwise as is.
+    Invariant: the switch is single-threaded, and the real and saved uids stay 0, so root's
+    rights come back in ``finally``, and nothing else runs meanwhile.
+    """
+    as_caller = os.geteuid() == 0 and caller_uid != 0
+    if as_caller:
+        account = pwd.getpwuid(caller_uid)
+        groups = os.getgroups()
+        os.setgroups(os.getgrouplist(account.pw_name, account.pw_gid))
+        os.setegid(account.pw_gid)
+        os.seteuid(caller_uid)
     try:
-        with caller_rights(caller_uid):
-            return os.open(path, OPEN_FLAGS | flags)
+        return os.open(path, OPEN_FLAGS | flags)
     except OSError as exc:
         reason = "is a symbolic link" if exc.errno == 40 else f"cannot be opened ({exc.strerror})"
         raise ClientError(f"The {what} {path} {reason}.") from None
+    finally:
+        if as_caller:
+            os.seteuid(0)
+            os.setegid(0)
+            os.setgroups(groups)
 
 
 def resolve(command: str, search_path: str) -> str:

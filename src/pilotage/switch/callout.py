@@ -8,34 +8,45 @@ only an explicit deny is 203.
 
 from __future__ import annotations
 
-import json
 import os
 
-from ..sitepolicy.policy import Decision, Subject
-from .config import AuthzConfig, check_trusted
+from .config import check_trusted
 from .refusals import Denied, SiteError
-from .state import Cache
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..sitepolicy.policy import Decision, Subject
+    from .config import AuthzConfig
+    from .identity import Identity
+    from .state import Cache
 
 API_VERSION = 1
 
 
-def authorize(authz: AuthzConfig, cache: Cache, user: Subject, pilot: Subject | None) -> Decision:
-    """A permit decision for ``user``; raise ``Denied`` (203) or ``SiteError`` (202)."""
+def authorize(authz: AuthzConfig, cache: Cache, user: Identity, pilot: Identity | None) -> str:
+    """The account a permit maps ``user`` to; raise ``Denied`` (203) or ``SiteError`` (202).
+
+    On a cache hit nothing else is imported: the policy engine only on a miss.
+    """
     source = authz.url if authz.kind == "remote" else f"{authz.policy} {_stamp(authz.policy)}"
-    key = json.dumps([source, user, pilot])
+    user_asked = (user.kind, user.subject, user.issuer, user.groups)
+    pilot_asked = (pilot.kind, pilot.subject, pilot.issuer, pilot.groups) if pilot else None
+    key = repr((source, user_asked, pilot_asked))
     cached = cache.get("decision", key)
-    if isinstance(cached, list) and len(cached) == len(Decision._fields):
-        decision = Decision(*cached)
+    if isinstance(cached, tuple) and len(cached) == 3:
+        permit, account, reason = cached
     else:
-        decision = (
-            _local(authz, user, pilot) if authz.kind == "local" else _remote(authz, user, pilot)
-        )
+        from ..sitepolicy.policy import Subject
+
+        ask = _local if authz.kind == "local" else _remote
+        decision = ask(authz, Subject(*user_asked), Subject(*pilot_asked) if pilot_asked else None)
         if decision.error:
             raise SiteError(f"The site authorization failed: {decision.reason}")
-        cache.put("decision", key, list(decision))
-    if not decision.permit:
-        raise Denied(f"Authorization denied: {decision.reason}")
-    return decision
+        permit, account, reason = decision.permit, decision.account, decision.reason
+        cache.put("decision", key, (permit, account, reason))
+    if not permit:
+        raise Denied(f"Authorization denied: {reason}")
+    return str(account)
 
 
 def _stamp(path: str) -> int:
@@ -65,8 +76,11 @@ def _local(authz: AuthzConfig, user: Subject, pilot: Subject | None) -> Decision
 
 def _remote(authz: AuthzConfig, user: Subject, pilot: Subject | None) -> Decision:
     import http.client
+    import json
     import ssl
     import urllib.parse
+
+    from ..sitepolicy.policy import Decision
 
     url = urllib.parse.urlsplit(authz.url)
     try:

@@ -10,9 +10,7 @@ directory ``job`` is made the same way: by root, through the descriptor, never f
 
 from __future__ import annotations
 
-import contextlib
 import os
-import secrets
 import stat
 
 from .refusals import ClientError
@@ -50,10 +48,11 @@ def ensure_job_dir(dir_fd: int, uid: int, gid: int) -> None:
     Created if absent. One that exists must already be a real directory of that account:
     anything else (a link, a file, another owner's directory) is refused, never followed.
     """
-    created = False
-    with contextlib.suppress(FileExistsError):
+    try:
         os.mkdir(JOB_DIR, 0o700, dir_fd=dir_fd)
         created = os.geteuid() == 0
+    except FileExistsError:
+        created = False
     try:
         fd = os.open(JOB_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
     except OSError:
@@ -107,7 +106,7 @@ def write_copy(dir_fd: int, kind: str, data: bytes, uid: int, gid: int) -> str:
     """Replace the copy with ``data``, owned by ``uid``:``gid``, mode 0600; return its name."""
     name = NAMES[kind][0]
     existing_copy(dir_fd, kind, uid)  # refuses a final name that belongs to someone else
-    temporary = f".{name}.{secrets.token_hex(6)}"
+    temporary = f".{name}.{os.urandom(6).hex()}"
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
                  dir_fd=dir_fd)  # fmt: skip
     try:

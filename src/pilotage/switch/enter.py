@@ -131,8 +131,8 @@ def _watch(pid: int, status_fd: int, account: pwd.struct_passwd) -> tuple[bool, 
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, number)
 
-    for sig in launch.FORWARDED:
-        signal.signal(sig, forward)
+    for name in launch.FORWARDED:
+        signal.signal(getattr(signal, name), forward)
     pidfd = os.pidfd_open(pid)
     poller = select.poll()
     poller.register(pidfd, select.POLLIN)

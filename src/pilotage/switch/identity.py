@@ -4,34 +4,41 @@ A credential is an X.509 proxy (PEM: certificates and the proxy's private key), 
 by ``x509.validate_chain`` against the site's CA directory, or a bearer token (a JWT),
 checked by ``bearer.verify`` against the site's issuer keys. The file must belong to the
 caller and be closed to everyone else, so a caller cannot present a credential it merely
-found readable. Validation results are cached by the SHA-256 of the file's bytes (see
+found readable. Validation results are cached by a digest of the file's bytes (see
 ``state.Cache``): cryptography is only imported on a miss.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 import time
-from typing import NamedTuple
 
-from .config import Config
 from .refusals import ClientError, SiteError
-from .state import Cache
+from .state import digest as digest_of
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .config import Config
+    from .state import Cache
 
 MAX_CREDENTIAL_BYTES = 1 << 20
 
 
-class Identity(NamedTuple):
-    """Whom a credential speaks for: a DN (``x509``) or an issuer and subject (``token``)."""
+class Identity:
+    """Whom a credential speaks for: a DN (``x509``) or an issuer and subject (``token``).
 
-    kind: str
-    subject: str
-    issuer: str
-    groups: tuple[str, ...]
-    not_after: float
-    digest: str
+    ``digest`` is that of the credential's bytes; ``not_after`` its end (Unix time).
+    """
+
+    def __init__(self, kind: str, subject: str, issuer: str, groups: tuple[str, ...],
+                 not_after: float, digest: str) -> None:  # fmt: skip
+        self.kind, self.subject, self.issuer, self.groups = kind, subject, issuer, groups
+        self.not_after, self.digest = not_after, digest
+
+    def fields(self) -> tuple[str, str, str, tuple[str, ...], float]:
+        """What the cache keeps (all but the digest, which is its key)."""
+        return self.kind, self.subject, self.issuer, self.groups, self.not_after
 
     @property
     def key(self) -> str:
@@ -73,23 +80,22 @@ def read_credential(path: str, caller_uid: int, what: str) -> bytes:
 
 def identify(data: bytes, config: Config, cache: Cache, what: str) -> Identity:
     """Validate a credential's bytes; its identity, from the cache when seen recently."""
-    digest = hashlib.sha256(data).hexdigest()
+    digest = digest_of(data)
     try:
         trust_stamp = os.stat(config.trust_dir).st_mtime_ns
     except OSError:
         trust_stamp = 0
     key = f"{digest} {trust_stamp} {config.allow_limited} {config.require_namespaces}"
     cached = cache.get("credential", key)
-    if isinstance(cached, list) and len(cached) == len(Identity._fields):
-        kind, subject, issuer, groups, not_after, _ = cached
-        identity = Identity(kind, subject, issuer, tuple(groups), not_after, digest)
+    if isinstance(cached, tuple) and len(cached) == 5:
+        identity = Identity(*cached, digest)
         if identity.not_after > time.time():
             return identity
     if data.lstrip().startswith(b"-----BEGIN"):
         identity = _x509_identity(data, config, digest, what)
     else:
         identity = _token_identity(data, config, digest, what)
-    cache.put("credential", key, list(identity))
+    cache.put("credential", key, identity.fields())
     return identity
 
 

@@ -17,42 +17,42 @@ other descriptor above 2 is closed before ``exec``.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import time
-from collections.abc import Callable
-from typing import NamedTuple, NoReturn
 
-from . import family
 from .refusals import CLIENT_ERROR, OWN_CODES, PAYLOAD_COLLISION, ClientError, Refusal, SiteError
 
-FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-             signal.SIGUSR2, signal.SIGCONT, signal.SIGALRM)  # fmt: skip
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import NoReturn
+
+#: Signals a lingering switch passes on to its payload (names of the ``signal`` module,
+#: imported only then: its ``enum`` costs 1-2 ms at every start).
+FORWARDED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGCONT", "SIGALRM")
 
 
-class Launch(NamedTuple):
-    """What to run, as whom, and where the job's family is tracked."""
+class Launch:
+    """What to run, as whom, and where the job's family is tracked.
 
-    argv: list[str]
-    env: dict[str, str]
-    uid: int
-    gid: int
-    groups: list[int]
-    switch_user: bool
-    cgroup: str
-    nproc: int  # RLIMIT_NPROC where no cgroup limits the job (0: none)
+    ``nproc``: ``RLIMIT_NPROC`` where no cgroup limits the job (0: none).
+    """
+
+    def __init__(
+        self, *, argv: list[str], env: dict[str, str], uid: int, gid: int, groups: list[int],
+        switch_user: bool, cgroup: str, nproc: int,
+    ) -> None:  # fmt: skip
+        self.argv, self.env, self.uid, self.gid, self.groups = argv, env, uid, gid, groups
+        self.switch_user, self.cgroup, self.nproc = switch_user, cgroup, nproc
 
 
-class Outcome(NamedTuple):
+class Outcome:
     """How a lingering payload ended, for the exit code and the audit record."""
 
-    pid: int
-    exit_code: int
-    cpu_user_s: float
-    cpu_sys_s: float
-    wall_s: float
-    max_rss_kb: int
+    def __init__(self, *, pid: int, exit_code: int, cpu_user_s: float, cpu_sys_s: float,
+                 wall_s: float, max_rss_kb: int) -> None:  # fmt: skip
+        self.pid, self.exit_code, self.wall_s, self.max_rss_kb = pid, exit_code, wall_s, max_rss_kb
+        self.cpu_user_s, self.cpu_sys_s = cpu_user_s, cpu_sys_s
 
 
 def become(uid: int, gid: int, groups: list[int]) -> None:
@@ -102,16 +102,19 @@ def _exec(launch: Launch) -> NoReturn:
 
 
 def _new_session() -> None:
-    # Already a process-group leader (EPERM): the family is that group.
-    with contextlib.suppress(PermissionError):
+    try:
         os.setsid()
+    except PermissionError:  # already a process-group leader: the family is that group
+        pass
 
 
 def exec_in_place(launch: Launch, status_fd: int) -> NoReturn:
     """Non-linger: become the payload in this process (same pid)."""
     _new_session()
     if launch.cgroup:
-        family.join_cgroup(launch.cgroup, os.getpid())
+        from .family import join_cgroup
+
+        join_cgroup(launch.cgroup, os.getpid())
     watch_fd = _watch_exec(status_fd) if status_fd >= 0 else -1
     try:
         _exec(launch)
@@ -149,7 +152,9 @@ def child_exec(launch: Launch, report_fd: int, *, session: bool = True) -> NoRet
         if session:
             _new_session()
         if launch.cgroup:
-            family.join_cgroup(launch.cgroup, os.getpid())
+            from .family import join_cgroup
+
+            join_cgroup(launch.cgroup, os.getpid())
         _exec(launch)
     except Refusal as exc:
         code = exc.exit_code
@@ -193,6 +198,7 @@ def spawn(start: Callable[[int], NoReturn]) -> int:
 
 def wait(pid: int, forward_to_group: bool, started: float) -> Outcome:
     """Wait for the lingering payload, passing signals on; its outcome."""
+    import signal
 
     def forward(number: int, _frame: object) -> None:
         try:
@@ -203,8 +209,8 @@ def wait(pid: int, forward_to_group: bool, started: float) -> Outcome:
         except ProcessLookupError:
             pass
 
-    for sig in FORWARDED:
-        signal.signal(sig, forward)
+    for name in FORWARDED:
+        signal.signal(getattr(signal, name), forward)
     _, status, usage = os.wait4(pid, 0)
     if os.WIFEXITED(status):
         code = os.WEXITSTATUS(status)

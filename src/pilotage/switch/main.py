@@ -19,20 +19,23 @@ bottom: every check is one call, each refusal one exception from ``refusals``.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
-import signal
 import sys
 import time
-from collections.abc import Mapping
-from typing import Any, NamedTuple
 
-from ..sitepolicy.policy import Decision, Subject
 from . import paths
-from .config import Config
-from .identity import Identity
 from .refusals import ClientError, Denied, Refusal, SiteError
+
+# Start-up is most of a warm call's time: each module is imported where it is needed, and
+# a warm run imports no regular expression, json, enum, typing or OpenSSL (a test checks).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
+    from .config import Config
+    from .identity import Identity
 
 USER_CREDENTIAL = "PILOTAGE_EXEC_USER_CREDENTIAL"
 PILOT_CREDENTIAL = "PILOTAGE_EXEC_PILOT_CREDENTIAL"
@@ -49,17 +52,15 @@ USAGE = (
 )
 
 
-class Invocation(NamedTuple):
+class Invocation:
     """The request: ``action`` is ``run``, ``refresh``, ``signal`` or ``enter``; ``job`` the
     family key (``--job``, or ``PILOTAGE_EXEC_JOB_ID`` for a run) and ``name`` the pool's
     job id."""
 
-    action: str
-    linger: bool | None
-    command: list[str]
-    signal: str
-    job: str
-    name: str = ""
+    def __init__(self, action: str, linger: bool | None, command: list[str], signal: str,
+                 job: str) -> None:  # fmt: skip
+        self.action, self.linger, self.command = action, linger, command
+        self.signal, self.job, self.name = signal, job, ""
 
 
 def parse_args(argv: list[str]) -> Invocation:
@@ -135,11 +136,14 @@ def run(argv: list[str], environ: Mapping[str, str]) -> int:
 
 def _job_names(invocation: Invocation, environ: Mapping[str, str]) -> Invocation:
     """A run's family key and job name from the environment, checked before anything is done."""
-    from .family import check_key
+    if environ.get(JOB_ID) or environ.get(JOB_NAME):
+        from .family import check_key
 
-    key = check_key(environ[JOB_ID]) if environ.get(JOB_ID) else ""
-    name = check_key(environ[JOB_NAME], "job name") if environ.get(JOB_NAME) else key
-    return invocation._replace(job=key, name=name)
+        invocation.job = check_key(environ[JOB_ID]) if environ.get(JOB_ID) else ""
+        invocation.name = (
+            check_key(environ[JOB_NAME], "job name") if environ.get(JOB_NAME) else invocation.job
+        )
+    return invocation
 
 
 def _status_fd(environ: Mapping[str, str]) -> int:
@@ -158,8 +162,10 @@ def _status_fd(environ: Mapping[str, str]) -> int:
 
 
 def _report(fd: int, text: str) -> None:
-    with contextlib.suppress(OSError):
+    try:
         os.write(fd, text.encode())
+    except OSError:
+        pass
 
 
 def _caller(environ: Mapping[str, str]) -> tuple[int, str]:
@@ -195,23 +201,17 @@ def _identify(config: Config, uid: int, environ: Mapping[str, str], cache: Any) 
     return user, pilot, user_data
 
 
-def _subject(identity: Identity) -> Subject:
-    return Subject(identity.kind, identity.subject, identity.issuer, identity.groups)
-
-
-def _account(config: Config, decision: Decision, caller_uid: int) -> pwd.struct_passwd:
-    """The account the payload runs as: the mapped one in setuid mode, else the caller."""
+def _account(config: Config, mapped: str, caller_uid: int) -> pwd.struct_passwd:
+    """The account the payload runs as: the ``mapped`` one in setuid mode, else the caller."""
     if config.mode != "setuid":
         return pwd.getpwuid(caller_uid)
     try:
-        account = pwd.getpwnam(decision.account)
+        account = pwd.getpwnam(mapped)
     except KeyError:
-        raise SiteError(
-            f"The mapped account {decision.account} does not exist on this node."
-        ) from None
+        raise SiteError(f"The mapped account {mapped} does not exist on this node.") from None
     if account.pw_uid < config.min_uid:
         raise SiteError(
-            f"The mapped account {decision.account} has uid {account.pw_uid}, below min_uid "
+            f"The mapped account {mapped} has uid {account.pw_uid}, below min_uid "
             f"{config.min_uid}; refusing to run as a system account."
         )
     return account
@@ -234,9 +234,9 @@ def _serve(
     user, pilot, user_data = _identify(config, caller_uid, environ, cache)
     audit.update(user=user.subject, issuer=user.issuer or None, groups=list(user.groups) or None,
                  pilot=pilot.subject if pilot else None)  # fmt: skip
-    decision = authorize(config.authz, cache, _subject(user), _subject(pilot) if pilot else None)
-    audit["account"] = decision.account
-    account = _account(config, decision, caller_uid)
+    mapped = authorize(config.authz, cache, user, pilot)
+    audit["account"] = mapped
+    account = _account(config, mapped, caller_uid)
     if config.mode == "setuid" and os.geteuid() != 0:
         raise SiteError("setuid mode needs root: run pilotage-exec through its sudo rule.")
     jobs = os.path.join(state, "jobs")
@@ -365,6 +365,8 @@ def _signal(
     invocation: Invocation, config: Config, account: pwd.struct_passwd, caller_uid: int,
     jobs: str, audit: dict[str, Any],
 ) -> int:  # fmt: skip
+    import signal
+
     from . import family, launch
 
     key = family.check_key(invocation.job)
@@ -383,9 +385,11 @@ def _signal(
                 launch.become(account.pw_uid, account.pw_gid, [account.pw_gid])
             init = entry.get("init")
             if isinstance(init, int):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
+                try:
                     os.kill(init, sig)
                     count = 1
+                except (ProcessLookupError, PermissionError):
+                    pass
             else:
                 count = family.signal_family(entry, sig)
             os.write(write_fd, str(count).encode())
