@@ -15,6 +15,7 @@ from pilotage.api import (
     faults,
     health,
     jobs,
+    listing,
     matchmaking,
     pilots,
     pool_admin,
@@ -58,6 +59,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
     ctx.authenticator.rules = creds.rules
     admin.setup(ctx)  # issued tokens recorded, revoked ones refused
     app.include_router(users.router)
+    app.include_router(listing.router)  # GET /jobs (pages, streamed) and /batches
     app.include_router(jobs.router)
     app.include_router(pilots.router)
     app.include_router(admin.router)

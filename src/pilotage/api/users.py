@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -79,38 +79,6 @@ def commit_cluster(
 
 def _refs(ids: list[str]) -> list[queue.JobRef]:
     return [queue.parse_job_ref(i) for i in ids]
-
-
-def _states(names: list[str]) -> list[JobState]:
-    try:
-        return [JobState(n.upper()) for n in names]
-    except ValueError:
-        known = ", ".join(s.value for s in JobState)
-        raise BadInput(f"unknown job state in {names}; known states: {known}") from None
-
-
-@router.get("/jobs")
-def list_jobs(
-    ctx: Ctx,
-    who: User,
-    id: Annotated[list[str], Query()] = [],  # noqa: B006  (FastAPI reads the default)
-    state: Annotated[list[str], Query()] = [],  # noqa: B006
-    owner: str | None = None,
-    finished: bool | None = None,
-) -> list[dict[str, Any]]:
-    """Jobs visible to the caller; ``finished`` picks history (true) or the queue (false).
-
-    A job id named explicitly must exist (in any state): an unknown one is NotFound.
-    """
-    states = _states(state)
-    if not states and finished is not None:
-        states = list(FINISHED if finished else ACTIVE)
-    refs = _refs(id)
-    with ctx.store.read() as conn:
-        if refs:
-            queue.require_jobs(conn, actor_of(who), refs)
-        rows = queue.select_jobs(conn, actor_of(who), refs=refs, states=states, owner=owner)
-    return [queue.job_view(r) for r in rows]
 
 
 @router.get("/jobs/{job_id}/events")

@@ -63,6 +63,9 @@ jobs = sa.Table(
     sa.UniqueConstraint("cluster_id", "proc_id", name="uq_jobs_cluster_proc"),
     sa.Index("ix_jobs_state_prio", "state", "priority", "id"),
     sa.Index("ix_jobs_owner_state", "owner", "state"),
+    # Pages of the queue in job id order and per-batch counts, from the index alone
+    # (migration 0012).
+    sa.Index("ix_jobs_state_cluster", "state", "cluster_id", "proc_id", "owner"),
 )
 
 job_events = sa.Table(
