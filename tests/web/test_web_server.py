@@ -409,3 +409,17 @@ def test_shell_completion_offers_commands() -> None:
         env=dict(os.environ, SHELL="/bin/bash"),
     )
     assert "_PILOTAGE_COMPLETE" in shown.stdout, shown
+
+
+def test_revoking_a_token_ends_the_sessions_it_opened(web_pool: WebPool) -> None:
+    token = web_pool.pool.token("alice", "user")
+    web_pool.tokens["alice-revoked"] = token
+    client = _signed_in(web_pool, "alice-revoked")
+    assert client.get("/web/jobs").status_code == 200
+    revoked = web_pool.api("admin", "POST", "/api/v1/tokens/revocations", json={"token": token})
+    assert [r["already_revoked"] for r in revoked] == [False]
+    # The server that revoked it refuses at once: the page sends the browser to sign in.
+    answer = client.get("/web/jobs")
+    assert answer.status_code == 303 and answer.headers["location"].startswith("/web/signin")
+    # Sessions opened by other tokens of the same user are untouched.
+    assert _signed_in(web_pool, "alice").get("/web/jobs").status_code == 200

@@ -328,6 +328,8 @@ web_login_links = sa.Table(
     sa.Column("used_at", sa.Float, nullable=True),
     # The session the link opens ends no later than this (the caller's own credential).
     sa.Column("session_until", sa.Float, nullable=False),
+    # The token the caller came with, if any: revoking it ends the session (0013).
+    sa.Column("token_id", sa.String(64), nullable=True),
 )
 
 #: Browser sessions (the cookie's secret, stored hashed).
@@ -340,6 +342,7 @@ web_sessions = sa.Table(
     sa.Column("groups", sa.Text, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("expires_at", sa.Float, nullable=False, index=True),
+    sa.Column("token_id", sa.String(64), nullable=True),
 )
 
 # Time-range reads of the pages: history by completion time, the pool's recent events.

@@ -53,7 +53,7 @@ def caller(request: Request) -> Principal | None:
     if secret:
         with ctx.store.read() as conn:
             who = session_principal(conn, secret, ctx.clock())
-        if who is not None:
+        if who is not None and not ctx.authenticator.revoked(who):
             return for_pages(who)
     peer = (request.scope.get("extensions") or {}).get(PEER_KEY)
     if "authorization" in request.headers or peer is not None:

@@ -7,7 +7,8 @@ SHA-256 of each secret is stored: a copy of the database opens nothing.
 
 Invariants: a link opens at most one session (the conditional update that spends it is
 the one test-and-set, also across servers); a session never outlives the credential it
-came from (``session_until``), nor ``lifetime_s`` from its opening.
+came from (``session_until``), nor ``lifetime_s`` from its opening, nor the revocation
+of the token it came from (``token_id``, checked on every page).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def issue_link(conn: sa.Connection, who: Principal, now: float, session_until: f
             expires_at=now + LINK_TTL_S,
             used_at=None,
             session_until=session_until,
+            token_id=who.token_id or None,
         )
     )
     # Dead links are of no use to anyone; drop them here rather than in a timer.
@@ -98,7 +100,10 @@ def spend_link(
     )
     if spent.rowcount != 1:
         raise LinkUsed("this sign-in link was already used; run 'pilotage web' for a new one")
-    who = Principal(str(row.name), Role(row.role), "session", tuple(json.loads(row.groups)))
+    who = Principal(
+        str(row.name), Role(row.role), "session", tuple(json.loads(row.groups)),
+        token_id=row.token_id or "",
+    )  # fmt: skip
     until = min(now + lifetime_s, float(row.session_until))
     return open_session(conn, who, now, until), until
 
@@ -114,6 +119,7 @@ def open_session(conn: sa.Connection, who: Principal, now: float, until: float) 
             groups=json.dumps(list(who.groups)),
             created_at=now,
             expires_at=until,
+            token_id=who.token_id or None,
         )
     )
     conn.execute(sa.delete(web_sessions).where(web_sessions.c.expires_at < now))
@@ -128,7 +134,10 @@ def session_principal(conn: sa.Connection, secret: str, now: float) -> Principal
     row = conn.execute(_SESSION, {"h": _hash(secret)}).first()
     if row is None or row.expires_at <= now:
         return None
-    return Principal(str(row.name), Role(row.role), "session", tuple(json.loads(row.groups)))
+    return Principal(
+        str(row.name), Role(row.role), "session", tuple(json.loads(row.groups)),
+        token_id=row.token_id or "",
+    )  # fmt: skip
 
 
 def close_session(conn: sa.Connection, secret: str) -> None:
