@@ -21,11 +21,10 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pilotage import server_names
-from pilotage.config import Settings, load_settings
-from pilotage.credentials import pki
-from pilotage.server_names import parse_hosts
+if TYPE_CHECKING:  # the CLI finds its state directory without loading these
+    from pilotage.config import Settings
 
 DEFAULT_CONFIG = """\
 # pilotage pool configuration. Every key can also be set by environment variable
@@ -129,6 +128,8 @@ class StateDir:
 
     def settings(self) -> Settings:
         """The effective settings from this directory's file and the environment."""
+        from pilotage.config import load_settings
+
         return load_settings(self.config)
 
     def is_initialised(self) -> bool:
@@ -143,7 +144,10 @@ class StateDir:
         --host``), put in the server certificate (:mod:`pilotage.server_names`) and, in a
         new configuration, as ``public_name`` with ``host = bind`` (default ``0.0.0.0``).
         """
-        asked = parse_hosts(hosts)
+        from pilotage import server_names
+        from pilotage.credentials import pki
+
+        asked = server_names.parse_hosts(hosts)
         created: list[str] = []
         self.root.mkdir(parents=True, exist_ok=True, mode=0o755)
         for sub in ("ca", "server", "tokens", "spool", "credentials", "audit"):

@@ -10,15 +10,15 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from cryptography import x509
 
 from pilotage.cli.x509_errors import one_sentence_errors
-from pilotage.credentials.atomic import write_file
-from pilotage.credentials.ca import CertificateAuthority
 from pilotage.errors import BadInput
+
+if TYPE_CHECKING:
+    from pilotage.credentials.ca import CertificateAuthority
 
 app = typer.Typer(
     help="A certification authority for pools and tests: certificates, revocation, CRLs.",
@@ -26,6 +26,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+def _authority() -> type[CertificateAuthority]:
+    """The CA class, loaded when a command runs (the CLI starts without cryptography)."""
+    from pilotage.credentials.ca import CertificateAuthority
+
+    return CertificateAuthority
+
 
 CaDir = Annotated[Path, typer.Option("--dir", envvar="PILOTAGE_CA_DIR", help="The CA directory.")]
 
@@ -41,7 +49,7 @@ def init_cmd(
 ) -> None:
     """Create a CA: key (0600), self-signed certificate, empty CRL and trust directory."""
     with one_sentence_errors():
-        ca = CertificateAuthority.init(directory, subject, lifetime_days=days, key_bits=key_bits)
+        ca = _authority().init(directory, subject, lifetime_days=days, key_bits=key_bits)
         typer.echo(f"created CA '{ca.cert.subject.rfc4514_string()}' in {directory}")
         typer.echo(f"trust directory: {directory / 'certificates'}")
 
@@ -67,12 +75,14 @@ def issue_cmd(
         for path in (cert_path, key_path):
             if path.exists():
                 raise BadInput(f"{path} already exists; remove it or choose another --out.")
-        ca = CertificateAuthority(directory)
+        ca = _authority()(directory)
         if user is not None:
             issued = ca.issue_user(user, lifetime_days=days or 365)
         else:
             assert host is not None
             issued = ca.issue_host(host, lifetime_days=days or 395)
+        from pilotage.credentials.atomic import write_file
+
         out.mkdir(parents=True, exist_ok=True)
         write_file(key_path, issued.key_pem(), mode=0o600, replace=False)
         write_file(cert_path, issued.cert_pem(), mode=0o644, replace=False)
@@ -93,7 +103,9 @@ def revoke_cmd(
 ) -> None:
     """Revoke a certificate and publish a new CRL (also in the trust directory)."""
     with one_sentence_errors():
-        ca = CertificateAuthority(directory)
+        from cryptography import x509
+
+        ca = _authority()(directory)
         what: int | x509.Certificate
         if target.isdigit():
             what = int(target)
@@ -112,7 +124,7 @@ def revoke_cmd(
 def crl_cmd(directory: CaDir) -> None:
     """Sign a fresh CRL (do this before the previous one's next update)."""
     with one_sentence_errors():
-        crl = CertificateAuthority(directory).crl()
+        crl = _authority()(directory).crl()
         revoked, until = len(list(crl)), crl.next_update_utc
         typer.echo(f"CRL {directory / 'crl.pem'}: {revoked} revoked, next update {until}")
 
@@ -124,7 +136,7 @@ def export_cmd(
 ) -> None:
     """Copy the CA certificate and CRL into a trust directory as <hash>.0 and <hash>.r0."""
     with one_sentence_errors():
-        for path in CertificateAuthority(directory).export_trust_dir(trust_dir):
+        for path in _authority()(directory).export_trust_dir(trust_dir):
             typer.echo(f"wrote {path}")
 
 
@@ -135,7 +147,7 @@ def list_cmd(
 ) -> None:
     """List the certificates this CA issued, revoked ones marked."""
     with one_sentence_errors():
-        entries = CertificateAuthority(directory).issued()
+        entries = _authority()(directory).issued()
         if as_json:
             typer.echo(json.dumps([asdict(e) for e in entries], indent=1))
             return

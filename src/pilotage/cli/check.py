@@ -18,8 +18,6 @@ from typing import Annotated
 
 import typer
 
-from pilotage.store.health import admin_check
-
 #: Exit codes (docs/cli.md): the operator must act; or try again later.
 EXIT_CONFIG = 78
 EXIT_TEMPFAIL = 75
@@ -30,6 +28,8 @@ def check_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Check the database (integrity, schema at this version) and the spool."""
+    from pilotage.store.health import admin_check
+
     state = ctx.find_root().obj.state
     settings = state.settings()
     db_url = settings.server.db or state.sqlite_url()

@@ -7,27 +7,33 @@ kernel vouches for who we are.
 
 from __future__ import annotations
 
+import json
 import os
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Any
-
-import httpx
+from typing import IO, TYPE_CHECKING, Any
 
 from pilotage.cli.tls_advice import certificate_problem, tls_advice
 from pilotage.errors import (
     BY_HTTP_STATUS,
     InternalError,
     PilotageError,
+    Transient,
     Unreachable,
     UserError,
 )
-from pilotage.statedir import StateDir
 
-TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+if TYPE_CHECKING:  # imported when a call is made: the CLI starts without them
+    import httpx
+
+    from pilotage.statedir import StateDir
+
+#: Seconds to wait for an answer, and for a connection.
+TIMEOUT_S = 60.0
+CONNECT_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -106,20 +112,23 @@ class Client:
         self._connect()
 
     def _connect(self) -> None:
+        import httpx
+
         endpoint = self.endpoint
+        timeout = httpx.Timeout(TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
         headers = {"User-Agent": "pilotage-cli"}
         if endpoint.token:
             headers["Authorization"] = f"Bearer {endpoint.token}"
         if endpoint.socket is not None:
             transport = httpx.HTTPTransport(uds=str(endpoint.socket))
             self._http = httpx.Client(
-                base_url=endpoint.url, transport=transport, headers=headers, timeout=TIMEOUT
+                base_url=endpoint.url, transport=transport, headers=headers, timeout=timeout
             )
         else:
             # A context, not the CA's path: httpx deprecates verify=<str>.
             verify: Any = _trusting(endpoint.ca) if endpoint.ca else True
             self._http = httpx.Client(
-                base_url=endpoint.url, verify=verify, headers=headers, timeout=TIMEOUT
+                base_url=endpoint.url, verify=verify, headers=headers, timeout=timeout
             )
 
     def close(self) -> None:
@@ -168,12 +177,40 @@ class Client:
                 self._raise_for(response)
             yield response
 
+    def page(self, path: str, params: dict[str, Any] | None = None) -> tuple[Any, str | None]:
+        """One page of a paged listing: its JSON, and the address of the next page (the
+        ``Link`` header's ``rel="next"``), ``None`` after the last."""
+        with self._errors():
+            response = self._http.request("GET", path, params=params)
+        self._raise_for(response)
+        following = response.links.get("next", {}).get("url")
+        return response.json(), following
+
+    def lines(self, path: str, params: dict[str, Any] | None = None) -> Iterator[str]:
+        """The lines of an NDJSON listing, as they arrive. An error line (the server met
+        a fault after it had started to answer) raises :class:`Transient`."""
+        headers = {"Accept": "application/x-ndjson"}
+        with (
+            self._errors(),
+            self._http.stream("GET", path, params=params, headers=headers) as response,
+        ):
+            if response.status_code >= 400:
+                response.read()
+                self._raise_for(response)
+            for line in response.iter_lines():
+                if line.startswith('{"error"'):
+                    raise Transient(json.loads(line).get("message") or line[:200])
+                if line:
+                    yield line
+
     def upload(self, path: str, body: IO[bytes]) -> Any:
         """POST a tar body."""
         return self.call("POST", path, content=body, headers={"Content-Type": "application/x-tar"})
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
+        import httpx
+
         try:
             yield
         except httpx.ConnectError as exc:

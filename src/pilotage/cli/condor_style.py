@@ -9,14 +9,12 @@ ads in ``Name = value`` form, separated by blank lines. Targets of ``rm``/``hold
 from __future__ import annotations
 
 import re
-import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import classad2
-from rich.table import Table
-
-from pilotage.cli.client import Client
 from pilotage.errors import BadInput
+
+if TYPE_CHECKING:
+    from pilotage.cli.client import Client
 
 _JOB_ID = re.compile(r"^\d{1,18}(\.\d{1,9})?$")
 #: A user name as the pool knows them: a Unix name, or a token subject.
@@ -61,41 +59,29 @@ def fetch_ads(
     return found
 
 
-def batch_table(jobs: list[dict[str, Any]], title: str) -> Table:
-    """One row per owner and batch, with counts per state, as ``condor_q`` shows by default."""
-    table = Table(title=title, title_justify="left")
-    for column in (
-        "OWNER",
-        "BATCH_NAME",
-        "SUBMITTED",
-        "DONE",
-        "RUN",
-        "IDLE",
-        "HOLD",
-        "TOTAL",
-        "JOB_IDS",
-    ):
-        table.add_column(column, no_wrap=True)
-    batches: dict[tuple[str, str], list[dict[str, Any]]] = {}
+def group_batches(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Jobs (with their ``ad``) grouped by owner and batch, counted by state: the rows of
+    :func:`pilotage.cli.queue_view.batch_table` for a selection the server cannot count
+    (a ``-constraint``)."""
+    batches: dict[tuple[str, str | int], dict[str, Any]] = {}
+    clusters: dict[tuple[str, str | int], set[int]] = {}
     for job in jobs:
         name = _attr(job["ad"], "JobBatchName")
-        key = (job["owner"], str(name) if isinstance(name, str) else f"ID: {job['cluster']}")
-        batches.setdefault(key, []).append(job)
-    for (owner, name), members in batches.items():
-        states = [j["state"] for j in members]
-        ids = [j["id"] for j in members]
-        table.add_row(
-            owner,
-            name,
-            time.strftime("%m/%d %H:%M", time.localtime(min(j["qdate"] for j in members))),
-            str(states.count("COMPLETED") + states.count("REMOVED")) or "_",
-            str(states.count("RUNNING")),
-            str(states.count("IDLE")),
-            str(states.count("HELD")),
-            str(len(members)),
-            ids[0] if len(ids) == 1 else f"{ids[0]}-{ids[-1].split('.')[-1]}",
+        name = name if isinstance(name, str) else None
+        key = (job["owner"], name if name is not None else job["cluster"])
+        batch = batches.setdefault(
+            key,
+            {"owner": job["owner"], "name": name, "submitted": job["qdate"], "first": job["id"]}
+            | dict.fromkeys(("total", "done", "running", "idle", "held"), 0),
         )
-    return table
+        clusters.setdefault(key, set()).add(job["cluster"])
+        batch["last"] = job["id"]
+        batch["clusters"] = len(clusters[key])
+        batch["submitted"] = min(batch["submitted"], job["qdate"])
+        batch["total"] += 1
+        column = {"RUNNING": "running", "IDLE": "idle", "HELD": "held"}.get(job["state"], "done")
+        batch[column] += 1
+    return list(batches.values())
 
 
 def autoformat(jobs: list[dict[str, Any]], attrs: list[str]) -> str:
@@ -115,6 +101,8 @@ def long_form(jobs: list[dict[str, Any]]) -> str:
 
 
 def _attr(ad_text: str, name: str) -> Any:
+    import classad2
+
     ad = classad2.parseOne(ad_text)  # the server sends the old "Name = value" form
     if name not in ad:
         return None
@@ -125,6 +113,8 @@ def _attr(ad_text: str, name: str) -> Any:
 
 
 def _show(value: Any) -> str:
+    import classad2
+
     if value is None or type(value) is classad2.Value:
         return "undefined"
     if isinstance(value, bool):

@@ -13,22 +13,18 @@ import base64
 import datetime as dt
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
-from pilotage.cli.proxy import parse_valid
 from pilotage.cli.x509_errors import one_sentence_errors
-from pilotage.credentials.atomic import write_file
-from pilotage.credentials.login import login_message, sign_login
-from pilotage.credentials.private_file import read_credential_file
-from pilotage.credentials.proxy import default_proxy_path, sign_proxy_request
-from pilotage.credentials.tokens import Role
+from pilotage.credentials.roles import Role
 from pilotage.errors import BadInput, NotFound
-from pilotage.x509.certificate import CredentialKey, utc_text
-from pilotage.x509.chain import load_credential, proxy_info
+
+if TYPE_CHECKING:  # loaded by the commands that use them (the CLI starts without them)
+    from cryptography import x509
+
+    from pilotage.x509.certificate import CredentialKey
 
 
 def saved_token_path() -> Path:
@@ -42,6 +38,9 @@ def read_proxy(path: Path) -> tuple[list[x509.Certificate], CredentialKey]:
 
     The same rule as ``proxy init`` and the switch (``private_file.check_private``).
     """
+    from pilotage.credentials.private_file import read_credential_file
+    from pilotage.x509.chain import load_credential
+
     try:
         data = read_credential_file(path, "proxy file", private=True)
     except NotFound:
@@ -54,11 +53,15 @@ def read_proxy(path: Path) -> tuple[list[x509.Certificate], CredentialKey]:
 
 def proxy_identity(path: Path) -> str:
     """The identity (grid-form DN of the end entity) of the proxy file at ``path``."""
+    from pilotage.x509.chain import proxy_info
+
     chain, _ = read_proxy(path)
     return proxy_info(chain).identity
 
 
 def _certificates_pem(chain: list[x509.Certificate]) -> str:
+    from cryptography.hazmat.primitives import serialization
+
     # Certificates only: the private key stays in the file.
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain).decode()
 
@@ -76,6 +79,11 @@ def register(app: typer.Typer) -> None:
         role: Annotated[Role, typer.Option(help="The role to ask for.")] = Role.USER,
     ) -> None:
         """Log in with your proxy: sign the server's nonce, save the session token."""
+        from pilotage.credentials.atomic import write_file
+        from pilotage.credentials.login import login_message, sign_login
+        from pilotage.credentials.proxy import default_proxy_path
+        from pilotage.x509.certificate import utc_text
+
         with one_sentence_errors():
             chain, key = read_proxy(proxy or default_proxy_path())
             with ctx.obj.client() as client:
@@ -113,6 +121,13 @@ def register(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """Delegate your proxy to the pool's credential store (the key stays here)."""
+        from cryptography import x509
+
+        from pilotage.cli.proxy import parse_valid
+        from pilotage.credentials.proxy import default_proxy_path, sign_proxy_request
+        from pilotage.x509.certificate import utc_text
+        from pilotage.x509.chain import proxy_info
+
         with one_sentence_errors():
             if destroy:
                 with ctx.obj.client() as client:

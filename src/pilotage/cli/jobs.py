@@ -6,17 +6,18 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from pilotage.cli import condor_style
-from pilotage.cli.client import Client
+from pilotage.cli import condor_style, queue_view
 from pilotage.cli.progress import BIG_CLUSTER, progress_bar
-from pilotage.cli.submitting import fetch_outputs, submit, write_user_log
 from pilotage.errors import BadInput, Transient
+
+if TYPE_CHECKING:  # each command imports what it needs when it runs (a quick start)
+    from rich.table import Table
+
+    from pilotage.cli.client import Client
 
 Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 Ids = Annotated[list[str], typer.Argument(help="Job ids: CLUSTER or CLUSTER.PROC.")]
@@ -62,7 +63,9 @@ def _ago(ts: float | None) -> str:
 
 
 def jobs_table(jobs: list[dict[str, Any]], title: str) -> Table:
-    """The readable view of ``q`` and ``history``."""
+    """The readable view of ``history`` and ``wait``."""
+    from rich.table import Table
+
     table = Table(title=title, title_justify="left")
     for col in ("ID", "OWNER", "SUBMITTED", "STATE", "EXIT", "SITE", "WALL", "COMMAND / REASON"):
         table.add_column(col, no_wrap=col != "COMMAND / REASON")
@@ -104,6 +107,8 @@ def register(app: typer.Typer) -> None:
         as_json: Json = False,
     ) -> None:
         """Submit the jobs a submit description queues; print the cluster id."""
+        from pilotage.cli.submitting import submit
+
         with ctx.obj.client() as client, progress_bar(min_total=BIG_CLUSTER) as report:
             me = client.call("GET", "/api/v1/whoami")["name"]
             cluster, count = submit(client, file, me, report)
@@ -128,6 +133,18 @@ def register(app: typer.Typer) -> None:
         ids, rest = condor_style.split_targets(words or [], names=not af)
         attrs, owners = (rest, []) if af else ([], rest)
         owners += [owner] if owner else []
+        if not (finished or constraint or af or long):
+            # The queue without ads: batches counted by the server, jobs paged or streamed.
+            with ctx.obj.client() as client:
+                if as_json:
+                    queue_view.write_json(client, ids, owners)
+                elif nobatch or ids:
+                    queue_view.print_jobs(client, ids, owners)
+                else:
+                    queue_view.print_batches(client, owners)
+            return
+        from rich.console import Console
+
         with ctx.obj.client() as client:
             jobs = condor_style.fetch_ads(
                 client,
@@ -150,7 +167,9 @@ def register(app: typer.Typer) -> None:
             title = "History" if finished else "Queue"
             batched = not (nobatch or finished or ids)
             console.print(
-                condor_style.batch_table(jobs, title) if batched else jobs_table(jobs, title)
+                queue_view.batch_table(condor_style.group_batches(jobs), title)
+                if batched
+                else jobs_table(jobs, title)
             )
             console.print(_summary(jobs))
 
@@ -377,6 +396,8 @@ def register(app: typer.Typer) -> None:
         if as_json:
             _print_json(jobs)
         else:
+            from rich.console import Console
+
             Console().print(jobs_table(jobs, "Finished"))
         if not all(j["state"] == "COMPLETED" and j["exit_code"] == 0 for j in jobs):
             raise typer.Exit(1)
@@ -409,6 +430,8 @@ def bring_back(
 ) -> list[tuple[dict[str, Any], list[str]]]:
     """Fetch the outputs of finished jobs and write their log files; only the caller's own
     jobs (another's are named on standard error and skipped)."""
+    from pilotage.cli.submitting import fetch_outputs, write_user_log
+
     done = []
     logs: dict[str, list[tuple[dict[str, Any], list[dict[str, Any]]]]] = {}
     me = client.call("GET", "/api/v1/whoami")["name"]

@@ -127,6 +127,16 @@ def _register() -> None:
         except ImportError:
             continue
         app.add_typer(sub.app, name=name)
+    _plain_help(app)
+
+
+def _plain_help(group: typer.Typer) -> None:
+    """Help as click writes it, for this group and those under it: rich's help, the
+    default, loads rich, markdown and pygments at every ``--help``."""
+    group.rich_markup_mode = None
+    for sub in group.registered_groups:
+        if sub.typer_instance is not None:
+            _plain_help(sub.typer_instance)
 
 
 #: Click's exceptions, and those of the click fork that newer typer versions carry inside

@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from pilotage.config import Settings, with_overrides
-from pilotage.credentials.tokens import Role, parse_lifetime
+from pilotage.credentials.roles import Role
 from pilotage.errors import BadInput
+
+if TYPE_CHECKING:  # loaded by the commands that use them (the CLI starts without them)
+    from rich.table import Table
+
+    from pilotage.config import Settings
 
 token_app = typer.Typer(
     help="Bearer tokens for remote users, pilots and admins.", no_args_is_help=True
@@ -23,6 +25,8 @@ token_app = typer.Typer(
 def _fit_table(title: str, columns: tuple[tuple[str, int], ...], rows: list[list[str]]) -> Table:
     """A table that fits an 80-column terminal: no borders; numbers (width 0 here)
     kept whole; names cut with an ellipsis at their width (and more on a narrower one)."""
+    from rich.table import Table
+
     table = Table(title=title, title_justify="left", box=None, pad_edge=False)
     for index, (header, width) in enumerate(columns):
         if width:
@@ -171,6 +175,8 @@ def register(app: typer.Typer) -> None:
 
         logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
 
+        from pilotage.config import with_overrides
+
         def settings() -> Settings:
             return with_overrides(state.settings(), "server", db=db, host=host, port=port)
 
@@ -200,6 +206,8 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps(status, indent=2, sort_keys=True))
             return
+        from rich.console import Console
+
         console = Console()
         if status["scope"] == "all":
             console.print(_status_table(status["slots"]))
@@ -230,6 +238,9 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps(prio, indent=2, sort_keys=True))
             return
+        from rich.console import Console
+        from rich.table import Table
+
         rows = prio["submitters"]
         table = Table(title="User priorities", title_justify="left")
         for col in ("SUBMITTER", "EFFECTIVE PRIO", "FACTOR", "USAGE (cpu h)", "RUNNING", "IDLE"):
@@ -263,6 +274,8 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Mint a token (admin only)."""
+        from pilotage.credentials.tokens import parse_lifetime
+
         lifetime_s = parse_lifetime(lifetime)
         with ctx.obj.client() as client:
             answer = client.call(

@@ -21,7 +21,6 @@ from typing import Annotated, Any
 import typer
 
 from pilotage.errors import OperatorError, Transient
-from pilotage.store.outage import Outage
 
 log = logging.getLogger("pilotage.cli.provisioning")
 
@@ -33,6 +32,8 @@ def run_cycles(name: str, cycle: Callable[[], Any], cycle_s: float, *, once: boo
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("%s: %s received, stopping after this cycle", name, signal.Signals(signum).name)
         stop.set()
+
+    from pilotage.store.outage import Outage
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     outage = Outage(name, log)  # the server unreachable: one line as it starts and ends

@@ -14,23 +14,17 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from cryptography import x509
 
 from pilotage.cli.x509_errors import one_sentence_errors
-from pilotage.credentials.private_file import read_credential_file
-from pilotage.credentials.proxy import default_proxy_path, make_proxy, write_proxy_file
 from pilotage.errors import BadInput
-from pilotage.x509.certificate import (
-    CredentialKey,
-    check_key,
-    is_ca,
-    load_private_key,
-    utc_text,
-)
-from pilotage.x509.chain import TrustStore, load_credential, proxy_info, validate_chain
+
+if TYPE_CHECKING:  # loaded by the commands (the CLI starts without cryptography)
+    from cryptography import x509
+
+    from pilotage.x509.certificate import CredentialKey
 
 app = typer.Typer(
     help="RFC 3820 proxy certificates: make one (init), describe one (info).",
@@ -56,6 +50,10 @@ def _issuer(cert: Path | None, key: Path | None) -> tuple[list[x509.Certificate]
 
     Files are read by ``read_credential_file``: one holding a key must be private.
     """
+    from pilotage.credentials.private_file import read_credential_file
+    from pilotage.x509.certificate import check_key, is_ca, load_private_key
+    from pilotage.x509.chain import load_credential
+
     globus = Path.home() / ".globus"
     cert_path = cert or globus / "usercert.pem"
     chain, key_in_file = load_credential(read_credential_file(cert_path, "certificate file"))
@@ -95,6 +93,10 @@ def init_cmd(
     ] = None,
 ) -> None:
     """Make a proxy of your certificate (or of a proxy) and write it with mode 0600."""
+    from pilotage.credentials.proxy import default_proxy_path, make_proxy, write_proxy_file
+    from pilotage.x509.certificate import utc_text
+    from pilotage.x509.chain import TrustStore, proxy_info, validate_chain
+
     with one_sentence_errors():
         lifetime_s = parse_valid(valid)
         chain, signing_key = _issuer(cert, key)
@@ -137,6 +139,10 @@ def info_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
     """Describe a proxy: subject, identity, issuer, type, path length, time left, key bits."""
+    from pilotage.credentials.private_file import read_credential_file
+    from pilotage.credentials.proxy import default_proxy_path
+    from pilotage.x509.chain import load_credential, proxy_info
+
     with one_sentence_errors():
         path = file or default_proxy_path()
         chain, _ = load_credential(read_credential_file(path, "proxy file"))

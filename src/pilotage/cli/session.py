@@ -25,13 +25,14 @@ import threading
 import tty
 import urllib.parse
 from collections.abc import Iterator
-from typing import Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
-from websockets.sync.client import ClientConnection, connect, unix_connect
 
-from pilotage.cli.client import Endpoint
+if TYPE_CHECKING:  # loaded when a session opens (the CLI starts without them)
+    from websockets.sync.client import ClientConnection
+
+    from pilotage.cli.client import Endpoint
 from pilotage.errors import (
     BY_HTTP_STATUS,
     BadInput,
@@ -70,6 +71,9 @@ def open_session(
     cols: int, term: str,
 ) -> ClientConnection:  # fmt: skip
     """Open the session's WebSocket; a refusal raises the error its status names."""
+    from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
+    from websockets.sync.client import ClientConnection, connect, unix_connect
+
     query = [("command", c) for c in command]
     query += [("tty", "1" if tty_wanted else "0"), ("rows", str(rows)), ("cols", str(cols)),
               ("term", term)]  # fmt: skip
@@ -137,6 +141,8 @@ class _Input:
         threading.Thread(target=self._pump, name="stdin", daemon=True).start()
 
     def _pump(self) -> None:
+        from websockets.exceptions import ConnectionClosed
+
         with contextlib.suppress(ConnectionClosed, OSError):
             while not self.stopped.is_set():
                 if self.resized.is_set():
@@ -155,6 +161,8 @@ class _Input:
 
 def run_session(ws: ClientConnection, *, terminal: bool) -> int:
     """Relay until the session ends; the exit status (module docstring)."""
+    from websockets.exceptions import ConnectionClosed
+
     local = _Terminal(terminal)
     pump = _Input(ws, local.raw)
     if local.raw:

@@ -9,14 +9,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from pilotage.credentials.tokens import Role
+from pilotage.credentials.roles import Role
 from pilotage.errors import BadInput
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def _when(epoch: float | None) -> str:
@@ -26,6 +27,8 @@ def _when(epoch: float | None) -> str:
 
 
 def _table(rows: list[dict[str, Any]]) -> Table:
+    from rich.table import Table
+
     table = Table(title="Issued tokens", title_justify="left")
     for col in ("ID", "SUBJECT", "ROLE", "ISSUED (UTC)", "EXPIRES (UTC)", "BY", "STATE"):
         table.add_column(col)
@@ -66,6 +69,8 @@ def register(token_app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps(rows, indent=2, sort_keys=True))
             return
+        from rich.console import Console
+
         Console(width=160).print(_table(rows))
 
     @token_app.command("revoke")

@@ -17,7 +17,6 @@ so a previous key stays listed until the tokens it signed have expired.
 from __future__ import annotations
 
 import base64
-import enum
 import hashlib
 import json
 import re
@@ -31,6 +30,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from pilotage.credentials.roles import Role as Role  # where most callers import it from
 from pilotage.errors import BadInput, OperatorError, Unauthenticated
 
 #: The one signature algorithm pool tokens use.
@@ -50,16 +50,6 @@ _SCOPE_PREFIX = "pilotage:"
 _REQUIRED_CLAIMS = ("sub", "iss", "aud", "exp", "iat", "nbf", "jti", "wlcg.ver", "scope")
 _LIFETIME = re.compile(r"([0-9]+)([smhd]?)")
 _LIFETIME_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-class Role(enum.Enum):
-    """What a token's holder may do in the pool; one per token."""
-
-    USER = "user"
-    PILOT = "pilot"
-    ADMIN = "admin"
-    FRONTEND = "frontend"
-    FACTORY = "factory"
 
 
 @dataclass(frozen=True)
