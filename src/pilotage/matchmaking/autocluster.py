@@ -135,9 +135,14 @@ class AutoclusterIndex:
         """Index an idle job (replacing an entry with the same id). Raises ``BadInput``."""
         values = attributes(ad)
         job = JobAd.from_classad(job_id, ad, self.config, values)
+        self.add_job(job, job_shape(ad, self.config.ignored_job_attrs, values))
+
+    def add_job(self, job: JobAd, pairs: Shape) -> None:
+        """Index an idle job already read, with its shape (:meth:`add` reads both from its
+        ad; :mod:`~pilotage.matchmaking.stored_ads` from a stored ad of the same shape)."""
+        job_id, ad = job.job_id, job.ad
         if job_id in self._jobs:
             self.remove(job_id)
-        pairs = job_shape(ad, self.config.ignored_job_attrs, values)
         shape = self._shapes.get(pairs)
         if shape is None:
             shape = self._shapes[pairs] = ShapeInfo(pairs)

@@ -31,12 +31,14 @@ from pilotage.matchmaking.autocluster import AutoclusterIndex
 from pilotage.matchmaking.fairshare import Accountant, FairShareConfig
 from pilotage.matchmaking.matchmaker import Matchmaker
 from pilotage.matchmaking.rank import RankPreference
-from pilotage.queue.jobad import load_ad
+from pilotage.matchmaking.stored_ads import StoredAds
 from pilotage.queue.states import JobState
 from pilotage.store.tables import claims, fairshare_state, job_events, jobs, priority_factors
 
 #: How far behind the watermark each catch-up looks again, in event ids.
 REPLAY_WINDOW = 2000
+#: Idle jobs read per statement while the index is built (memory stays flat).
+RELOAD_CHUNK = 5000
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ class MatchService:
         )
         self.ranks = RankPreference(settings.rank_window_s, settings.rank_wait_s)
         self.index = AutoclusterIndex(self._config)
+        self._stored = StoredAds(self._config)  # reads stored ads, each shape parsed once
         self.accountant = Accountant(self._fair)
         self.matchmaker = Matchmaker(self.index, self.accountant)
         self._watermark = 0
@@ -88,24 +91,41 @@ class MatchService:
         """Periodic care: a full reload when due, else re-read a window behind the watermark
         for events whose transactions committed late."""
         with self._lock:
-            if now - self._last_full >= self.settings.full_sync_s:
-                self._reload(conn, now)
-            else:
+            due = now - self._last_full >= self.settings.full_sync_s
+            if not due:
                 self._catch_up(conn, max(0, self._watermark - REPLAY_WINDOW))
+                return
+        self._reload(conn, now)
 
     def _reload(self, conn: sa.Connection, now: float) -> None:
+        """Build the index again from the database, then put it in place.
+
+        It is built without the lock (dispatch goes on with the old index meanwhile),
+        then takes in the events written since its build began, under the lock. The
+        idle jobs are read a chunk at a time, so the ads never are all in memory.
+        """
         top = conn.execute(sa.select(sa.func.max(job_events.c.id))).scalar() or 0
-        rows = conn.execute(
-            sa.select(jobs.c.id, jobs.c.ad).where(jobs.c.state == JobState.IDLE.value)
-        ).all()
         index = AutoclusterIndex(self._config)
-        for row in rows:
-            index.add(row.id, load_ad(row.ad))
-        self.index = index
-        self.matchmaker = Matchmaker(index, self.accountant)
-        self._watermark = int(top)
-        self._last_full = now
-        self._load_factors(conn)
+        after = 0
+        while True:
+            rows = conn.execute(
+                sa.select(jobs.c.id, jobs.c.ad)
+                .where(jobs.c.state == JobState.IDLE.value, jobs.c.id > after)
+                .order_by(jobs.c.id)
+                .limit(RELOAD_CHUNK)
+            ).all()
+            for job_id, ad in rows:
+                self._stored.add(index, job_id, ad)
+            if len(rows) < RELOAD_CHUNK:
+                break
+            after = rows[-1][0]
+        with self._lock:
+            self.index = index
+            self.matchmaker = Matchmaker(index, self.accountant)
+            self._watermark = int(top)
+            self._last_full = now
+            self._catch_up(conn, max(0, self._watermark - REPLAY_WINDOW))
+            self._load_factors(conn)
 
     def _catch_up(self, conn: sa.Connection, since: int) -> None:
         events = conn.execute(
@@ -122,7 +142,7 @@ class MatchService:
         for row in rows:
             if row.state == JobState.IDLE.value:
                 if self.index.submitter_of(row.id) is None:
-                    self.index.add(row.id, load_ad(row.ad))
+                    self._stored.add(self.index, row.id, row.ad)
             else:
                 self.index.remove(row.id)
         self._watermark = max(self._watermark, max(e.id for e in events))

@@ -1,0 +1,140 @@
+"""Reading idle jobs from their stored ads for the index, parsing each shape once.
+
+A server that starts, or catches up after a big submit, adds every idle job to the index
+from the ad text the database holds. Parsing a ClassAd costs about 100 µs, so a million
+jobs would take minutes. But the jobs of a cluster differ only in their per-job
+attributes: ``ClusterId``, ``ProcId``, ``QDate``, ``JobPrio`` and those the matchmaker
+ignores (``Arguments``, ``GlobalJobId``, ...). Their lines are cut out of the text; what
+is left is the same for every job of one shape, and is parsed once. Each further job
+costs two regular-expression passes.
+
+The shortcut holds only when nothing the matchmaker reads from a job depends on those
+per-job lines: its owner, accounting group, requests and ``MaxWallTime`` must be
+literals in the ad (they are, as submitted; an expression there is read the long way).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pilotage.matchmaking.ads import IDENTITY_ATTRS, JobAd, MatchConfig, job_shape
+from pilotage.matchmaking.autocluster import AutoclusterIndex, Shape
+from pilotage.matchmaking.classads import LITERAL_TYPES, attributes
+from pilotage.queue.jobad import load_ad
+
+#: The attributes :class:`JobAd` reads besides the per-job ones.
+_READ = (
+    "owner", "acctgroup", "requestcpus", "requestmemory", "requestdisk", "requestgpus",
+    "maxwalltime",
+)  # fmt: skip
+_IDENTITY = frozenset(IDENTITY_ATTRS)
+_KEEP = "keep"
+_IGNORED = "ignored"
+#: Per-job attributes that must be at least zero (JobPrio may be negative).
+_COUNTED = ("clusterid", "procid", "qdate")
+#: A per-job value the shortcut reads: a plain integer.
+_COUNT = re.compile(r"^-?\d{1,18}$")
+#: Distinct shapes remembered; past this many the memory starts again (jobs that each have
+#: a shape of their own gain nothing from it).
+_CAPACITY = 4096
+
+
+class StoredAds:
+    """Adds jobs to an index from their stored ad text (see the module's docstring)."""
+
+    def __init__(self, config: MatchConfig) -> None:
+        self.config = config
+        self._ignored = frozenset(config.ignored_job_attrs)
+        # The start of a line (up to " = ", indentation included) -> what the line holds.
+        self._kinds: dict[str, str] = {}
+        # The text of a shape (an ad less its per-job lines) -> the first job read with it
+        # and its pairs; None: read each job of that text the long way.
+        self._shapes: dict[str, tuple[JobAd, Shape] | None] = {}
+        self.parsed = 0  # ads parsed (the others were read from a remembered shape)
+
+    def add(self, index: AutoclusterIndex, job_id: int, text: str) -> None:
+        """Index the idle job ``job_id`` whose stored ad is ``text``."""
+        split = self._split(text)
+        if split is None:
+            self._parse_and_add(index, job_id, text)  # missing, an expression, or refused
+            return
+        rest, identity = split
+        if rest not in self._shapes:
+            if len(self._shapes) >= _CAPACITY:
+                self._shapes.clear()
+            ad = load_ad(text)
+            self.parsed += 1
+            self._shapes[rest] = self._read_shape(job_id, ad)
+            if self._shapes[rest] is None:
+                index.add(job_id, ad)
+                return
+        known = self._shapes[rest]
+        if known is None:
+            self._parse_and_add(index, job_id, text)
+            return
+        first, pairs = known
+        job = JobAd(
+            job_id=job_id,
+            ad=first.ad,  # the shape's ad: read only for what all its jobs share
+            submitter=first.submitter,
+            cluster_id=identity["clusterid"],
+            proc_id=identity["procid"],
+            qdate=identity["qdate"],
+            job_prio=identity["jobprio"],
+            request=first.request,
+            max_wall_time_s=first.max_wall_time_s,
+        )
+        index.add_job(job, pairs)
+
+    def _split(self, text: str) -> tuple[str, dict[str, int]] | None:
+        """The ad's text less its per-job lines, and its per-job values; ``None`` unless
+        each per-job value is a plain integer (ids and submit time at least zero)."""
+        kept = []
+        identity: dict[str, int] = {}
+        kinds = self._kinds
+        for line in text.split("\n"):  # one attribute a line, in both forms of a ClassAd
+            name, _, value = line.partition(" = ")
+            kind = kinds.get(name)
+            if kind is None:
+                kind = kinds[name] = self._kind(name)
+            if kind is _KEEP:
+                kept.append(line)
+            elif kind is not _IGNORED:
+                number = value.rstrip("; \t")
+                if not _COUNT.match(number):
+                    return None
+                identity[kind] = int(number)
+        if len(identity) < len(_IDENTITY) or min(identity[n] for n in _COUNTED) < 0:
+            return None
+        return "\n".join(kept), identity
+
+    def _kind(self, name: str) -> str:
+        """What a line that starts with ``name`` holds: a per-job attribute (its lower-case
+        name), an ignored one, or one of the shape."""
+        lname = name.strip().lower()
+        if lname in _IDENTITY:
+            return lname
+        if len(self._kinds) >= _CAPACITY:
+            self._kinds.clear()
+        return _IGNORED if lname in self._ignored else _KEEP
+
+    def _read_shape(self, job_id: int, ad: Any) -> tuple[JobAd, Shape] | None:
+        values = attributes(ad)
+        for name in _READ:
+            value = values.get(name)
+            if value is not None and type(value) not in LITERAL_TYPES:
+                return None  # an expression: it may read the per-job attributes
+        job = JobAd.from_classad(job_id, ad, self.config, values)
+        return job, job_shape(ad, self.config.ignored_job_attrs, values)
+
+    def _parse_and_add(self, index: AutoclusterIndex, job_id: int, text: str) -> None:
+        self.parsed += 1
+        index.add(job_id, load_ad(text))
+
+
+def read_into(index: AutoclusterIndex, rows: Any, reader: StoredAds | None = None) -> None:
+    """Add ``rows`` of (job id, ad text) to ``index``."""
+    reader = reader or StoredAds(index.config)
+    for job_id, text in rows:
+        reader.add(index, job_id, text)
