@@ -95,6 +95,18 @@ def test_a_planted_standard_module_never_runs_as_root(ssite: Site, site_copy: Pa
         result = run_switch(wrapper, ["--", "true"])
         refused(result, 202, f"pilotage-exec: {site_copy} is gone, not root-owned or writable")
         assert not marker.exists()
+        os.chown(site_copy, 0, 0)
+        # Any directory the switch imports from, deep down too: a __pycache__ there could
+        # hand root a compiled module.
+        deep = site_copy / "cryptography" / "hazmat" / "primitives"
+        deep.chmod(0o777)
+        result = run_switch(wrapper, ["--", "true"])
+        refused(result, 202, f"pilotage-exec: {deep} is gone, not root-owned or writable")
+        deep.chmod(0o755)
+        # Compiled at install: an unprivileged switch, which cannot write there, never compiles.
+        copy = ssite.root / "planted" / "lib" / "pilotage"
+        for module in copy.rglob("*.py"):
+            assert list(module.parent.glob(f"__pycache__/{module.stem}.cpython-*.pyc")), module
     finally:
         os.chown(site_copy, 0, 0)
         (site_copy / "contextlib.py").unlink()

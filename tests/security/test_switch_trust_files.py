@@ -8,14 +8,18 @@ the switch refuses to run (202) with a sentence naming the file.
 
 from __future__ import annotations
 
+import marshal
 import os
 import pwd
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from .switch_helpers import Credentials, Site, refused, run_switch
+from pilotage.switch.config import SETTLED_NS
+
+from .switch_helpers import Credentials, Site, refused, run_switch, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +114,26 @@ def test_a_mapping_to_a_system_or_missing_account_is_refused(
         gridmap.write_text(f'"/O=Example/CN=Pilot" {account}\n')
         result = run_switch(wrapper, ["--", "id", "-un"], user=screds.made["pilot"])
         refused(result, 202, sentence)
+
+
+def test_the_cached_config_follows_each_edit_and_is_roots_alone(
+    ssite: Site, screds: Credentials, wrapper: Path, restore: Callable[[Path], None]
+) -> None:
+    config = ssite.root / "exec-trust.toml"
+    restore(config)
+    allowed = config.read_text()
+    config.write_text(allowed.replace('invokers = ["pilot"]', 'invokers = ["pilox"]'))
+    wait_for(lambda: time.time_ns() - config.stat().st_ctime_ns > SETTLED_NS, timeout=30)
+    not_allowed = "The account pilot is not allowed to call pilotage-exec."
+    refused(run_switch(wrapper, ["--", "true"], user=screds.made["alice"]), 203, not_allowed)
+    state = Path(f"/var/tmp/pilotage-exec-test-{ssite.root.name}-trust")
+    (cache,) = state.glob("config-*.marshal")
+    assert (cache.stat().st_uid, cache.stat().st_mode & 0o777) == (0, 0o600)
+    # A cached config that is not root's alone is never read, even one letting the pilot in.
+    stamp, raw = marshal.loads(cache.read_bytes())
+    cache.write_bytes(marshal.dumps((stamp, {**raw, "invokers": ["pilot"]})))
+    give_to_pilot(cache)
+    refused(run_switch(wrapper, ["--", "true"], user=screds.made["alice"]), 203, not_allowed)
+    # An edit, of the same size and at once, is seen at the next call.
+    config.write_text(allowed)
+    assert run_switch(wrapper, ["--", "true"], user=screds.made["alice"]).returncode == 0

@@ -175,16 +175,19 @@ def members(entry: dict[str, object]) -> set[int]:
 def signal_family(entry: dict[str, object], sig: signal.Signals) -> int:
     """Send ``sig`` to every member of the family; return how many were signalled.
 
-    For SIGKILL, rescan until nothing is left (a family may be forking as it dies).
+    For SIGKILL, rescan until nothing is left (a family may be forking as it dies). The
+    session's leader goes first: were a child of it signalled first, the leader could reap
+    it and exit on its own with status 0 before its own signal came.
     """
     import signal
 
     sent: set[int] = set()
+    leaders = (entry.get("sid"), entry.get("pgid"))
     for _ in range(50 if sig == signal.SIGKILL else 1):
         pids = members(entry) - (sent if sig != signal.SIGKILL else set())
         if not pids:
             break
-        for pid in pids:
+        for pid in sorted(pids, key=lambda pid: pid not in leaders):
             try:
                 os.kill(pid, sig)
                 sent.add(pid)
