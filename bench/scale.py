@@ -7,11 +7,17 @@ Starts a real ``pilotage server`` (SQLite or a throwaway PostgreSQL cluster), su
 - the submit rate (jobs per second, through the API, commit included);
 - the server's resident memory once every job is in (``VmRSS``; its peak ``VmHWM``);
 - dispatch decisions: ``--claims`` simulated pilots' requests for work, one after
-  another, each answered with a claim; the round trip's p50 and p99 (the decision
-  with its HTTP call: an upper bound of the decision alone);
-- ``pilotage q``: the per-batch summary a user sees first, timed as a command;
+  another, each answered with a claim; the first one's time apart (it finds the index
+  as the submit left it), then the round trip's p50 and p99 (the decision with its HTTP
+  call: an upper bound of the decision alone);
+- ``pilotage q``: the per-batch summary a user sees first; ``q --json``, every job
+  streamed (its output to a file); ``q -nobatch``, every job a page at a time: each
+  timed as a command (wall, and the server's CPU seconds, which a busy machine inflates
+  less), the median of ``--repeat`` runs;
+- the server's resident memory once all that is done, and its peak;
 - the restart: the server SIGTERMed and started again, until it answers a pilot's
-  request for work with a claim (the matchmaker's index rebuilt from the database).
+  request for work with a claim (the matchmaker's index rebuilt from the database),
+  and its memory then.
 
 Ends with ``BENCH scale_* <value> <unit>`` lines; figures in docs/benchmarks.md
 (section "Scale"). ``--jobs 50000 --autoclusters 500`` runs in about a minute.
@@ -24,9 +30,12 @@ import contextlib
 import os
 import shutil
 import ssl
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -44,6 +53,12 @@ def _rss_mb(pid: int) -> tuple[float, float]:
         line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
     )
     return (int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024)
+
+
+def _cpu_s(pid: int) -> float:
+    """The process's CPU time so far (user and system), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def submit(pool: Pool, jobs: int, shapes: int) -> float:
@@ -115,12 +130,29 @@ def claim_latencies(pool: Pool, claims: int) -> list[float]:
     return out
 
 
-def q_seconds(pool: Pool) -> float:
+def command_seconds(pool: Pool, args: list[str], out: Path) -> tuple[float, float, int]:
+    """Run ``pilotage ARGS`` with its output to ``out``: (wall s, server CPU s, bytes)."""
+    assert pool.server is not None
+    cpu0 = _cpu_s(pool.server.pid)
     t0 = time.monotonic()
-    done = pool.cli("q", "--owner", "scale", timeout=600)
+    with out.open("wb") as sink:
+        done = subprocess.run(
+            [sys.executable, "-m", "pilotage.cli", *args],
+            env=pool.env(),
+            stdout=sink,
+            stderr=subprocess.PIPE,
+            timeout=3600,
+        )
+    wall = time.monotonic() - t0
     if done.returncode != 0:
-        raise SystemExit(f"pilotage q failed: {done.stderr[-500:]}")
-    return time.monotonic() - t0
+        raise SystemExit(f"pilotage {' '.join(args)} failed: {done.stderr[-500:]!r}")
+    return wall, _cpu_s(pool.server.pid) - cpu0, out.stat().st_size
+
+
+def median_of(repeat: int, run: Callable[[], tuple[float, float, int]]) -> tuple[float, float]:
+    """The median wall and server CPU seconds of ``repeat`` runs."""
+    runs = [run() for _ in range(repeat)]
+    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
 
 
 def restart_seconds(pool: Pool) -> float:
@@ -134,12 +166,32 @@ def restart_seconds(pool: Pool) -> float:
     return time.monotonic() - t0
 
 
+def listing_figures(pool: Pool, root: Path, repeat: int) -> dict[str, tuple[float, float]]:
+    """``q`` (batches), ``q --json`` and ``q -nobatch``: median wall and server CPU s."""
+    out = root / "q.out"
+    figures = {}
+    for name, args in (
+        ("q_summary", ["q", "--owner", "scale"]),
+        ("q_json", ["q", "--owner", "scale", "--json"]),
+        ("q_nobatch", ["q", "--owner", "scale", "-nobatch"]),
+    ):
+
+        def run(args: list[str] = args) -> tuple[float, float, int]:
+            return command_seconds(pool, args, out)
+
+        figures[name] = median_of(repeat, run)
+        print(f"{name}: {figures[name][0]:.2f} s ({out.stat().st_size} bytes)", flush=True)
+    out.unlink()
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=1_000_000)
     parser.add_argument("--autoclusters", type=int, default=10_000)
     parser.add_argument("--claims", type=int, default=500, help="timed requests for work")
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each q (median)")
     parser.add_argument("--keep", action="store_true", help="keep the pool directory")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="pilotage-scale-"))
@@ -155,20 +207,31 @@ def main() -> None:
         pool.start()
         assert pool.server is not None
         rate = submit(pool, args.jobs, args.autoclusters)
+        submitted_rss, _ = _rss_mb(pool.server.pid)
         print(f"submitted {args.jobs} jobs at {rate:.0f} jobs/s", flush=True)
+        (first,) = claim_latencies(pool, 1)
         latencies = claim_latencies(pool, args.claims)
+        print(f"first claim {first:.2f} s; server RSS {submitted_rss:.0f} MiB", flush=True)
+        figures = listing_figures(pool, root, args.repeat)
         rss, peak = _rss_mb(pool.server.pid)
         print(f"server RSS {rss:.0f} MiB (peak {peak:.0f})", flush=True)
-        q_s = q_seconds(pool)
         restart_s = restart_seconds(pool)
+        restarted_rss, _ = _rss_mb(pool.server.pid)
     lines = [
         f"BENCH scale_submit_jobs_per_s {rate:.0f} jobs/s",
+        f"BENCH scale_server_rss_after_submit_mb {submitted_rss:.0f} MiB",
         f"BENCH scale_server_rss_mb {rss:.0f} MiB",
         f"BENCH scale_server_peak_rss_mb {peak:.0f} MiB",
+        f"BENCH scale_first_claim_ms {1000 * first:.1f} ms",
         f"BENCH scale_dispatch_p50_ms {1000 * percentile(latencies, 0.5):.2f} ms",
         f"BENCH scale_dispatch_p99_ms {1000 * percentile(latencies, 0.99):.2f} ms",
-        f"BENCH scale_q_summary_s {q_s:.2f} s",
+        *(
+            f"BENCH scale_{name}_{kind} {value:.2f} s"
+            for name, (wall, cpu) in figures.items()
+            for kind, value in (("s", wall), ("server_cpu_s", cpu))
+        ),
         f"BENCH scale_restart_s {restart_s:.1f} s",
+        f"BENCH scale_server_rss_restarted_mb {restarted_rss:.0f} MiB",
     ]
     print("\n".join(lines))
     sys.stdout.flush()

@@ -24,7 +24,7 @@ from fastapi.responses import StreamingResponse
 from pilotage.api.context import actor_of
 from pilotage.api.users import ACTIVE, FINISHED, Ctx, User
 from pilotage.errors import BadInput
-from pilotage.queue import listing, summary
+from pilotage.queue import job_lines, listing, summary
 from pilotage.queue.jobs import parse_job_ref
 from pilotage.queue.states import JobState
 from pilotage.store.faults import classify
@@ -98,7 +98,7 @@ def _states(names: list[str]) -> list[JobState]:
 
 
 def _line(row: Any) -> str:
-    return listing.view_line(row)
+    return job_lines.view_line(row)
 
 
 def _encode(chunks: Iterable[list[Any]], *, ndjson: bool, where: str) -> Iterator[bytes]:

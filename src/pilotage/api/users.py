@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from pilotage import memory
 from pilotage.api.auth import Principal, require
 from pilotage.api.context import ServerContext, actor_of
 from pilotage.collector import pilots as pilot_registry
@@ -38,6 +39,8 @@ Ctx = Annotated[ServerContext, Depends(context)]
 User = Annotated[Principal, Depends(user)]
 
 ACTIVE = (JobState.IDLE, JobState.RUNNING, JobState.HELD)
+#: A cluster this big is indexed by the matchmaker before its submit answers.
+BIG_CLUSTER = 1000
 FINISHED = (JobState.COMPLETED, JobState.REMOVED)
 
 
@@ -74,6 +77,10 @@ def commit_cluster(
             accounting_groups=ctx.settings.server.accounting_groups,
         )  # fmt: skip
     warnings = submit_warnings(body.jobs, bool(ctx.settings.server.mail_relay))
+    if count >= BIG_CLUSTER:
+        with ctx.store.read() as conn:
+            ctx.matcher.follow(conn)  # its jobs indexed now, not at the next request for work
+        memory.give_back()  # what reading the body took
     return {"cluster_id": cluster_id, "jobs": count, "warnings": warnings}
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from pilotage import memory
 from pilotage.matchmaking.ads import MatchConfig, SlotAd, Submitter
 from pilotage.matchmaking.analysis_text import render_text
 from pilotage.matchmaking.analyze import analyze
@@ -39,6 +40,8 @@ from pilotage.store.tables import claims, fairshare_state, job_events, jobs, pri
 REPLAY_WINDOW = 2000
 #: Idle jobs read per statement while the index is built (memory stays flat).
 RELOAD_CHUNK = 5000
+#: Events taken in per hold of the lock by :meth:`MatchService.follow`.
+FOLLOW_SLICE = 2000
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,16 @@ class MatchService:
         with self._lock:
             self._catch_up(conn, self._watermark)
 
+    def follow(self, conn: sa.Connection) -> None:
+        """Take in every event written so far, a slice at a time so that dispatch goes on
+        between slices: after a big submit, so that the index has its jobs before the
+        submit answers, not at the next request for work."""
+        while True:
+            with self._lock:
+                taken = self._catch_up(conn, self._watermark, limit=FOLLOW_SLICE)
+            if taken < FOLLOW_SLICE:
+                return
+
     def repair(self, conn: sa.Connection, now: float) -> None:
         """Periodic care: a full reload when due, else re-read a window behind the watermark
         for events whose transactions committed late."""
@@ -126,15 +139,15 @@ class MatchService:
             self._last_full = now
             self._catch_up(conn, max(0, self._watermark - REPLAY_WINDOW))
             self._load_factors(conn)
+        del rows
+        memory.give_back()  # the old index, and the ads read
 
-    def _catch_up(self, conn: sa.Connection, since: int) -> None:
-        events = conn.execute(
-            sa.select(job_events.c.id, job_events.c.job_id)
-            .where(job_events.c.id > since)
-            .order_by(job_events.c.id)
-        ).all()
+    def _catch_up(self, conn: sa.Connection, since: int, limit: int | None = None) -> int:
+        """Apply the events after ``since`` (the first ``limit`` of them); how many."""
+        query = sa.select(job_events.c.id, job_events.c.job_id).where(job_events.c.id > since)
+        events = conn.execute(query.order_by(job_events.c.id).limit(limit)).all()
         if not events:
-            return
+            return 0
         changed = {e.job_id for e in events}
         rows = conn.execute(
             sa.select(jobs.c.id, jobs.c.state, jobs.c.ad).where(jobs.c.id.in_(changed))
@@ -146,6 +159,7 @@ class MatchService:
             else:
                 self.index.remove(row.id)
         self._watermark = max(self._watermark, max(e.id for e in events))
+        return len(events)
 
     def _load_factors(self, conn: sa.Connection) -> None:
         for name, factor in conn.execute(

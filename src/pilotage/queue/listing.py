@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import json
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ import sqlalchemy as sa
 
 from pilotage.errors import Denied, NotFound, UserError
 from pilotage.queue.history import Actor
+from pilotage.queue.job_lines import STATE, read_rows
 from pilotage.queue.jobs import JobRef
 from pilotage.queue.states import JobState
 from pilotage.store.engine import Store
@@ -45,82 +45,6 @@ Position = tuple[int, int]
 Place = tuple[int, int, int]
 
 _CURSOR = re.compile(r"^(\d{1,18})\.(\d{1,9})$")
-
-_SUBCODE = re.compile(r"\bHoldReasonSubCode = (\d+)")
-
-
-def _columns(dialect: str) -> list[sa.ColumnElement[Any]]:
-    """What a listed job's view needs: the row's columns, the parts of its spec the view
-    shows (cut out by the database: a whole spec is a kilobyte of JSON to parse), and its
-    ad for a held job only (the HoldReasonSubCode its policy set is there)."""
-    if dialect == "sqlite":
-
-        def part(key: str) -> sa.ColumnElement[Any]:
-            return sa.func.json_extract(jobs.c.spec, f"$.{key}", type_=sa.Text)
-    else:
-
-        def part(key: str) -> sa.ColumnElement[Any]:
-            return sa.literal_column(f"CAST(jobs.spec AS json) ->> '{key}'", sa.Text)
-
-    c = jobs.c
-    return [
-        c.cluster_id, c.proc_id, c.owner, c.state, c.exit_code, c.exit_signal,
-        c.hold_reason, c.hold_code, c.site, c.pilot_id, c.attempts, c.qdate,
-        c.entered_state_at, c.completed_at, c.wall_s, c.cpu_s, c.max_rss_kb,
-        c.request_cpus, c.request_memory_mb, c.request_disk_mb,
-        part("executable"), part("iwd"), part("log"),
-        c.output_sandbox.is_not(None),
-        sa.case((c.hold_code.is_not(None), c.ad), else_=sa.null()),
-        part("arguments"),  # JSON text
-        part("transfer_output_remaps"),  # JSON text
-    ]  # fmt: skip
-
-
-def view_line(row: Sequence[Any]) -> str:
-    """A listed job as one line of JSON: :func:`~pilotage.queue.jobs.job_view` of it,
-    written without parsing the spec's JSON parts (a test holds the two equal)."""
-    (
-        cluster, proc, owner, state, exit_code, exit_signal, hold_reason, hold_code,
-        site, pilot, attempts, qdate, entered, completed, wall_s, cpu_s, max_rss_kb,
-        cpus, memory_mb, disk_mb, executable, iwd, log, has_output, ad, arguments, remaps,
-    ) = row  # fmt: skip
-    subcode = None
-    if hold_code is not None:
-        found = _SUBCODE.search(ad or "")
-        subcode = int(found.group(1)) if found else 0
-    head = json.dumps(
-        {
-            "id": f"{cluster}.{proc}",
-            "cluster": cluster,
-            "proc": proc,
-            "owner": owner,
-            "state": state,
-            "exit_code": exit_code,
-            "exit_signal": exit_signal,
-            "hold_reason": hold_reason,
-            "hold_code": hold_code,
-            "hold_subcode": subcode,
-            "site": site,
-            "pilot": pilot,
-            "attempts": attempts,
-            "qdate": qdate,
-            "entered_state_at": entered,
-            "completed_at": completed,
-            "wall_s": wall_s,
-            "cpu_s": cpu_s,
-            "max_rss_kb": max_rss_kb,
-            "request_cpus": cpus,
-            "request_memory_mb": memory_mb,
-            "request_disk_mb": disk_mb,
-            "executable": executable,
-        }
-    )
-    tail = json.dumps({"iwd": iwd, "log": log, "has_output": bool(has_output)})
-    # The JSON parts go in as the database gave them: the spec was written as JSON.
-    return (
-        f'{head[:-1]}, "arguments": {arguments or "[]"}, {tail[1:-1]}, '
-        f'"transfer_output_remaps": {remaps or "{}"}}}'
-    )
 
 
 @dataclass(frozen=True)
@@ -221,14 +145,11 @@ def positions(
 
 
 def rows_at(conn: sa.Connection, listing: Listing, places: Sequence[Place]) -> list[Any]:
-    """The rows of the jobs at ``places``, in order; a job that left the listing's states
-    since its place was read is left out."""
-    if not places:
-        return []
-    columns = _columns(conn.dialect.name)
-    found = conn.execute(sa.select(*columns).where(jobs.c.id.in_([p[2] for p in places]))).all()
+    """The rows (:func:`~pilotage.queue.job_lines.read_rows`) of the jobs at ``places``, in
+    order; a job that left the listing's states since its place was read is left out."""
+    found = read_rows(conn, [p[2] for p in places])
     wanted = {s.value for s in listing.states}
-    kept = [tuple(r) for r in found if r[3] in wanted]
+    kept = [r for r in found if r[STATE] in wanted]
     kept.sort()
     return kept
 

@@ -17,7 +17,7 @@ from pilotage.queue import history, policy
 from pilotage.queue.policy import Action, Decision
 from pilotage.queue.states import JobState, Trigger, transition
 from pilotage.store.engine import Store
-from pilotage.store.tables import jobs
+from pilotage.store.tables import PERIODIC, jobs
 
 log = logging.getLogger("pilotage.policy")
 ACTOR = "policy"
@@ -40,9 +40,9 @@ def sweep_once(store: Store, now: float) -> int:
     """Evaluate the periodic expressions of every queued job that has one; returns how
     many jobs changed state."""
     with store.read() as conn:
-        rows = conn.execute(
-            sa.select(jobs).where(jobs.c.state.in_(_QUEUED), jobs.c.ad.like("%Periodic%"))
-        ).all()
+        # The condition as the partial index states it, so that only those jobs are read.
+        periodic = sa.text(PERIODIC)
+        rows = conn.execute(sa.select(jobs).where(jobs.c.state.in_(_QUEUED), periodic)).all()
     changed = 0
     for row in rows:
         decision = policy.periodic(row.ad, policy.runtime_attrs(row, now))

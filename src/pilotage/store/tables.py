@@ -11,6 +11,10 @@ import sqlalchemy as sa
 
 metadata = sa.MetaData()
 
+#: The jobs whose ad has a ``periodic_*`` expression (the policy sweep's), as the
+#: condition of a partial index: a query uses it when it states this condition as it is.
+PERIODIC = "ad LIKE '%Periodic%'"
+
 #: 64-bit keys on PostgreSQL; SQLite's autoincrement needs the plain INTEGER type.
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
@@ -66,6 +70,13 @@ jobs = sa.Table(
     # Pages of the queue in job id order and per-batch counts, from the index alone
     # (migration 0012).
     sa.Index("ix_jobs_state_cluster", "state", "cluster_id", "proc_id", "owner"),
+    # The jobs the policy sweep reads every reap interval, and those alone (migration 0012).
+    sa.Index(
+        "ix_jobs_periodic",
+        "state",
+        sqlite_where=sa.text(PERIODIC),
+        postgresql_where=sa.text(PERIODIC),
+    ),
 )
 
 job_events = sa.Table(
