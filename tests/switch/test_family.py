@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import marshal
 import os
 import pwd
 import secrets
@@ -96,3 +98,36 @@ def test_signal_unknown_job_and_bad_signal(site: Site, creds: Credentials) -> No
     result = run_switch(wrapper, ["--signal", "NOPE", "--job", "x"], user=alice)
     assert result.returncode == 201
     assert "The signal 'NOPE' is not a signal name or number." in result.stderr
+
+
+def test_a_family_an_earlier_switch_recorded_in_json_is_still_reached(
+    site: Site, creds: Credentials
+) -> None:
+    job = f"job-{secrets.token_hex(4)}"
+    marker = f"{300 + secrets.randbelow(1000)}.{secrets.randbelow(1000)}"
+    alice = pwd.getpwnam("alice").pw_uid
+    env = {"PATH": "/usr/bin:/bin", "PILOTAGE_EXEC_JOB_ID": job,
+           "PILOTAGE_EXEC_USER_CREDENTIAL": str(creds.made["alice"])}  # fmt: skip
+    job_process = subprocess.Popen(
+        ["sudo", "-n", str(site.installs["setuid"]), "--", "sh", "-c", f"sleep {marker}"],
+        env=env, user="pilot", group="pilot", extra_groups=[], stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: len(_processes(alice, marker)) == 1)
+        jobs = Path(f"/var/tmp/pilotage-exec-test-{site.root.name}-setuid/jobs")
+        entry = jobs / str(pwd.getpwnam("pilot").pw_uid) / f"{job}.marshal"
+        # As the switch before this one kept it: JSON, named .json (a reinstall mid-job).
+        entry.with_suffix(".json").write_text(json.dumps(marshal.loads(entry.read_bytes())))
+        entry.unlink()
+        result = run_switch(
+            site.installs["setuid"], ["--signal", "KILL", "--job", job], user=creds.made["alice"]
+        )
+        assert (result.returncode, result.stderr) == (0, "")
+        wait_for(lambda: not _processes(alice, marker))
+        assert not list(entry.parent.glob(f"{job}.*")), "the family ended with its entry"
+        assert [r["event"] for r in site.audit("setuid") if r.get("family") == job][-1] == "end"
+    finally:
+        for pid in _processes(alice, marker):
+            os.kill(pid, signal.SIGKILL)
+        job_process.kill()
+        job_process.wait()

@@ -1,20 +1,22 @@
 """The switch's own small replacements for modules it no longer imports at start-up.
 
 Each is checked against the module it replaces: the audit line against ``json.dumps``, the
-environment's allow-list against ``fnmatch``, the family key against its regular
-expression's intent (a trailing newline, which ``$`` let through, is refused).
+environment's allow-list against ``fnmatch``, signal names against ``signal.Signals``, the
+family key against its regular expression's intent (a trailing newline, which ``$`` let
+through, is refused).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
+import signal
 
 import pytest
 
 from pilotage.switch.audit import to_json
 from pilotage.switch.environment import NEVER_NAMES, NEVER_PREFIXES, allowed
-from pilotage.switch.family import check_key
+from pilotage.switch.family import check_key, parse_signal
 from pilotage.switch.refusals import ClientError
 
 #: What an argv or a DN may hold: quotes, backslashes, every control character, DEL,
@@ -52,3 +54,20 @@ def test_family_keys() -> None:
     for bad in ("", "key\n", ".hidden", "-x", "a/b", "../1.0", "a" * 129, "é", "a b", "a\0"):
         with pytest.raises(ClientError, match="is not 1-128 letters, digits"):
             check_key(bad)
+
+
+def test_signals_are_named_as_the_signal_module_names_them() -> None:
+    words = [name for name in dir(signal) if name.startswith("SIG")]
+    words += [word.removeprefix("SIG").lower() for word in words] + [str(n) for n in range(70)]
+    for word in [*words, "", "SIG", "KILLS", "-9", "9x", "SIG_DFL", "DFL", "CTRL_C_EVENT"]:
+        try:
+            text = word.upper()
+            number = int(text) if text.isdigit() else None
+            member = signal.Signals(number) if number is not None else signal.Signals[
+                text if text.startswith("SIG") else "SIG" + text
+            ]  # fmt: skip
+        except (KeyError, ValueError):
+            with pytest.raises(ClientError, match="is not a signal name or number"):
+                parse_signal(word)
+        else:
+            assert parse_signal(word) == (member.value, member.name), word

@@ -162,7 +162,7 @@ def _kill_session(sid: int, account: pwd.struct_passwd) -> None:
         try:
             if os.geteuid() == 0:
                 launch.become(account.pw_uid, account.pw_gid, [account.pw_gid])
-            family.signal_family({"sid": sid, "pgid": sid}, signal.SIGKILL)
+            family.signal_family({"sid": sid, "pgid": sid}, signal.SIGKILL.value)
         finally:
             os._exit(0)
     os.waitpid(child, 0)

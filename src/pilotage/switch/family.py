@@ -1,13 +1,18 @@
 """A job's process family: its own session and process group, plus a cgroup where possible.
 
 A family is named by the caller's uid and ``PILOTAGE_EXEC_JOB_ID`` (the agent's claim id):
-the registry entry is ``<state>/jobs/<caller uid>/<key>.json`` and the cgroup
+the registry entry is ``<state>/jobs/<caller uid>/<key>.marshal`` and the cgroup
 ``<cgroup root>/pilotage/<caller uid>/<key>``. Two pools on one node thus never share a
 family, and a caller can only ever address its own. ``--signal SIG --job KEY`` finds every
 process of the family (the cgroup's members, which cannot leave it by ``setsid``, and the
 session's) and signals them after switching to the job's uid, so the kernel itself stops
 it from touching any process of another account. A SIGKILL that leaves the family empty
 ends it: usage read from the cgroup, cgroup and entry removed.
+
+Entries are ``marshal`` data read through ``state.read_private`` (see ``state``); an entry
+``<key>.json`` that an earlier switch wrote for a job still running is read too. Signals
+are named through ``_signal``, the C half of ``signal``, which the interpreter loaded at
+start: ``signal`` itself would import ``enum`` (1-2 ms), for names this module can find.
 """
 
 from __future__ import annotations
@@ -15,12 +20,7 @@ from __future__ import annotations
 import os
 import time
 
-from .audit import to_json
 from .refusals import ClientError
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    import signal
 
 _ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 _KEY_CHARS = _ALNUM | {".", "_", "-"}
@@ -35,19 +35,29 @@ def check_key(key: str, what: str = "job id") -> str:
     return key
 
 
-def parse_signal(name: str) -> signal.Signals:
-    """``TERM``, ``SIGTERM`` or ``15`` → ``signal.SIGTERM``; else ``ClientError``."""
-    import signal
+def parse_signal(name: str) -> tuple[int, str]:
+    """``TERM``, ``SIGTERM`` or ``15`` → ``(15, "SIGTERM")``; else ``ClientError``.
 
+    As ``signal.Signals`` reads them: a number must have a name, and of two names for one
+    number the first in alphabetical order is its name (``IOT`` gives ``SIGABRT``).
+    """
+    import _signal  # type: ignore[import-not-found]  # no stub: the C half of signal
+
+    known = {
+        n: v for n, v in vars(_signal).items()
+        if n.isupper() and n.startswith("SIG") and not n.startswith("SIG_")
+    }  # fmt: skip
+    names: dict[int, str] = {}
+    for known_name in sorted(known):
+        names.setdefault(known[known_name], known_name)
     text = name.upper()
-    try:
-        return (
-            signal.Signals(int(text))
-            if text.isdigit()
-            else signal.Signals[text if text.startswith("SIG") else "SIG" + text]
-        )
-    except (KeyError, ValueError):
-        raise ClientError(f"The signal {name[:20]!r} is not a signal name or number.") from None
+    if text.isdigit():
+        number = int(text)
+    else:
+        number = known.get(text if text.startswith("SIG") else "SIG" + text, -1)
+    if number not in names:
+        raise ClientError(f"The signal {name[:20]!r} is not a signal name or number.")
+    return number, names[number]
 
 
 def make_cgroup(configured_root: str, caller_uid: int, key: str, pids_max: int) -> tuple[str, bool]:
@@ -109,38 +119,44 @@ def remove_cgroup(path: str) -> None:
         pass
 
 
-def _entry_path(directory: str, caller_uid: int, key: str) -> str:
-    return os.path.join(directory, str(caller_uid), key + ".json")
+def _entry_path(directory: str, caller_uid: int, key: str, suffix: str = ".marshal") -> str:
+    return os.path.join(directory, str(caller_uid), key + suffix)
 
 
 def record(directory: str, caller_uid: int, key: str, entry: dict[str, object]) -> None:
     """Write the family's registry entry (session, uid, cgroup, start time)."""
+    from .state import write_private
+
     path = _entry_path(directory, caller_uid, key)
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    temporary = f"{path}.{os.getpid()}"
-    with open(temporary, "w") as f:
-        f.write(to_json(entry))
-    os.replace(temporary, path)
+    write_private(path, entry)
 
 
 def lookup(directory: str, caller_uid: int, key: str) -> dict[str, object]:
     """The caller's registry entry for ``key``; ``ClientError`` if it started no such job."""
-    import json
+    from .state import read_private
 
-    try:
-        with open(_entry_path(directory, caller_uid, key)) as f:
-            entry: dict[str, object] = json.load(f)
-            return entry
-    except (OSError, ValueError):
-        raise ClientError(f"No job {key} was started by pilotage-exec on this node.") from None
+    entry = read_private(_entry_path(directory, caller_uid, key))
+    if entry is None:  # perhaps an entry an earlier switch wrote
+        import json
+
+        try:
+            with open(_entry_path(directory, caller_uid, key, ".json"), "rb") as f:
+                entry = json.load(f)
+        except (OSError, ValueError):
+            pass
+    if not isinstance(entry, dict):
+        raise ClientError(f"No job {key} was started by pilotage-exec on this node.")
+    return entry
 
 
 def forget(directory: str, caller_uid: int, key: str) -> None:
     """Remove the family's registry entry."""
-    try:
-        os.unlink(_entry_path(directory, caller_uid, key))
-    except OSError:
-        pass
+    for suffix in (".marshal", ".json"):
+        try:
+            os.unlink(_entry_path(directory, caller_uid, key, suffix))
+        except OSError:
+            pass
 
 
 def members(entry: dict[str, object]) -> set[int]:
@@ -172,30 +188,30 @@ def members(entry: dict[str, object]) -> set[int]:
     return pids
 
 
-def signal_family(entry: dict[str, object], sig: signal.Signals) -> int:
-    """Send ``sig`` to every member of the family; return how many were signalled.
+def signal_family(entry: dict[str, object], sig: int) -> tuple[int, bool]:
+    """Send ``sig`` to every member of the family: how many were signalled, and whether
+    any member is left (for a SIGKILL; always True for another signal).
 
     For SIGKILL, rescan until nothing is left (a family may be forking as it dies). The
     session's leader goes first: were a child of it signalled first, the leader could reap
     it and exit on its own with status 0 before its own signal came.
     """
-    import signal
-
+    kill = 9  # SIGKILL on every Unix
     sent: set[int] = set()
     leaders = (entry.get("sid"), entry.get("pgid"))
-    for _ in range(50 if sig == signal.SIGKILL else 1):
-        pids = members(entry) - (sent if sig != signal.SIGKILL else set())
+    for _ in range(50 if sig == kill else 1):
+        pids = members(entry) - (sent if sig != kill else set())
         if not pids:
-            break
+            return len(sent), sig != kill
         for pid in sorted(pids, key=lambda pid: pid not in leaders):
             try:
                 os.kill(pid, sig)
                 sent.add(pid)
             except (ProcessLookupError, PermissionError):
                 pass
-        if sig == signal.SIGKILL:
+        if sig == kill:
             time.sleep(0.01)
-    return len(sent)
+    return len(sent), True
 
 
 def end(directory: str, caller_uid: int, key: str, entry: dict[str, object]) -> dict[str, object]:

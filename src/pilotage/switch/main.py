@@ -365,12 +365,10 @@ def _signal(
     invocation: Invocation, config: Config, account: pwd.struct_passwd, caller_uid: int,
     jobs: str, audit: dict[str, Any],
 ) -> int:  # fmt: skip
-    import signal
-
     from . import family, launch
 
     key = family.check_key(invocation.job)
-    sig = family.parse_signal(invocation.signal)
+    number, name = family.parse_signal(invocation.signal)
     entry = family.lookup(jobs, caller_uid, key)  # only the caller's own families
     if entry.get("uid") != account.pw_uid:
         raise ClientError(f"The job {key} does not run as {account.pw_name}.")
@@ -379,30 +377,31 @@ def _signal(
     if child == 0:
         # Why: as the job's own uid, the kernel refuses any process of another account.
         # A child does it, so the switch itself stays root to write the audit record.
-        count = 0
+        count, left = 0, True
         try:
             if os.geteuid() == 0:
                 launch.become(account.pw_uid, account.pw_gid, [account.pw_gid])
             init = entry.get("init")
             if isinstance(init, int):
                 try:
-                    os.kill(init, sig)
+                    os.kill(init, number)
                     count = 1
                 except (ProcessLookupError, PermissionError):
                     pass
             else:
-                count = family.signal_family(entry, sig)
-            os.write(write_fd, str(count).encode())
+                count, left = family.signal_family(entry, number)
+            os.write(write_fd, f"{count} {int(left)}".encode())
         finally:
             os._exit(0)
     os.close(write_fd)
     with os.fdopen(read_fd, "rb") as pipe:
-        said = pipe.read()
+        said = pipe.read().split()
     os.waitpid(child, 0)
-    count = int(said) if said.isdigit() else 0
-    audit.update(event="signal", family=key, signal=sig.name, signalled=count, exit=0)
+    count = int(said[0]) if said and said[0].isdigit() else 0
+    audit.update(event="signal", family=key, signal=name, signalled=count, exit=0)
     _audit(config, audit)
-    if sig == signal.SIGKILL and not family.members(entry):
+    # The child's last scan found the family empty, or (namespace mode, no word) scan again.
+    if name == "SIGKILL" and (said[1:] == [b"0"] or not family.members(entry)):
         usage = family.end(jobs, caller_uid, key, entry)
         _audit(config, {**audit, "event": "end", "job": entry.get("name"), "signal": None,
                         "signalled": None, "cgroup": entry.get("cgroup") or None,
