@@ -65,6 +65,8 @@ def submit(pool: Pool, jobs: int, shapes: int) -> float:
     """Submit ``jobs`` jobs over ``shapes`` autoclusters; return jobs per second."""
     t0 = time.monotonic()
     with pool.remote(pool.token("scale", "user")) as client:
+        # A commit of 100,000 jobs may take longer than a user's minute on a busy machine.
+        client._http.timeout = httpx.Timeout(1800.0)
         done = 0
         while done < jobs:
             size = min(jobs - done, CLUSTER_MAX)
@@ -232,6 +234,8 @@ def main() -> None:
         ),
         f"BENCH scale_restart_s {restart_s:.1f} s",
         f"BENCH scale_server_rss_restarted_mb {restarted_rss:.0f} MiB",
+        # How busy the machine was: the wall times above are longer on a busy one.
+        f"BENCH scale_load_average {os.getloadavg()[1]:.1f} processes",
     ]
     print("\n".join(lines))
     sys.stdout.flush()

@@ -1,15 +1,23 @@
 """Reading stored ads into the index, each shape parsed once, gives the index that parsing
-every ad gives: the same autoclusters, order, submitters and requests."""
+every ad gives: the same autoclusters, order, submitters and requests. A big submit is
+taken in by :meth:`MatchService.follow`, a dispatch's sync takes one slice."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import classad2
+import pytest
 
 from pilotage.matchmaking.ads import MatchConfig
 from pilotage.matchmaking.autocluster import AutoclusterIndex
+from pilotage.matchmaking.service import FOLLOW_SLICE, MatchService, MatchSettings
 from pilotage.matchmaking.stored_ads import StoredAds
+from pilotage.queue import jobs as queue
+from pilotage.queue.history import Actor
 from pilotage.queue.jobad import build_job_ad, load_ad
 from pilotage.queue.spec import JobSpec
+from pilotage.store.engine import Store
 
 
 def _ads() -> list[tuple[int, str]]:
@@ -78,3 +86,33 @@ def test_removed_and_added_again() -> None:
     reader.add(index, 3, _ads()[2][1])
     reader.add(index, 4, _ads()[3][1])  # the same id again replaces its entry
     assert len(index) == 10
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    s = Store(db_url)
+    s.migrate()
+    yield s
+    s.dispose()
+
+
+def test_follow_takes_a_big_submit_in_and_sync_a_slice(store: Store) -> None:
+    count = 2 * FOLLOW_SLICE + 7
+    service = MatchService(MatchSettings(full_sync_s=3600))
+    with store.read() as conn:
+        service.repair(conn, now=100.0)
+    actor = Actor("alice")
+    with store.write() as conn:
+        cluster = queue.open_cluster(conn, actor, 101.0)
+        queue.commit_cluster(conn, cluster, actor, [JobSpec(executable="x")] * count, 101.0)
+    with store.read() as conn:
+        service.sync(conn)  # before a dispatch: one slice, not the whole submit
+    assert len(service.index) == FOLLOW_SLICE
+    with store.read() as conn:
+        service.follow(conn)
+    assert len(service.index) == count
+    with store.write() as conn:
+        queue.act(conn, actor, "hold", [queue.JobRef(cluster, 3)], reason=None, now=102.0)
+    with store.read() as conn:
+        service.follow(conn)
+    assert len(service.index) == count - 1 and 4 not in service.index  # ids start at 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -66,7 +66,11 @@ def new_cluster(ctx: Ctx, who: User) -> dict[str, int]:
 
 @router.post("/clusters/{cluster_id}/jobs", status_code=201)
 def commit_cluster(
-    cluster_id: int, body: ClusterSubmission, ctx: Ctx, who: User
+    cluster_id: int,
+    body: ClusterSubmission,
+    ctx: Ctx,
+    who: User,
+    background: BackgroundTasks,
 ) -> dict[str, Any]:
     """Store the cluster's jobs; ``warnings`` says what the user should know (no mail)."""
     with ctx.store.write() as conn:
@@ -78,10 +82,16 @@ def commit_cluster(
         )  # fmt: skip
     warnings = submit_warnings(body.jobs, bool(ctx.settings.server.mail_relay))
     if count >= BIG_CLUSTER:
-        with ctx.store.read() as conn:
-            ctx.matcher.follow(conn)  # its jobs indexed now, not at the next request for work
-        memory.give_back()  # what reading the body took
+        background.add_task(_index_now, ctx)
     return {"cluster_id": cluster_id, "jobs": count, "warnings": warnings}
+
+
+def _index_now(ctx: ServerContext) -> None:
+    """After a big submit has answered (its body freed): the matchmaker takes its jobs in
+    now, not at the next request for work, and the memory the body took goes back."""
+    with ctx.store.read() as conn:
+        ctx.matcher.follow(conn)
+    memory.give_back()
 
 
 def _refs(ids: list[str]) -> list[queue.JobRef]:

@@ -86,18 +86,48 @@ class MatchService:
     # -- following the database ------------------------------------------------------
 
     def sync(self, conn: sa.Connection) -> None:
-        """Take in the events written since the last look (cheap: run before each dispatch)."""
+        """Take in the events written since the last look (cheap: run before each dispatch).
+
+        At most a slice of them: after a big submit, :meth:`follow` takes in the rest
+        without holding up one request for work for seconds."""
         with self._lock:
-            self._catch_up(conn, self._watermark)
+            self._catch_up(conn, self._watermark, limit=FOLLOW_SLICE)
 
     def follow(self, conn: sa.Connection) -> None:
-        """Take in every event written so far, a slice at a time so that dispatch goes on
-        between slices: after a big submit, so that the index has its jobs before the
-        submit answers, not at the next request for work."""
+        """Take in every event written so far, after a big submit: a slice at a time,
+        each read without the lock (the database, the ads) and applied under it, so that
+        dispatch goes on meanwhile and the index has the jobs before the next request for
+        work must wait for them.
+
+        A job read idle here may be claimed before its slice is applied: it is then in
+        the index until the claim's own event is taken in, which costs at most one failed
+        claim (the module's docstring).
+        """
         while True:
+            events = conn.execute(
+                sa.select(job_events.c.id, job_events.c.job_id)
+                .where(job_events.c.id > self._watermark)
+                .order_by(job_events.c.id)
+                .limit(FOLLOW_SLICE)
+            ).all()
+            if not events:
+                return
+            rows = conn.execute(
+                sa.select(jobs.c.id, jobs.c.state, jobs.c.ad).where(
+                    jobs.c.id.in_({e.job_id for e in events})
+                )
+            ).all()
+            idle = [r for r in rows if r.state == JobState.IDLE.value]
+            read = [self._stored.read(r.id, r.ad) for r in idle if r.id not in self.index]
             with self._lock:
-                taken = self._catch_up(conn, self._watermark, limit=FOLLOW_SLICE)
-            if taken < FOLLOW_SLICE:
+                for row in rows:
+                    if row.state != JobState.IDLE.value:
+                        self.index.remove(row.id)
+                for job, shape in read:
+                    if job.job_id not in self.index:
+                        self.index.add_job(job, shape)
+                self._watermark = max(self._watermark, events[-1].id)
+            if len(events) < FOLLOW_SLICE:
                 return
 
     def repair(self, conn: sa.Connection, now: float) -> None:

@@ -55,24 +55,27 @@ class StoredAds:
 
     def add(self, index: AutoclusterIndex, job_id: int, text: str) -> None:
         """Index the idle job ``job_id`` whose stored ad is ``text``."""
+        index.add_job(*self.read(job_id, text))
+
+    def read(self, job_id: int, text: str) -> tuple[JobAd, Shape]:
+        """The job and its shape, as :meth:`AutoclusterIndex.add_job` takes them (no index
+        is touched: a caller may read without holding the index's lock). Raises
+        ``BadInput`` for a job the index refuses."""
         split = self._split(text)
         if split is None:
-            self._parse_and_add(index, job_id, text)  # missing, an expression, or refused
-            return
+            return self._parse(job_id, text)  # missing, an expression, or refused
         rest, identity = split
         if rest not in self._shapes:
             if len(self._shapes) >= _CAPACITY:
                 self._shapes.clear()
             ad = load_ad(text)
             self.parsed += 1
-            self._shapes[rest] = self._read_shape(job_id, ad)
-            if self._shapes[rest] is None:
-                index.add(job_id, ad)
-                return
+            self._shapes[rest] = known = self._read_shape(job_id, ad)
+            if known is None:
+                return self._whole(job_id, ad)
         known = self._shapes[rest]
         if known is None:
-            self._parse_and_add(index, job_id, text)
-            return
+            return self._parse(job_id, text)
         first, pairs = known
         job = JobAd(
             job_id=job_id,
@@ -85,7 +88,7 @@ class StoredAds:
             request=first.request,
             max_wall_time_s=first.max_wall_time_s,
         )
-        index.add_job(job, pairs)
+        return job, pairs
 
     def _split(self, text: str) -> tuple[str, dict[str, int]] | None:
         """The ad's text less its per-job lines, and its per-job values; ``None`` unless
@@ -128,13 +131,12 @@ class StoredAds:
         job = JobAd.from_classad(job_id, ad, self.config, values)
         return job, job_shape(ad, self.config.ignored_job_attrs, values)
 
-    def _parse_and_add(self, index: AutoclusterIndex, job_id: int, text: str) -> None:
+    def _parse(self, job_id: int, text: str) -> tuple[JobAd, Shape]:
+        """The long way: the whole ad parsed, as :meth:`AutoclusterIndex.add` reads it."""
         self.parsed += 1
-        index.add(job_id, load_ad(text))
+        return self._whole(job_id, load_ad(text))
 
-
-def read_into(index: AutoclusterIndex, rows: Any, reader: StoredAds | None = None) -> None:
-    """Add ``rows`` of (job id, ad text) to ``index``."""
-    reader = reader or StoredAds(index.config)
-    for job_id, text in rows:
-        reader.add(index, job_id, text)
+    def _whole(self, job_id: int, ad: Any) -> tuple[JobAd, Shape]:
+        values = attributes(ad)
+        job = JobAd.from_classad(job_id, ad, self.config, values)
+        return job, job_shape(ad, self.config.ignored_job_attrs, values)
