@@ -5,6 +5,7 @@
     PilotageError                     base; never raised itself
     ├── UserError                     the caller must fix their input or request
     │   ├── BadInput                  malformed submit file, API body, tar stream, config value
+    │   │   └── MalformedBody         an API body that is not JSON at all (HTTP 400)
     │   ├── NotFound                  unknown job, cluster, claim, pilot
     │   ├── Unauthenticated           no, wrong, expired or forged credential (HTTP 401)
     │   ├── Denied                    authenticated but not allowed (HTTP 403)
@@ -45,6 +46,15 @@ class BadInput(UserError):
 
     http_status = 422
     exit_code = 2
+
+
+class MalformedBody(BadInput):
+    """An API request's body cannot be read at all: not JSON, or not UTF-8 (HTTP 400).
+
+    A body that is JSON but not what the route takes is :class:`BadInput` (422).
+    """
+
+    http_status = 400
 
 
 class NotFound(UserError):

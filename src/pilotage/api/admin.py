@@ -10,15 +10,21 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from pilotage.api.auth import Principal, require
 from pilotage.api.context import ServerContext
 from pilotage.api.users import Ctx, context
+from pilotage.bodies import Body
 from pilotage.credentials import issued
 from pilotage.credentials.tokens import Role, TokenClaims
 
 router = APIRouter(prefix="/api/v1")
+
+#: What the schema can say of "printable characters" (``str.isprintable``): no control
+#: characters. The server refuses the other non-printable ones too.
+PRINTABLE: dict[str, Any] = {"pattern": r"^[^\x00-\x1f\x7f-\x9f]*$"}
+Name = Annotated[str, Field(min_length=1, max_length=256, json_schema_extra=PRINTABLE)]
 
 
 def admin(request: Request) -> Principal:
@@ -48,15 +54,15 @@ def setup(ctx: ServerContext) -> None:
     ctx.issuer.on_mint = remember
 
 
-class TokenRequest(BaseModel):
+class TokenRequest(Body):
     """What token to mint."""
 
     model_config = ConfigDict(extra="forbid")
 
-    subject: str = Field(min_length=1, max_length=256)
+    subject: Name
     role: Role
     lifetime_s: int = Field(gt=0, le=366 * 86400)
-    groups: list[str] = Field(default_factory=list, max_length=64)
+    groups: list[Name] = Field(default_factory=list, max_length=64)
 
 
 @router.post("/tokens", status_code=201)
@@ -94,11 +100,20 @@ def list_tokens(
         )
 
 
-class RevokeRequest(BaseModel):
+class RevokeRequest(Body):
     """Which tokens to revoke: by id, every unexpired one of a subject, or the token
     itself (when its id is not at hand: a file someone found)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["token_ids"], "properties": {"token_ids": {"minItems": 1}}},
+                {"required": ["subject"], "properties": {"subject": {"type": "string"}}},
+                {"required": ["token"], "properties": {"token": {"type": "string"}}},
+            ]
+        },
+    )
 
     token_ids: list[str] = Field(default_factory=list, max_length=1000)
     subject: str | None = Field(default=None, min_length=1, max_length=512)

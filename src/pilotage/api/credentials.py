@@ -14,13 +14,14 @@ import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
-from pilotage.api.admin import Admin
+from pilotage.api.admin import PRINTABLE, Admin
 from pilotage.api.auth import require
 from pilotage.api.context import ServerContext
 from pilotage.api.users import Ctx, User
 from pilotage.api.wire import PILOT_SECRET_HEADER, Strict
+from pilotage.bodies import Body
 from pilotage.collector import pilots as pilot_registry
 from pilotage.credentials import delegation, login, release, store, vo
 from pilotage.credentials.audit import GRANTED, AuditRecord
@@ -33,6 +34,8 @@ router = APIRouter()
 log = logging.getLogger("pilotage.api.credentials")
 
 MAX_PEM_CHARS = 1 << 20
+#: Standard base64, padded (what ``base64.b64decode(validate=True)`` takes).
+BASE64 = r"^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 
 
 def service(request: Request) -> CredentialService:
@@ -72,14 +75,16 @@ def _refused(
 # --- X.509 login --------------------------------------------------------------------
 
 
-class X509Login(BaseModel):
+class X509Login(Body):
     """A signed nonce and the chain whose key signed it."""
 
     model_config = ConfigDict(extra="forbid")
 
     nonce: str = Field(min_length=1, max_length=128)
     chain_pem: str = Field(min_length=1, max_length=MAX_PEM_CHARS)
-    signature: str = Field(min_length=1, max_length=4096, description="base64")
+    signature: str = Field(
+        min_length=1, max_length=4096, description="base64", json_schema_extra={"pattern": BASE64}
+    )
     role: Role = Role.USER
 
 
@@ -127,7 +132,7 @@ def login_x509(body: X509Login, ctx: Ctx, creds: Creds) -> dict[str, Any]:
 # --- Delegation and the caller's stored credential ------------------------------------
 
 
-class SignedProxy(BaseModel):
+class SignedProxy(Body):
     """The proxy the client signed for the delegation's key, with its chain (no key)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -227,18 +232,22 @@ def destroy_credential(ctx: Ctx, creds: Creds, who: User) -> Response:
 # --- VO membership (admin) ----------------------------------------------------------
 
 
-class Membership(BaseModel):
+class Membership(Body):
     """One FQAN of one identity."""
 
     model_config = ConfigDict(extra="forbid")
 
-    identity: str = Field(min_length=1, max_length=vo.MAX_IDENTITY_CHARS)
-    fqan: str = Field(min_length=1, max_length=256)
+    identity: str = Field(
+        min_length=1, max_length=vo.MAX_IDENTITY_CHARS, json_schema_extra=PRINTABLE
+    )
+    fqan: str = Field(min_length=1, max_length=256, json_schema_extra={"pattern": vo.FQAN.pattern})
 
 
 @router.get("/api/v1/vo/members")
 def vo_members(ctx: Ctx, who: Admin, identity: str | None = None) -> list[dict[str, Any]]:
     """Every VO membership, or those of one identity."""
+    if identity is not None:
+        vo.check_identity(identity)
     with ctx.store.read() as conn:
         return [dataclasses.asdict(m) for m in vo.members(conn, identity)]
 
@@ -254,6 +263,8 @@ def vo_add(body: Membership, ctx: Ctx, who: Admin) -> dict[str, Any]:
 @router.delete("/api/v1/vo/members", status_code=204)
 def vo_remove(identity: str, fqan: str, ctx: Ctx, who: Admin) -> Response:
     """Take an FQAN from an identity."""
+    vo.check_identity(identity)
+    vo.check_fqan(fqan)
     with ctx.store.write() as conn:
         vo.remove(conn, identity, fqan)
     return Response(status_code=204)

@@ -6,7 +6,10 @@ system raise. A failure :func:`~pilotage.store.faults.classify` recognises (Post
 stopped, SQLite locked or read-only, a full disk, an exhausted pool) is answered ``503``
 with ``Retry-After`` and the API's one error body, ``{"error": "Transient", "message":
 ...}``, whose message says what is down; the CLI prints it and exits 75. Anything else
-raised there is a bug: logged with its traceback and answered 500, as every other bug.
+raised there is a bug: logged with its traceback and answered 500, as every other bug,
+except a value the database cannot store (text holding NUL, a number out of range):
+the request's own fault, answered 422 (:func:`unstorable`), though the API's edge
+should have refused it first.
 
 A database that is down fails every request, so the log would fill with one line each:
 :class:`FaultLog` writes one line when a kind of fault starts being answered, then at
@@ -80,12 +83,28 @@ def transient_response(fault: Fault) -> JSONResponse:
     )
 
 
+def unstorable(exc: BaseException) -> str | None:
+    """Why the database refused a value of the request (a DataError), or None."""
+    if not isinstance(exc, sa.exc.DataError):
+        return None
+    text = str(getattr(exc, "orig", None) or exc).lower()
+    if "nul" in text and ("0x00" in text or "\\x00" in text or "character" in text):
+        return "a text value holds a NUL character (\\u0000), which cannot be stored; remove it"
+    if "out of range" in text:
+        return "a number is out of the range the server stores; use a smaller one"
+    return None
+
+
 def install(app: FastAPI, faults: FaultLog | None = None) -> FaultLog:
     """Answer database and disk faults 503 (see the module's docstring); return the log."""
     faults = faults or FaultLog()
 
     async def on_fault(request: Request, exc: Exception) -> JSONResponse:
         found = classify(exc)
+        bad = unstorable(exc) if found is None else None
+        if bad is not None:
+            log.warning("refused %s %s: %s", request.method, request.url.path, _cause(exc))
+            return JSONResponse({"error": "BadInput", "message": bad}, status_code=422)
         if found is None:  # a bug: as the application's last-resort handler does
             log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
             return JSONResponse(

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from pilotage.api.context import actor_of
 from pilotage.api.users import ACTIVE, FINISHED, Ctx, User
+from pilotage.bodies import Body
 from pilotage.queue import jobquery
 from pilotage.queue import jobs as queue
 
@@ -43,7 +44,7 @@ def job_ads(
     return out[-limit:] if finished else out[:limit]
 
 
-class EditBody(BaseModel):
+class EditBody(Body):
     """``pilotage qedit``: one attribute, one ClassAd expression."""
 
     model_config = ConfigDict(extra="forbid")

@@ -7,11 +7,12 @@ from typing import Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from pilotage.api.admin import Admin
 from pilotage.api.context import actor_of
 from pilotage.api.users import Ctx, User
+from pilotage.bodies import Body
 from pilotage.collector import pilots as registry
 from pilotage.errors import BadInput
 from pilotage.matchmaking.ads import Submitter
@@ -78,7 +79,7 @@ def user_priorities(ctx: Ctx, who: User) -> dict[str, Any]:
     return {"scope": "all" if who.admin else "own", "submitters": mine, "total": total}
 
 
-class FactorBody(BaseModel):
+class FactorBody(Body):
     """A priority factor: usage is multiplied by it (2 means half the share of 1)."""
 
     model_config = ConfigDict(extra="forbid")

@@ -9,13 +9,14 @@ from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from pilotage import __version__
 from pilotage.api.admin import Admin
 from pilotage.api.auth import Principal, require
 from pilotage.api.reload import reload
 from pilotage.api.users import Ctx, context
+from pilotage.bodies import Body
 from pilotage.collector import pilot_admin
 from pilotage.collector.pilots import entry_token_subject
 from pilotage.credentials import vo
@@ -39,10 +40,24 @@ def list_pilots(
         return pilot_admin.list_pilots(conn, include_gone=include_gone)
 
 
-class PilotAction(BaseModel):
+class PilotAction(Body):
     """An action on named pilots, or on every active one."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "required": ["pilots"],
+                    "properties": {"pilots": {"minItems": 1}, "all": {"const": False}},
+                },
+                {
+                    "required": ["all"],
+                    "properties": {"pilots": {"maxItems": 0}, "all": {"const": True}},
+                },
+            ]
+        },
+    )
 
     action: Literal["drain", "resume", "retire", "kill"]
     pilots: list[str] = Field(default_factory=list, max_length=10_000)
@@ -73,7 +88,7 @@ def _factory(request: Request) -> Principal:
     return require(context(request).authenticator.principal(request), Role.FACTORY)
 
 
-class Retirement(BaseModel):
+class Retirement(Body):
     """A factory retiring the pilots one frontend has at one of its entries."""
 
     model_config = ConfigDict(extra="forbid")

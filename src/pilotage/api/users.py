@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Path, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field, JsonValue
 
 from pilotage import memory
 from pilotage.api.auth import Principal, require
 from pilotage.api.context import ServerContext, actor_of
+from pilotage.api.openapi import JOB_ID
+from pilotage.bodies import Body
 from pilotage.collector import pilots as pilot_registry
 from pilotage.credentials.lifetime import require_lifetime
 from pilotage.credentials.tokens import Role
@@ -66,7 +68,7 @@ def new_cluster(ctx: Ctx, who: User) -> dict[str, int]:
 
 @router.post("/clusters/{cluster_id}/jobs", status_code=201)
 def commit_cluster(
-    cluster_id: int,
+    cluster_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
     body: ClusterSubmission,
     ctx: Ctx,
     who: User,
@@ -136,13 +138,15 @@ def job_output(job_id: str, ctx: Ctx, who: User) -> StreamingResponse:
     return StreamingResponse(chunks(), media_type="application/x-tar")
 
 
-class ActionBody(BaseModel):
+class ActionBody(Body):
     """Hold, release or remove jobs."""
 
     model_config = ConfigDict(extra="forbid")
 
-    action: str
-    ids: list[str] = Field(min_length=1, max_length=100_000)
+    action: str = Field(json_schema_extra={"enum": list[JsonValue](sorted(queue.ACTIONS))})
+    ids: list[Annotated[str, Field(json_schema_extra={"pattern": JOB_ID})]] = Field(
+        min_length=1, max_length=100_000
+    )
     reason: str | None = Field(default=None, max_length=2000)
 
 

@@ -10,21 +10,24 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pilotage.bodies import Body
 from pilotage.queue.spec import ATTR_NAME, WIRE_VERSION, UrlInput
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:+-]{0,127}$")
+#: A host name as a registration gives it: 1-255 characters, no blanks (nor NUL).
+HOST = r"^[^\s\x00]{1,255}$"
 
 #: The header of every pilot call after registration: the secret the registration
 #: answered (the agent's copy of this name is :data:`pilotage.pilot.wire.PILOT_SECRET_HEADER`).
 PILOT_SECRET_HEADER = "X-Pilotage-Pilot-Secret"  # noqa: S105  (a header name, not a secret)
 
 
-class Strict(BaseModel):
+class Strict(Body):
     """Unknown fields are refused, so a typo is an error, not a silent default."""
 
     model_config = ConfigDict(extra="forbid")
 
-    v: int = WIRE_VERSION
+    v: int = Field(default=WIRE_VERSION, json_schema_extra={"const": WIRE_VERSION})
 
     @field_validator("v")
     @classmethod
@@ -34,7 +37,7 @@ class Strict(BaseModel):
         return v
 
 
-class Resources(BaseModel):
+class Resources(Body):
     """An amount of cpus, memory, disk and gpus."""
 
     model_config = ConfigDict(extra="forbid")
@@ -45,7 +48,7 @@ class Resources(BaseModel):
     gpus: int = Field(default=0, ge=0, le=256)
 
 
-class Resume(BaseModel):
+class Resume(Body):
     """In a registration: the pilot this agent was, and the claims it still holds
     (docs/pilot-protocol.md, "Registering again"); its secret goes in the usual header."""
 
@@ -58,15 +61,18 @@ class Resume(BaseModel):
 class PilotRegistration(Strict):
     """A pilot joining the pool with its whole resources (one partitionable slot)."""
 
-    name: str
-    site: str = "local"
-    host: str
+    name: str = Field(json_schema_extra={"pattern": NAME.pattern})
+    site: str = Field(default="local", json_schema_extra={"pattern": NAME.pattern})
+    host: str = Field(json_schema_extra={"pattern": HOST})
     cpus: int = Field(ge=1, le=4096)
     memory_mb: int = Field(ge=1, le=64 * 1024 * 1024)
     disk_mb: int = Field(ge=0, le=1024 * 1024 * 1024)
     gpus: int = Field(default=0, ge=0, le=256)
     lifetime_s: float = Field(gt=0, le=30 * 86400)
-    attrs: dict[str, str] = Field(default_factory=dict)
+    attrs: dict[str, str] = Field(
+        default_factory=dict,
+        json_schema_extra={"maxProperties": 200, "propertyNames": {"pattern": ATTR_NAME.pattern}},
+    )
     start: str = "true"
     #: Set when the agent registers again after its pilot was declared lost.
     resume: Resume | None = None
@@ -74,7 +80,7 @@ class PilotRegistration(Strict):
     @field_validator("name", "site")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not NAME.match(v):
+        if not NAME.fullmatch(v):
             raise ValueError(f"{v!r} must be 1-128 letters, digits or ._@:+-")
         return v
 
@@ -91,7 +97,7 @@ class PilotRegistration(Strict):
         if len(v) > 200:
             raise ValueError("at most 200 attributes")
         for key in v:
-            if not ATTR_NAME.match(key):
+            if not ATTR_NAME.fullmatch(key):
                 raise ValueError(f"attribute name {key!r} is not a valid ClassAd name")
         return v
 
@@ -189,7 +195,7 @@ class HeartbeatAnswer(Strict):
     drain: bool = False
 
 
-class Failure(BaseModel):
+class Failure(Body):
     """The agent could not run the job at all."""
 
     model_config = ConfigDict(extra="forbid")
@@ -205,7 +211,7 @@ class Result(Strict):
     signal: int | None = Field(default=None, ge=1, le=128)
     wall_s: float = Field(default=0.0, ge=0)
     cpu_s: float = Field(default=0.0, ge=0)
-    max_rss_kb: int = Field(default=0, ge=0)
+    max_rss_kb: int = Field(default=0, ge=0, le=2**50)
     failure: Failure | None = None
     #: Set when the job ran as the pilot account because the switch failed with an
     #: internal error at a site that allows it (docs/pilot.md, "Switch exit codes"): why.

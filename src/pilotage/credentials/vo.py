@@ -34,7 +34,7 @@ class Membership:
 
 def check_fqan(fqan: str) -> str:
     """``fqan`` if it is a group path with an optional final ``Role=``; else BadInput."""
-    if not FQAN.match(fqan) or fqan.startswith("/Role="):
+    if not FQAN.fullmatch(fqan) or fqan.startswith("/Role="):
         raise BadInput(
             f"{fqan!r} is not an FQAN: write /vo, /vo/group or /vo/group/Role=role "
             "(letters, digits, '.', '_' and '-')"

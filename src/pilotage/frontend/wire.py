@@ -23,6 +23,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 from pilotage.api.wire import Strict
+from pilotage.bodies import Body
 from pilotage.factory.entries import NAME_PATTERN
 
 EntryName = Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -53,7 +54,7 @@ class RemovalName(enum.Enum):
     ALL = "all"
 
 
-class PilotCounts(BaseModel):
+class PilotCounts(Body):
     """A factory's pilots at one entry, by state."""
 
     model_config = ConfigDict(extra="forbid")

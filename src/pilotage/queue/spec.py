@@ -10,7 +10,9 @@ from __future__ import annotations
 import posixpath
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
+
+from pilotage.bodies import Body
 
 #: An attribute name as ClassAds accept it (``+Attr`` in a submit file).
 ATTR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -35,7 +37,7 @@ def check_relative_path(value: str, what: str) -> str:
 URL = re.compile(r"^https?://[^\s\"'<>\\\x00-\x1f\x7f]{1,4096}$")
 
 
-class UrlInput(BaseModel):
+class UrlInput(Body):
     """A ``transfer_input_files`` entry that the pilot downloads (docs/submit.md)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -62,7 +64,7 @@ class UrlInput(BaseModel):
         return v
 
 
-class JobPolicy(BaseModel):
+class JobPolicy(Body):
     """The job's own policy, as ClassAd expressions the server evaluates (HTCondor's names).
 
     ``periodic_*`` are evaluated by the server's sweep while the job is queued;
@@ -93,7 +95,7 @@ class JobPolicy(BaseModel):
         }
 
 
-class JobSpec(BaseModel):
+class JobSpec(Body):
     """One job of a cluster as the submitter described it.
 
     Sandbox paths (``executable`` when transferred, ``input``, ``output``, ``error``,
@@ -104,7 +106,7 @@ class JobSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    executable: str
+    executable: str = Field(json_schema_extra={"pattern": r"^[^\x00]+$"})
     transfer_executable: bool = True
     arguments: list[str] = Field(default_factory=list)
     environment: dict[str, str] = Field(default_factory=dict)
@@ -213,12 +215,12 @@ class JobSpec(BaseModel):
         return posixpath.basename(self.executable) if self.transfer_executable else self.executable
 
 
-class ClusterSubmission(BaseModel):
+class ClusterSubmission(Body):
     """The body of ``POST /api/v1/clusters/{id}/jobs``: every job of one cluster at once."""
 
     model_config = ConfigDict(extra="forbid")
 
-    v: int = WIRE_VERSION
+    v: int = Field(default=WIRE_VERSION, json_schema_extra={"const": WIRE_VERSION})
     jobs: list[JobSpec] = Field(min_length=1, max_length=100_000)
 
     @field_validator("v")
