@@ -248,8 +248,6 @@ def _serve(
         return enter(invocation.command, invocation.job, config, account, user.kind, caller_uid,
                      environ, jobs, environ.get(TARGET_DIR, ""), status_fd, audit,
                      lambda record: _audit(config, record))  # fmt: skip
-    from . import delivery
-
     target_dir = environ.get(TARGET_DIR, "")
     if invocation.action == "refresh":
         return _refresh(config, target_dir, user, user_data, account, caller_uid, audit)
@@ -260,6 +258,8 @@ def _serve(
     check_program(program, account.pw_name, account.pw_uid, frozenset(gids))
     credential = None
     if target_dir:
+        from . import delivery
+
         dir_fd = delivery.open_target_dir(target_dir, caller_uid, (caller_uid, account.pw_uid))
         try:
             delivery.ensure_job_dir(dir_fd, account.pw_uid, account.pw_gid)
