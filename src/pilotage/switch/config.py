@@ -182,7 +182,10 @@ def load(path: str) -> Config:
     if cache and cached is None and time.time_ns() - st.st_ctime_ns > SETTLED_NS:
         from .state import write_private
 
-        write_private(cache, (stamp, raw))
+        try:  # a TOML value marshal cannot write (a date) leaves it uncached
+            write_private(cache, (stamp, raw))
+        except (OSError, ValueError):
+            pass
     check_trusted_dir(config.trust_dir, "CA directory")
     return config
 

@@ -124,7 +124,8 @@ def _entry_path(directory: str, caller_uid: int, key: str, suffix: str = ".marsh
 
 
 def record(directory: str, caller_uid: int, key: str, entry: dict[str, object]) -> None:
-    """Write the family's registry entry (session, uid, cgroup, start time)."""
+    """Write the family's registry entry (session, uid, cgroup, start time); ``OSError``
+    if it cannot be written."""
     from .state import write_private
 
     path = _entry_path(directory, caller_uid, key)

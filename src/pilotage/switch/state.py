@@ -87,18 +87,16 @@ def read_private(path: str) -> Any:
 
 
 def write_private(path: str, value: Any) -> None:
-    """Replace the file ``path`` with ``value`` (``marshal``), mode 0600; failures are ignored."""
+    """Replace the file ``path`` with ``value`` (``marshal``), mode 0600, through a new file
+    renamed over it; ``OSError``, or ``ValueError`` for a value ``marshal`` cannot write."""
+    data = marshal.dumps(value)
     temporary = f"{path}.{os.getpid()}"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
-        data = marshal.dumps(value)
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-        os.replace(temporary, path)
-    except (OSError, ValueError):
-        return
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(temporary, path)
 
 
 class Cache:
@@ -124,4 +122,7 @@ class Cache:
     def put(self, namespace: str, key: str, value: Any) -> None:
         """Store ``value`` (plain data) under ``key``; a failure only loses the cache entry."""
         if self.ttl_s > 0:
-            write_private(self._file(namespace, key), (time.time(), value))
+            try:
+                write_private(self._file(namespace, key), (time.time(), value))
+            except (OSError, ValueError):
+                pass
