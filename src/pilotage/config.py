@@ -58,6 +58,9 @@ class ServerSettings:
     reap_interval_s: float = 2.0
     #: Seconds an empty pilot is told to wait before asking again.
     retry_after_s: float = 5.0
+    #: The longest a request for work is held open while no job is there for it (the
+    #: pilot's ``wait_s``, docs/pilot-protocol.md); 0: every request is answered at once.
+    work_wait_s: float = 20.0
     #: exec-in-job and ssh-to-job sessions (docs/pilot.md, "Keeping control"): the
     #: longest life and silence of one, the bytes it may carry each way, its largest
     #: frame, how long the job's pilot has to join it, and how many one job may have

@@ -34,6 +34,7 @@ RELOADABLE = frozenset(
         ("server", "stop_rate_per_site_s"),
         ("server", "reap_interval_s"),
         ("server", "retry_after_s"),
+        ("server", "work_wait_s"),
         ("server", "admins"),
         ("server", "revocation_refresh_s"),
         ("server", "accounting_groups"),

@@ -12,12 +12,12 @@ idle: it registers again as the same pilot and runs both jobs, each exactly once
 from __future__ import annotations
 
 import contextlib
-import io
+import select
 import shutil
 import signal
 import socket
 import sqlite3
-import tarfile
+import ssl
 import tempfile
 import threading
 import time
@@ -54,52 +54,78 @@ def sqlite_pool(request: pytest.FixtureRequest) -> Iterator[Pool]:
 
 
 class AnswerEater:
-    """A TCP relay to the server that, while eating, passes requests on but drops the
-    answers on connections opened before it began, and cuts those connections: the
-    server commits, the client never hears. Newer connections pass (their TLS
-    handshakes too: the client still checks the server's certificate)."""
+    """A TLS relay to the server (it holds the server's own certificate, as a reverse
+    proxy would) that, once started, passes the agent's next results report on but
+    drops its answer and cuts that connection: the server commits, the agent never
+    hears. Everything else passes."""
 
-    def __init__(self, port: int) -> None:
-        self.target = ("127.0.0.1", port)
+    def __init__(self, pool: Pool) -> None:
+        self.target = ("127.0.0.1", int(pool.url.rsplit(":", 1)[1]))
         self.eating = False
-        self.epoch = 0
         self.eaten = 0
+        self._front = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._front.load_cert_chain(pool.state.server_cert, pool.state.server_key)
+        self._back = ssl.create_default_context(cafile=str(pool.state.ca_cert))
+        # TLS 1.3 sends session tickets after the handshake: a read woken by them would
+        # wait for data that comes only once the client's request is passed on.
+        self._back.maximum_version = ssl.TLSVersion.TLSv1_2
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"https://127.0.0.1:{self._listener.getsockname()[1]}"
         self._open: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def start(self) -> None:
-        self.epoch += 1
         self.eating = True
 
     def _accept(self) -> None:
         with contextlib.suppress(OSError):
             while True:
                 client, _ = self._listener.accept()
-                server = socket.create_connection(self.target)
-                self._open += [client, server]
-                for a, b, born in ((client, server, None), (server, client, self.epoch)):
-                    threading.Thread(target=self._pump, args=(a, b, born), daemon=True).start()
+                self._open.append(client)
+                threading.Thread(target=self._relay, args=(client,), daemon=True).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket, born: int | None) -> None:
-        """Copy ``source`` to ``sink``; ``born``: these are answers, on a connection
-        opened in that epoch."""
-        with contextlib.suppress(OSError):
-            while data := source.recv(65536):
-                if born is not None and self.eating and born < self.epoch:
+    def _relay(self, plain: socket.socket) -> None:
+        """Relay one connection (on one thread: an SSL socket is not read and written
+        by two threads at once)."""
+        with contextlib.suppress(OSError), contextlib.closing(plain):
+            client = self._front.wrap_socket(plain, server_side=True)
+            server = self._back.wrap_socket(
+                socket.create_connection(self.target), server_hostname=self.target[0]
+            )
+            self._open += [client, server]
+            try:
+                self._pump(client, server)
+            finally:
+                for sock in (client, server):
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+                    sock.close()
+
+    def _pump(self, client: ssl.SSLSocket, server: ssl.SSLSocket) -> None:
+        eat = False
+        while True:
+            ready = [s for s in (client, server) if s.pending()]
+            ready = ready or select.select([client, server], [], [], 120)[0]
+            for source in ready:
+                data = source.recv(65536)
+                if not data:
+                    return
+                if source is client:
+                    line = data.split(b"\r\n", 1)[0]
+                    if self.eating and line.startswith(b"POST ") and b"/results " in line:
+                        eat, self.eating = True, False
+                    server.sendall(data)
+                elif eat:
                     self.eaten += 1
-                    break
-                sink.sendall(data)
-        for sock in (source, sink):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
+                    return  # cut: the client never hears
+                else:
+                    client.sendall(data)
 
     def close(self) -> None:
         self._listener.close()
         for sock in self._open:
-            sock.close()
+            with contextlib.suppress(OSError):
+                sock.close()
 
 
 def _rows(pool: Pool, sql: str) -> list[Any]:
@@ -214,29 +240,22 @@ def test_a_claim_whose_answer_was_lost_on_the_way_is_freed_by_the_next_heartbeat
     sqlite_pool: Pool,
 ) -> None:
     pool = sqlite_pool
-    eater = AnswerEater(int(pool.url.rsplit(":", 1)[1]))
+    eater = AnswerEater(pool)
     agent_log = pool.root / "pilots" / "pilot-0" / "pilot.log"
-    tar = io.BytesIO()
-    with tarfile.open(fileobj=tar, mode="w") as archive:
-        info = tarfile.TarInfo("in.txt")
-        archive.addfile(info, io.BytesIO(b""))
     try:
         with pool.admin() as admin:
-            digest = admin.upload("/api/v1/sandboxes", io.BytesIO(tar.getvalue()))["digest"]
-            first = submit_api(admin, 1, executable="/bin/sleep", arguments=["2"],
-                               input_sandbox=digest)  # fmt: skip
+            first = submit_api(admin, 1, executable="/bin/sleep", arguments=["2"])
         backend = pool.pilots(0)
         token = pool.token_file("pilots", "pilot")
         launch = PilotLaunch(server_url=eater.url, ca=pool.state.ca_cert, token_file=token)
         backend.submit("pilot-0", launch)
-        # The first job's thread has a connection (its input came over it); its result
-        # report will ask for the next job on it, and that answer is the one lost.
-        _until(lambda: "input sandbox unpacked" in agent_log.read_text(), "the job starts")
+        # The pilot's one cpu is busy: the first job's result report asks for the next
+        # job, and that answer is the one lost.
+        _until(lambda: "started pid" in agent_log.read_text(), "the job starts")
         with pool.admin() as admin:
             second = submit_api(admin, 1)
         eater.start()
         _until(lambda: _states(pool, first, second) == ["COMPLETED", "RUNNING"], "the report")
-        eater.eating = False
         # Freed at the agent's next heartbeat, the job runs long before its lease ends.
         _until(lambda: _states(pool, second) == ["COMPLETED"], "it runs after all", 60)
     finally:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from pilotage.errors import Denied, OperatorError, Unauthenticated, Unreachable
-from pilotage.pilot.client import Backoff, Client, _proxy_from_environment
+from pilotage.pilot.client import Backoff, Cancel, Cancelled, Client, _proxy_from_environment
 
 from .conftest import Pool
 
@@ -158,3 +159,41 @@ def test_backoff_doubles_to_a_ceiling_and_honours_retry_after() -> None:
     assert 6.4 <= delays[-1] <= 8.0  # at the ceiling, jitter only ever lowers it
     backoff.reset()
     assert backoff.delay(hint_s=5.0) == 5.0
+
+
+def test_a_request_held_open_by_the_server_ends_at_once_when_cancelled(pool: Pool) -> None:
+    client = Client(pool.url, ca_file=pool.state.ca_cert, token_file=pool.token_file)
+    registered = client.request(
+        "POST", "/pilot/v1/pilots", {**REGISTRATION, "memory_mb": 1024, "disk_mb": 1000}
+    )
+    client.set_pilot_secret(registered["pilot_secret"])
+    path = f"/pilot/v1/pilots/{registered['pilot_id']}/claims"
+    free = {"cpus": 1, "memory_mb": 1024, "disk_mb": 1000, "gpus": 0}
+    # No job: the server would hold this request its whole [server] work_wait_s (20 s).
+    held = {"v": 1, "free": free, "time_left_s": 500, "wait_s": 60}
+    cancel = Cancel()
+    outcome: dict[str, object] = {}
+
+    def ask() -> None:
+        try:
+            outcome["answer"] = client.request("POST", path, held, cancel=cancel)
+        except Cancelled as exc:
+            outcome["cancelled"] = exc
+
+    asking = threading.Thread(target=ask)
+    asking.start()
+    deadline = time.monotonic() + 30
+    while cancel._sock is None and asking.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)  # until its connection is open (the request goes right after)
+    cancel.cancel()
+    asking.join(timeout=10)  # well before the server's 20 s
+    assert not asking.is_alive() and "cancelled" in outcome, outcome
+
+    # The client goes on; the server no longer holds the cancelled request, so a job
+    # submitted now goes to the next request, not to that one.
+    cluster = pool.admin.call("POST", "/api/v1/clusters")["cluster_id"]
+    job = {"executable": "/bin/true", "transfer_executable": False}
+    pool.admin.call("POST", f"/api/v1/clusters/{cluster}/jobs", json={"v": 1, "jobs": [job]})
+    answer = client.request("POST", path, {"v": 1, "free": free, "time_left_s": 500})
+    assert answer["claim"] is not None and answer["claim"]["job_id"] == f"{cluster}.0"
+    client.close()

@@ -38,13 +38,15 @@ def test_a_connection_the_server_closed_while_idle_is_retried_silently(
     assert client.request("POST", "/pilot/v1/pilots", REGISTRATION)["pilot_id"]
     # The test looks at the agent's own socket only to wait for the server's keep-alive
     # timeout to close it (readable at end-of-file), not to change anything.
-    first = client._local.conn.sock
+    ((kept, _server),) = client._idle
+    first = kept.sock
     readable, _, _ = select.select([first], [], [], 60)
     assert readable, "the server never closed the idle connection"
     caplog.set_level(logging.DEBUG, logger="pilotage.pilot")
     answer = client.request("POST", "/pilot/v1/pilots", REGISTRATION)
     assert answer["pilot_id"]
-    assert client._local.conn.sock is not first  # a fresh connection carried it
+    ((fresh, _server),) = client._idle
+    assert fresh is not kept and fresh.sock is not first  # a fresh connection carried it
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert any("sent again" in r.getMessage() for r in caplog.records)  # debug only
     client.close()

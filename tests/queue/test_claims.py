@@ -81,7 +81,7 @@ def ask(store: Store, pilot_id: str, cpus: int = 1, memory_mb: int = 4000) -> An
     offered = Resources(cpus=cpus, memory_mb=memory_mb, disk_mb=10000, gpus=0)
     with store.write() as conn:
         pilot = registry.owned(conn, pilot_id, "p", SECRETS[pilot_id])
-        claim = claims.dispatch(
+        got = claims.dispatch(
             conn,
             pilot,
             offered,
@@ -90,7 +90,8 @@ def ask(store: Store, pilot_id: str, cpus: int = 1, memory_mb: int = 4000) -> An
             matcher=_matcher(store),
             now=time.time(),
             is_postgres=not store.is_sqlite,
-        )
+        ).claims
+    claim = got[0] if got else None
     if claim is not None:
         SECRETS[claim.claim_id] = SECRETS[pilot_id]
     return claim

@@ -16,10 +16,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
 from pilotage.api.auth import Authenticator, Principal
+from pilotage.api.workwait import WorkWaits
 from pilotage.config import Settings
 from pilotage.credentials.tokens import TokenIssuer
 from pilotage.matchmaking.service import MatchService, MatchSettings
-from pilotage.queue.history import Actor
+from pilotage.queue.history import IDLE_NOTE, Actor
 from pilotage.queue.sandbox import SandboxTooLarge
 from pilotage.queue.spool import Spool, Upload, make_spool
 from pilotage.statedir import StateDir
@@ -92,9 +93,13 @@ class ServerContext:
     matcher: MatchService
     clock: Callable[[], float] = time.time
     tokens: VerifiedTokens = field(init=False)
+    #: Requests for work held open until a job may be there (api/workwait.py).
+    waits: WorkWaits = field(init=False)
 
     def __post_init__(self) -> None:
         self.tokens = VerifiedTokens(self.authenticator, self.clock)
+        self.waits = WorkWaits()
+        self.store.listen(IDLE_NOTE, self.waits.jobs_idle)
 
     @classmethod
     def build(cls, state: StateDir, settings: Settings, store: Store) -> ServerContext:

@@ -32,22 +32,27 @@ from pilotage.api.users import Ctx
 from pilotage.api.wire import (
     PILOT_SECRET_HEADER,
     Claim,
+    ClaimResult,
     Heartbeat,
     HeartbeatAnswer,
     PilotExit,
     PilotRegistration,
     Registered,
     Result,
+    ResultRefused,
+    Results,
+    ResultsAnswer,
     Revoked,
     Vacate,
     VacateAnswer,
     WorkAnswer,
     WorkRequest,
 )
+from pilotage.api.workwait import hold
 from pilotage.collector import pilots as registry
 from pilotage.collector.rejoin import rejoin
 from pilotage.credentials.tokens import Role
-from pilotage.errors import NotFound
+from pilotage.errors import Denied, NotFound, PilotageError
 from pilotage.queue import claims, denials, orphans, vacate
 from pilotage.queue.states import Trigger
 from pilotage.queue.stoppace import StopPacer
@@ -119,39 +124,64 @@ def _touch_every_s(ctx: ServerContext) -> float:
     return min(1.0, ctx.settings.server.heartbeat_s / 4)
 
 
-def _next_claim(
-    ctx: ServerContext, conn: sa.Connection, pilot: sa.Row[Any], req: WorkRequest, now: float
-) -> Claim | None:
+def _next_claims(
+    ctx: ServerContext,
+    conn: sa.Connection,
+    pilot: sa.Row[Any],
+    req: WorkRequest,
+    now: float,
+    asked_at: float,
+) -> claims.Dispatched:
     return claims.dispatch(
         conn,
         pilot,
         req.free,
-        req.time_left_s,
+        max(0.0, req.time_left_s - (now - asked_at)),  # a held request's time went by
         settings=ctx.settings.server,
         matcher=ctx.matcher,
         now=now,
         is_postgres=ctx.is_postgres,
+        max_claims=req.max_claims,
+    )
+
+
+def _work_answer(ctx: ServerContext, pilot: sa.Row[Any], got: list[Claim]) -> WorkAnswer:
+    return WorkAnswer.model_construct(
+        v=1,
+        claim=got[0] if got else None,
+        more_claims=got[1:],
+        retry_after_s=ctx.settings.server.retry_after_s,
+        retire=pilot.retire,
+        drain=pilot.drain,
     )
 
 
 @router.post("/pilots/{pilot_id}/claims", response_model=WorkAnswer)
 async def ask_for_work(
-    pilot_id: str, body: WorkRequest, ctx: LoopCtx, who: Pilot, secret: Secret
+    pilot_id: str, body: WorkRequest, request: Request, ctx: LoopCtx, who: Pilot, secret: Secret
 ) -> Response:
-    def work(conn: sa.Connection) -> WorkAnswer:
+    """Claim jobs for the pilot's free resources; with ``wait_s``, hold the request open
+    while there is none (api/workwait.py)."""
+    asked_at = ctx.clock()
+    answer = WorkAnswer(retry_after_s=ctx.settings.server.retry_after_s)
+
+    def work(conn: sa.Connection) -> tuple[WorkAnswer, bool]:
         now = ctx.clock()
         pilot = registry.owned(conn, pilot_id, who.name, secret)
         registry.require_active(pilot)
         registry.touch(conn, pilot, now, every_s=_touch_every_s(ctx))
-        claim = _next_claim(ctx, conn, pilot, body, now)
-        return WorkAnswer(
-            claim=claim,
-            retry_after_s=ctx.settings.server.retry_after_s,
-            retire=pilot.retire,
-            drain=pilot.drain,
-        )
+        got = _next_claims(ctx, conn, pilot, body, now, asked_at)
+        return _work_answer(ctx, pilot, got.claims), got.waiting is not None
 
-    return _answer(await ctx.write(work))
+    async def look() -> tuple[bool, bool]:
+        nonlocal answer
+        answer, may_wait = await ctx.write(work)
+        return answer.claim is not None, may_wait
+
+    s = ctx.settings.server
+    await hold(look, ctx.waits, request, wait_s=min(body.wait_s, s.work_wait_s),
+               every_s=s.retry_after_s)  # fmt: skip
+    return _answer(answer)
 
 
 def _stop_pacer(request: Request, ctx: ServerContext) -> StopPacer:
@@ -244,26 +274,68 @@ async def claim_result(
     transaction."""
     retry_after_s = ctx.settings.server.retry_after_s
 
-    def work(conn: sa.Connection) -> tuple[sa.Row[Any], Claim | None]:
+    def work(conn: sa.Connection) -> tuple[sa.Row[Any], list[Claim]]:
         now = ctx.clock()
         live, pilot = claims.held_claim(conn, claim_id, who.name, secret)
         claims.report(conn, live, body, pilot=live.pilot_id, now=now)
         registry.touch(conn, pilot, now, every_s=_touch_every_s(ctx))
-        claim = None
+        got: list[Claim] = []
         if body.next is not None and pilot.state == "active":
-            claim = _next_claim(ctx, conn, pilot, body.next, now)
-        return pilot, claim
+            got = _next_claims(ctx, conn, pilot, body.next, now, now).claims
+        return pilot, got
 
-    pilot, claim = await ctx.write(work)
+    pilot, got = await ctx.write(work)
     if body.next is None:
         return _answer(WorkAnswer(claim=None, retry_after_s=retry_after_s))
     # The result is kept either way; a pilot that may not get work any more hears so.
     registry.require_active(pilot)
-    return _answer(
-        WorkAnswer(
-            claim=claim, retry_after_s=retry_after_s, retire=pilot.retire, drain=pilot.drain
-        )
-    )
+    return _answer(_work_answer(ctx, pilot, got))
+
+
+@router.post("/pilots/{pilot_id}/results", response_model=ResultsAnswer)
+async def report_results(
+    pilot_id: str, body: Results, ctx: LoopCtx, who: Pilot, secret: Secret
+) -> Response:
+    """Record several jobs' results in one call, each as its own ``.../result`` would be
+    (one that is refused is listed with that error and changes nothing), and with
+    ``next`` claim the pilot's next jobs in the same transaction."""
+
+    def work(conn: sa.Connection) -> ResultsAnswer:
+        now = ctx.clock()
+        pilot = registry.owned(conn, pilot_id, who.name, secret)
+        recorded: dict[str, str] = {}
+        refused: list[ResultRefused] = []
+        for item in body.results:
+            try:
+                recorded[item.claim_id] = _record(conn, pilot_id, item, who.name, secret, now)
+            except PilotageError as exc:
+                refused.append(
+                    ResultRefused(claim_id=item.claim_id, status=exc.http_status,
+                                  error=type(exc).__name__, message=exc.message)
+                )  # fmt: skip
+        registry.touch(conn, pilot, now, every_s=_touch_every_s(ctx))
+        got: list[Claim] = []
+        # A pilot that may not get work any more (lost, left) hears so when it asks.
+        if body.next is not None and pilot.state == "active":
+            got = _next_claims(ctx, conn, pilot, body.next, now, now).claims
+        answer = _work_answer(ctx, pilot, got)
+        return ResultsAnswer.model_construct(**dict(answer), recorded=recorded, refused=refused)
+
+    return _answer(await ctx.write(work))
+
+
+def _record(
+    conn: sa.Connection, pilot_id: str, item: ClaimResult, subject: str, secret: str, now: float
+) -> str:
+    """Record one result of a report of several; the job's state after it."""
+    live, _pilot = claims.held_claim(conn, item.claim_id, subject, secret)
+    if live.pilot_id != pilot_id:
+        raise Denied(f"claim {item.claim_id} is held by pilot {live.pilot_id}, not {pilot_id}")
+    if item.without_switch is None:
+        # Nothing is written before the guarded update that may refuse it.
+        return claims.report(conn, live, item, pilot=pilot_id, now=now).value
+    with conn.begin_nested():  # the ad is marked first: undone if the report is refused
+        return claims.report(conn, live, item, pilot=pilot_id, now=now).value
 
 
 @router.post("/claims/{claim_id}/vacate", response_model=VacateAnswer)

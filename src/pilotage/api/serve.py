@@ -196,6 +196,7 @@ def run(
             for server in servers:
                 server.should_exit = True
             app.state.relay.close()  # pilots' long-polls for sessions answer at once
+            ctx.waits.close()  # and their requests for work held open
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop_serving)

@@ -119,11 +119,22 @@ class Registered(Strict):
     resumed: list[str] = Field(default_factory=list)
 
 
+#: The most claims one request may bring (``max_claims``) and results one report may carry.
+MAX_BATCH = 64
+
+
 class WorkRequest(Strict):
-    """A pilot asking for a job that fits in its free resources."""
+    """A pilot asking for a job that fits in its free resources.
+
+    ``wait_s``: with no job for it now, hold the request up to that long (bounded by
+    ``[server] work_wait_s``) and answer as soon as one is there. ``max_claims``: the
+    answer may carry that many claims, each fitting what the ones before left free.
+    """
 
     free: Resources
     time_left_s: float = Field(ge=0)
+    wait_s: float = Field(default=0.0, ge=0, le=3600)
+    max_claims: int = Field(default=1, ge=1, le=MAX_BATCH)
 
 
 class Claim(BaseModel):
@@ -157,9 +168,11 @@ class Claim(BaseModel):
 
 
 class WorkAnswer(Strict):
-    """A claim, or none and when to ask again."""
+    """A claim, or none and when to ask again; with ``max_claims``, the further claims
+    in ``more_claims``."""
 
     claim: Claim | None = None
+    more_claims: list[Claim] = Field(default_factory=list)
     retry_after_s: float = 5.0
     retire: bool = False
     #: Drained by an admin: no claim until resumed (docs/operations.md).
@@ -217,6 +230,38 @@ class Result(Strict):
     #: internal error at a site that allows it (docs/pilot.md, "Switch exit codes"): why.
     without_switch: str | None = Field(default=None, min_length=1, max_length=2000)
     next: WorkRequest | None = None
+
+
+class ClaimResult(Result):
+    """One job's result in a report of several (``POST .../pilots/{id}/results``)."""
+
+    claim_id: str = Field(min_length=1, max_length=64)
+    next: None = None
+
+
+class Results(Strict):
+    """Several jobs' results in one call, and optionally a request for the next jobs."""
+
+    results: list[ClaimResult] = Field(min_length=1, max_length=MAX_BATCH)
+    next: WorkRequest | None = None
+
+
+class ResultRefused(BaseModel):
+    """A result of a report of several that was not recorded, and why (the error the
+    single report would have had)."""
+
+    claim_id: str
+    status: int
+    error: str
+    message: str
+
+
+class ResultsAnswer(WorkAnswer):
+    """The results recorded (claim id → the job's state after it), those refused, and
+    the next claims as for a request for work."""
+
+    recorded: dict[str, str] = Field(default_factory=dict)
+    refused: list[ResultRefused] = Field(default_factory=list)
 
 
 class Vacate(Strict):

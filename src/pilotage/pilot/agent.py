@@ -1,11 +1,16 @@
 """The agent: register, ask for work while the slot has room, run claims, leave.
 
-The main thread runs :meth:`Agent.run`'s loop; each claim runs on its own thread
-(:class:`~pilotage.pilot.jobrun.JobRun`) and reports its result itself, asking for the
-next job in the same round trip; one :class:`~pilotage.pilot.heartbeat.Heartbeat` thread
-renews every lease. Requests that may bring a claim (ask for work, a result with
-``next``) go one at a time under ``_ask_lock``, so the free resources they announce are
-never promised twice.
+The main thread runs :meth:`Agent.run`'s loop: it asks for work (as many claims as the
+free cpus may take, the server holding the request open while it has none: the
+long-poll) and reports the results of ended jobs, several in one call, asking for the
+next jobs in the same round trip. Each claim runs on a worker thread
+(:class:`~pilotage.pilot.jobrun.JobRun`, :mod:`pilotage.pilot.workers`), which hands its
+result to the main loop; while a request for work is held open, it reports the result
+itself instead, at once. One :class:`~pilotage.pilot.heartbeat.Heartbeat` thread renews
+every lease. Requests that may bring a claim (ask for work, results with ``next``) go
+one at a time under ``_ask_lock``, so the free resources they announce are never
+promised twice. Leaving (a signal, retire, drain, lost) cancels a request held open
+(:class:`~pilotage.pilot.client.Cancel`), so it never waits for the server's answer.
 
 The agent leaves (``POST .../exit``) on idle timeout, at the end of its lifetime (running
 jobs are killed then; no new work is asked for in the last ``lifetime_margin_s``), when
@@ -17,8 +22,6 @@ are killed). If it dies without leaving (SIGKILL), its reaper kills its jobs
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
 import logging
 import os
 import signal
@@ -30,19 +33,27 @@ from typing import Any
 
 from pilotage.errors import Conflict, Denied, NotFound, PilotageError, Transient
 
-from .client import Backoff, Client, retrying
+from .client import Backoff, Cancel, Cancelled, Client, retrying
 from .config import AgentConfig
 from .heartbeat import Heartbeat
 from .jobrun import KILL_GRACE_S, JobRun
 from .nodepolicy import report_line, switch_type_problem
 from .reaper import Reaper, lock_workdir, sweep
-from .reconnect import OutageClock, QuietLog, register_again
+from .reconnect import OutageClock, QuietLog, register_again, registration_body
 from .resources import Resources, Slot, SlotFull
+from .results import Ended, Results
+from .runs import bypass_run, execute, make_run, may_bypass, without_switch
 from .session import WAIT_S, SessionWatcher
-from .switched import SwitchedRun
 from .wire import VERSION, Claim, GiveBack, JobResult, Registration, WorkAnswer, work_request
+from .workers import Workers
 
 log = logging.getLogger("pilotage.pilot")
+
+#: The longest the agent asks the server to hold a request for work open (the server
+#: bounds it too: ``[server] work_wait_s``).
+WORK_WAIT_S = 20.0
+#: The most claims one request asks for, and results one report carries.
+MAX_BATCH = 64
 
 
 class Agent:
@@ -61,10 +72,15 @@ class Agent:
         # Invariant: _runs holds every claim not yet reported or dropped, and each of them
         # holds its share in self.slot; both change together under _lock.
         self._lock = threading.Lock()
-        self._ask_lock = threading.Lock()
+        # Reentrant: the main loop holds it around a heartbeat it sends itself.
+        self._ask_lock = threading.RLock()
         self._runs: dict[str, JobRun] = {}
-        self._threads: list[threading.Thread] = []
+        self._workers = Workers()
         self._wake = threading.Event()
+        #: Results on their way, and the request for work under way (both under _lock).
+        self._results = Results(self.client, self._lock, self._wake)
+        #: Why the agent leaves, once it has begun to: it asks for no more work.
+        self._leaving: str | None = None
         self._started = time.monotonic()
         self._end = self._started + config.lifetime_s
         self._idle_since = self._started
@@ -172,22 +188,7 @@ class Agent:
         return self.registration
 
     def _registration_body(self) -> dict[str, Any]:
-        """What registering says of this pilot: its slot and what is left of its life."""
-        cfg = self.config
-        r = cfg.resources
-        return {
-            "v": VERSION,
-            "name": cfg.pilot_name,
-            "site": cfg.site,
-            "host": cfg.host,
-            "cpus": r.cpus,
-            "memory_mb": r.memory_mb,
-            "disk_mb": r.disk_mb,
-            "gpus": r.gpus,
-            "lifetime_s": max(1.0, round(self._end - time.monotonic(), 3)),
-            "attrs": cfg.attrs,
-            "start": self._start_expression(),
-        }
+        return registration_body(self.config, self._owner, self._end - time.monotonic())
 
     def _rejoin(self) -> None:
         """Register again after the server lost this pilot (pilot/reconnect.py): the
@@ -229,13 +230,6 @@ class Agent:
         finally:
             self._ask_lock.release()
 
-    def _start_expression(self) -> str:
-        """The slot's START: the flag's, and only its owner's jobs on a single-user pilot
-        whose owner is named (``*`` is locked by the server at the first claim)."""
-        if self._owner is None:
-            return self.config.start
-        return f"({self.config.start}) && TARGET.Owner == {json.dumps(self._owner)}"
-
     @property
     def idle_timeout_s(self) -> float:
         """The flag's value if given, else the server's."""
@@ -255,6 +249,7 @@ class Agent:
     def _loop(self) -> str:
         backoff = Backoff()
         while True:
+            self._wake.clear()  # before looking: a wake-up after the look is not lost
             reason = self._exit_reason()
             if reason is not None:
                 return reason
@@ -262,18 +257,33 @@ class Agent:
                 self._rejoin()
                 backoff.reset()
                 continue
+            if self._heartbeat is not None and self._heartbeat.wants_complete:
+                with self._ask_lock:  # no request for work under way: every claim listed
+                    self._heartbeat.beat()
+            cancel = None
+            finished: list[Ended] = []
             with self._lock:
-                ask = self._may_ask(self.slot.free()) and time.monotonic() >= self._not_before
-            if not ask:
-                self._sleep(1.0)
+                if time.monotonic() >= self._not_before:  # not backing off
+                    finished = self._results.take()
+                    if not finished and self._may_ask(self.slot.free()):
+                        cancel = self._results.asking = Cancel()
+            if not finished and cancel is None:
+                self._idle_wait(1.0)
                 continue
             try:
-                self._ask()
+                if finished:
+                    self._report_all(finished)
+                else:
+                    assert cancel is not None
+                    self._ask(cancel)
                 backoff.reset()
                 self._ask_failures.succeeded()
                 self._outage.succeeded()
+            except Cancelled:
+                pass  # the agent is leaving, drained or lost: the loop sees which
             except (NotFound, Denied, Conflict) as exc:
                 self._on_lost(exc.message)
+                self._requeue(finished)
             except PilotageError as exc:  # transient, or e.g. 401 while a token is renewed
                 delay = backoff.delay(exc.retry_after_s if isinstance(exc, Transient) else None)
                 if isinstance(exc, Transient):
@@ -282,6 +292,11 @@ class Agent:
                 else:
                     log.warning("asking for work failed (%s); again in %.0f s", exc.message, delay)
                 self._not_before = time.monotonic() + delay
+                self._requeue(finished)
+            finally:
+                with self._lock:
+                    if self._results.asking is cancel:
+                        self._results.asking = None
 
     def _exit_reason(self) -> str | None:
         now = time.monotonic()
@@ -310,47 +325,72 @@ class Agent:
         """Whether to ask for more work with ``free`` resources (caller holds ``_lock``)."""
         return (
             not (self._retire or self._drained or self._signalled or self._lost or self._node_fault)
+            and self._leaving is None
             and self._rejoin_due is None
             and self._end - time.monotonic() >= self.config.lifetime_margin_s
             and Slot.MIN_FREE.fits_in(free)
         )
 
+    def _idle_wait(self, delay_s: float) -> None:
+        """Wait up to ``delay_s`` for something to do (a wake-up), in short slices so a
+        signal is seen within a second."""
+        deadline = time.monotonic() + delay_s
+        while (left := deadline - time.monotonic()) > 0 and not self._signalled:
+            if self._wake.wait(min(left, 1.0)):
+                return
+
     def _sleep(self, delay_s: float, always: bool = False) -> bool:
-        """Sleep up to ``delay_s`` in short slices, so a signal is seen within a second.
+        """Sleep up to ``delay_s`` in short slices, so a signal is seen within a second
+        (any thread; the main loop's wake-ups are not touched).
 
         Returns whether the agent is leaving (at once, unless ``always``: the exit call
         retries even then).
         """
         deadline = time.monotonic() + delay_s
-        self._wake.clear()
         while (left := deadline - time.monotonic()) > 0:
-            leaving = bool(self._signalled or self._lost)
-            if (leaving and not always) or self._wake.wait(min(left, 1.0)):
+            if (self._signalled or self._lost) and not always:
                 break
+            time.sleep(min(left, 0.5))
         return bool(self._signalled or self._lost)
 
     # -- claims ----------------------------------------------------------------------
 
-    def _ask(self) -> None:
-        """Ask for one job with what is free; start it if one comes."""
+    def _ask(self, cancel: Cancel) -> None:
+        """Ask for as many jobs as what is free may take, the server holding the request
+        open (``wait_s``) while it has none; start those that come."""
         assert self.registration is not None
         path = f"/pilot/v1/pilots/{self.registration.pilot_id}/claims"
         with self._ask_lock:
             with self._lock:
-                body = work_request(self.slot.free(), self._end - time.monotonic())
+                body = self._work_request(self.slot.free(), wait=True)
             sent = time.monotonic()
-            answer = WorkAnswer.from_wire(self.client.request("POST", path, body))
+            answer = WorkAnswer.from_wire(self.client.request("POST", path, body, cancel=cancel))
             self._take(answer, sent)
 
+    def _work_request(self, free: Resources, wait: bool = False) -> dict[str, Any]:
+        """A request for as many jobs as ``free`` may take (one cpu each at least);
+        ``wait``: held open by the server while it has none, at most until the next
+        heartbeat is due (a heartbeat that must list every claim held waits for it)."""
+        wait_s = 0.0
+        if wait and self.registration is not None:
+            wait_s = min(WORK_WAIT_S, self.config.timeout_s - 10.0, self.registration.heartbeat_s)
+        return work_request(
+            free,
+            self._end - time.monotonic(),
+            wait_s=max(0.0, wait_s),
+            max_claims=max(1, min(MAX_BATCH, free.cpus)),
+        )
+
     def _take(self, answer: WorkAnswer, sent: float) -> None:
-        """Act on a work answer: start its claim, note retire and when to ask again."""
+        """Act on a work answer: start its claims, note retire and when to ask again."""
         if answer.retire and not self._retire:
             self._on_retire()
         self._on_drain(answer.drain)
         if answer.claim is None:
             self._not_before = time.monotonic() + max(0.0, answer.retry_after_s)
             return
-        self._start(answer.claim, sent)
+        for claim in answer.claims:
+            self._start(claim, sent)
 
     def _start(self, claim: Claim, sent: float) -> None:
         assert self.registration is not None
@@ -363,24 +403,7 @@ class Agent:
                 left_s = max(0.0, self._end - time.monotonic())
                 self._give_back(claim, f"claim {claim.claim_id}", GiveBack(why, exclude_s=left_s))
                 return
-        settings: dict[str, Any] = {
-            "client": self.client,
-            "workdir": self.config.workdir,
-            "max_sandbox_bytes": self.registration.max_sandbox_bytes,
-            "granted_at": sent,
-            "pilot_credential": self.config.token_file,
-        }
-        run = (
-            SwitchedRun(
-                claim,
-                switch=self.config.switch,
-                renewal=self.config.renewal,
-                retry=self.config.switch_retry,
-                **settings,
-            )
-            if self.config.switch
-            else JobRun(claim, **settings)
-        )
+        run = make_run(claim, self.config, self.client, self.registration.max_sandbox_bytes, sent)
         with self._lock:
             try:
                 self.slot.carve(claim.claim_id, claim.request, claim.assigned_gpus)
@@ -389,75 +412,37 @@ class Agent:
                 return
             self._runs[claim.claim_id] = run
             self.reaper.started(claim.claim_id)
-            log.info("%s: claimed for %s (%s)", run.tag, claim.owner, claim.request)
-            thread = threading.Thread(target=self._serve, args=(run,), name=claim.claim_id)
-            self._threads = [t for t in self._threads if t.is_alive()]
-            self._threads.append(thread)
-        thread.start()
+        log.info("%s: claimed for %s (%s)", run.tag, claim.owner, claim.request)
+        self._workers.run(lambda: self._serve(run))
 
     def _serve(self, run: JobRun) -> None:
-        """A claim's thread: run it, clean up, report (asking for the next) or give it
-        back, release."""
-        result = self._execute(run)
-        if run.give_back is not None and run.give_back.bypassable and self._may_bypass(run):
-            run, result = self._bypass(run, run.give_back)
+        """A claim's worker: run it, clean up, then give it back, or hand its result to
+        the main loop (reported at once here if a request for work is held open)."""
+        result = execute(run)
+        why = run.give_back
+        if why is not None and why.bypassable and may_bypass(self.config, run):
+            run, result = self._bypass(run, why)
         try:
-            with self._ask_lock:
-                sent = time.monotonic()
-                if run.give_back is not None:
-                    self._give_back(run.claim, run.tag, run.give_back)
-                    answer = None
-                else:
-                    answer = self._report(run, result)
-                self._release(run)
-                if answer is not None:
-                    self._take(answer, sent)
-        except Exception:  # as above
-            log.exception("%s: unexpected error while reporting", run.tag)
-            self._release(run)
-        finally:
-            self.client.close()  # this thread's connection ends with the thread
-
-    @staticmethod
-    def _execute(run: JobRun) -> JobResult | None:
-        try:
-            return run.execute()
+            if run.give_back is not None:
+                self._give_back(run.claim, run.tag, run.give_back)
+            elif result is not None and run.alive and self._results.hand_over(run, result):
+                return  # queued: the main loop reports it, then releases it
         except Exception:  # one job's bug must not take the pilot down
-            log.exception("%s: unexpected error; dropping the claim", run.tag)
-            run.stop("agent error")
-            return None
-        finally:
-            run.cleanup()
-
-    def _may_bypass(self, run: JobRun) -> bool:
-        """Whether a job whose switch failed with an internal error may run as the pilot
-        account: the site says so (``--bypass-on-error yes``), the VO does not require
-        the switch, and the claim still lives."""
-        required = self.config.attrs.get("PilotageSwitchMode", "").strip('"') == "required"
-        return self.config.bypass_on_error and not required and run.alive
+            log.exception("%s: unexpected error while reporting", run.tag)
+        self._release(run)
 
     def _bypass(self, run: JobRun, why: GiveBack) -> tuple[JobRun, JobResult | None]:
-        """Run the claim again, as the pilot account; its result says why (seed 002 q. 4)."""
+        """Run the claim again, as the pilot account; its result says why."""
         assert self.registration is not None
-        log.warning("%s: running it as the pilot account (bypass allowed): %s", run.tag, why.reason)
-        plain = JobRun(
-            run.claim,
-            client=self.client,
-            workdir=self.config.workdir,
-            max_sandbox_bytes=self.registration.max_sandbox_bytes,
-            granted_at=run.lease_deadline - run.claim.lease_s,
-            pilot_credential=self.config.token_file,
-        )
+        plain = bypass_run(run, why, self.config, self.client, self.registration.max_sandbox_bytes)
         with self._lock:
             if self._runs.get(run.claim.claim_id) is not run:
                 return run, None
             self._runs[run.claim.claim_id] = plain
-        result = self._execute(plain)
+        result = execute(plain)
         if why.stop_pilot:
             self._stop_taking_jobs(why.reason)
-        if result is None:
-            return plain, None
-        return plain, dataclasses.replace(result, without_switch=why.reason)
+        return plain, without_switch(result, why)
 
     def _give_back(self, claim: Claim, tag: str, why: GiveBack) -> None:
         """Give a claim back unfinished (a few quick tries; else its lease lapses); when the
@@ -489,51 +474,70 @@ class Agent:
         )  # fmt: skip
         self._wake.set()
 
-    def _report(self, run: JobRun, result: JobResult | None) -> WorkAnswer | None:
-        """Report ``result`` (unless None), asking for the next job if there is room.
+    def _report_all(self, finished: list[Ended]) -> None:
+        """Report the results of ended claims (pilot/results.py), asking for the next jobs
+        with what they and the slot leave free; release them; start the claims that come.
 
-        The caller holds ``_ask_lock``; the claim keeps its share until reported, and the
-        ``next`` request counts that share as free since it is given back right after.
+        Raises what the call raised, the results unreported (the caller queues them
+        again with :meth:`_requeue`).
         """
-        if result is None or not run.alive:
-            return None
-        with self._lock:
-            free = self.slot.free() + run.claim.request
-            want_next = self._may_ask(free)
-        next_request = work_request(free, self._end - time.monotonic()) if want_next else None
-        path = f"/pilot/v1/claims/{run.claim.claim_id}/result"
-        try:
-            body = retrying(
-                lambda: self.client.request("POST", path, result.to_wire(next_request)),
-                what=f"{run.tag}: result report",
-                wait=run.wait_or_stopped,
-            )
-        except PilotageError as exc:
-            log.warning("%s: result not reported (%s)", run.tag, exc.message)
-            return None
-        log.info("%s: result reported", run.tag)
-        return WorkAnswer.from_wire(body) if next_request is not None else None
+        assert self.registration is not None
+        live = self._requeue(finished, queue=False)
+        if not live:
+            return
+        with self._ask_lock:
+            with self._lock:
+                free = self.slot.free()
+                for run, _result in live:
+                    free = free + run.claim.request  # given back right after
+                want_next = self._may_ask(free)
+            sent = time.monotonic()
+            next_request = self._work_request(free) if want_next else None
+            answer = self._results.send(self.registration.pilot_id, live, next_request)
+            for run, _result in live:
+                self._release(run)
+            if answer is not None and want_next:
+                self._take(answer, sent)
+
+    def _requeue(self, finished: list[Ended], queue: bool = True) -> list[Ended]:
+        """Release the claims among ``finished`` stopped since (not reported); queue the
+        others again (unless not ``queue``) and return them."""
+        live = [(run, result) for run, result in finished if run.alive]
+        for run, _result in finished:
+            if not run.alive:
+                self._release(run)
+        if queue:
+            self._results.requeue(live)
+        return live
 
     def _release(self, run: JobRun) -> None:
-        self.reaper.ended(run.claim.claim_id)  # its job has ended and been cleaned up
+        """Give a claim's share back (once: a second call is a no-op)."""
         with self._lock:
-            self._runs.pop(run.claim.claim_id, None)
+            if self._runs.pop(run.claim.claim_id, None) is None:
+                return
             self.slot.release(run.claim.claim_id)
             if not self.slot.busy:
                 self._idle_since = time.monotonic()
+        self.reaper.ended(run.claim.claim_id)  # its job has ended and been cleaned up
         self._wake.set()
 
     # -- leaving ---------------------------------------------------------------------
 
     def _on_retire(self) -> None:
         self._retire = True
+        self._cancel_ask()
         self._wake.set()
 
     def _on_drain(self, drained: bool) -> None:
         if drained != self._drained:
             log.info("drained by the server: %s", "no new job" if drained else "resumed")
             self._drained = drained
+            if drained:
+                self._cancel_ask()
             self._wake.set()
+
+    def _cancel_ask(self) -> None:
+        self._results.cancel_ask()
 
     def _on_back(self) -> None:
         """The server answers again after an outage: ask for work now, not at the end of
@@ -545,6 +549,7 @@ class Agent:
         """The server no longer knows or accepts this pilot: register again (the main
         loop does; if that is refused too, the agent leaves)."""
         self._rejoin_due = message
+        self._cancel_ask()
         self._wake.set()
 
     def _install_signals(self) -> dict[int, Any]:
@@ -552,8 +557,9 @@ class Agent:
             return {}
 
         def handle(signum: int, _frame: FrameType | None) -> None:
-            # Only an attribute store: the loop polls it (no lock taken in a handler).
+            # An attribute store the loop polls, and a socket shut down: no lock taken.
             self._signalled = f"terminated by {signal.Signals(signum).name}"
+            self._cancel_ask()
 
         previous: dict[int, Any] = {}
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -561,14 +567,29 @@ class Agent:
         return previous
 
     def _drain(self, reason: str) -> None:
-        """Stop every claim (if any is left) and wait for their threads to end."""
+        """Report the results in hand, stop every claim (if any is left) and wait for
+        them to end."""
+        self._leaving = reason
+        with self._lock:
+            finished = self._results.take()
+        if finished:
+            try:
+                self._report_all(finished)
+            except PilotageError as exc:
+                log.warning("results not reported (%s)", exc.message)
+                for run, _result in finished:
+                    self._release(run)
         for run in self.runs():
             run.stop(reason)
         deadline = time.monotonic() + KILL_GRACE_S + 20.0
-        with self._lock:
-            threads = list(self._threads)
-        for thread in threads:
-            thread.join(timeout=max(0.1, deadline - time.monotonic()))
+        while self.runs() and time.monotonic() < deadline:
+            self._wake.wait(0.2)
+            self._wake.clear()
+            with self._lock:
+                finished = self._results.take()
+            for run, _result in finished:  # ended as they were stopped: not reported
+                self._release(run)
+        self._workers.stop()
 
     def _leave(self, reason: str) -> None:
         """Tell the server this pilot leaves (best effort: a few quick tries)."""

@@ -1,8 +1,12 @@
 """The agent's HTTPS JSON client: keep-alive, pool CA only, bearer token from a file.
 
-Standard library only. One connection per thread (``threading.local``), so the heartbeat
-thread and every claim's thread talk to the server at once without sharing a socket.
-After registration every request carries the pilot's secret
+Standard library only. Connections are kept alive in a small pool shared by every
+thread: a request takes an idle one (or opens one when none is idle) and gives it back
+once its answer is read, so the heartbeat, the requests for work and every claim's
+calls talk to the server at once without sharing a socket, and without a TLS handshake
+per job. A request may be ended from another thread or a signal handler
+(:class:`Cancel`): a request for work held open by the server does not hold up the
+agent's leaving. After registration every request carries the pilot's secret
 (:meth:`Client.set_pilot_secret`), so every part of the agent proves it without knowing
 it. Answers are turned into data or into the exceptions of :mod:`pilotage.errors`, chosen by
 HTTP status (``BY_HTTP_STATUS``); a connection that cannot be made raises
@@ -19,11 +23,13 @@ on the next server). Every thread follows the move.
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import logging
 import os
 import random
+import socket
 import ssl
 import threading
 import urllib.parse
@@ -63,6 +69,33 @@ _STALE = (
     ssl.SSLEOFError,
     ssl.SSLZeroReturnError,
 )
+
+
+#: Idle connections kept for later requests, at most.
+MAX_IDLE = 16
+
+
+class Cancelled(PilotageError):
+    """A request was ended by the agent itself (:meth:`Cancel.cancel`): not a failure
+    of the server, never retried."""
+
+
+class Cancel:
+    """Ends the request it is given to (``request(..., cancel=)``) from another thread
+    or a signal handler: its socket is shut down, and the request raises
+    :class:`Cancelled` (or, not sent yet, is not sent). Takes no lock: a signal handler
+    may call :meth:`cancel`."""
+
+    def __init__(self) -> None:
+        self.cancelled = False
+        self._sock: socket.socket | None = None
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        sock = self._sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 class _Token:
@@ -141,7 +174,10 @@ class Client:
         except (OSError, ssl.SSLError) as exc:
             raise OperatorError(f"the CA file {ca_file} cannot be loaded ({exc})") from None
         self._context.minimum_version = ssl.TLSVersion.TLSv1_2
-        self._local = threading.local()
+        # Invariant: an idle connection has read its last answer whole; the index is its
+        # server's. Taken and given back under _pool_lock, newest first.
+        self._idle: list[tuple[http.client.HTTPSConnection, int]] = []
+        self._pool_lock = threading.Lock()
         # In memory only: never written to a file, an argument or a log line.
         self._pilot_secret = ""
 
@@ -167,14 +203,17 @@ class Client:
                 )
         return True
 
-    def _connection(self) -> tuple[http.client.HTTPSConnection, bool, int]:
-        """This thread's connection, whether it was used before (may be stale), and the
-        index of its server. A connection to a server the client has left is closed."""
-        conn: http.client.HTTPSConnection | None = getattr(self._local, "conn", None)
+    def _connection(self, fresh: bool = False) -> tuple[http.client.HTTPSConnection, bool, int]:
+        """An idle connection to the server in use (a new one if none, or ``fresh``),
+        whether it was used before (it may be stale), and the index of its server.
+        Idle connections to a server the client has left are closed."""
         index = self._current
-        if conn is not None and getattr(self._local, "index", index) == index:
-            return conn, True, index
-        self.close()
+        with self._pool_lock:
+            while self._idle and not fresh:
+                conn, its = self._idle.pop()
+                if its == index:
+                    return conn, True, index
+                conn.close()
         server = self.servers[index]
         if server.proxy:
             proxy = urllib.parse.urlsplit(server.proxy)
@@ -196,14 +235,21 @@ class Client:
             conn = http.client.HTTPSConnection(
                 server.host, server.port, timeout=self._timeout_s, context=self._context
             )
-        self._local.conn, self._local.index = conn, index
         return conn, False, index
 
+    def _give_back(self, conn: http.client.HTTPSConnection, index: int) -> None:
+        """Keep a connection whose answer was read whole for the next request."""
+        with self._pool_lock:
+            if conn.sock is not None and index == self._current and len(self._idle) < MAX_IDLE:
+                self._idle.append((conn, index))
+                return
+        conn.close()
+
     def close(self) -> None:
-        """Close this thread's connection (others close when their thread ends)."""
-        conn = getattr(self._local, "conn", None)
-        self._local.conn = None
-        if conn is not None:
+        """Close the idle connections (a later request opens a new one)."""
+        with self._pool_lock:
+            idle, self._idle = self._idle, []
+        for conn, _index in idle:
             conn.close()
 
     def _send(
@@ -212,7 +258,8 @@ class Client:
         path: str,
         body: bytes | IO[bytes] | None,
         headers: dict[str, str],
-    ) -> http.client.HTTPResponse:
+        cancel: Cancel | None = None,
+    ) -> _Exchange:
         """Send one request; retry once on a fresh connection if a reused one was stale."""
         headers = {
             "Authorization": f"Bearer {self._token.get()}",
@@ -226,26 +273,35 @@ class Client:
         attempt = 0
         while True:
             attempt += 1
-            conn, reused, index = self._connection()
+            conn, reused, index = self._connection(fresh=attempt > 1)
             if not reused:
                 tried.add(index)
                 try:
                     conn.connect()  # nothing is sent yet: another server may take the call
-                except ssl.SSLCertVerificationError:
-                    pass  # reported below, with the fix
+                except ssl.SSLCertVerificationError as exc:  # not transient: retrying is vain
+                    conn.close()
+                    raise self._untrusted(exc) from None
                 except OSError as exc:
-                    self.close()
+                    conn.close()
                     moved = self._move_on(index, f"cannot connect ({exc})")
                     if moved and self._current not in tried:
                         continue
                     raise Unreachable(
                         f"cannot reach the server for {method} {path} ({exc})"
                     ) from exc
+            if cancel is not None:
+                cancel._sock = conn.sock
+                if cancel.cancelled:  # before anything was sent
+                    self._give_back(conn, index)
+                    raise Cancelled(f"{method} {path}: cancelled")
             try:
                 conn.request(method, self.servers[index].prefix + path, body=body, headers=headers)
-                return conn.getresponse()
+                return _Exchange(conn, conn.getresponse(), index)
             except _STALE as exc:
-                self.close()
+                conn.close()
+                if cancel is not None and cancel.cancelled:
+                    raise Cancelled(f"{method} {path}: cancelled") from None
+                self.close()  # its idle companions are likely stale too
                 if reused and attempt == 1 and _rewind(body, start):
                     log.debug(
                         "%s %s: kept-alive connection closed (%r); sent again", method, path, exc
@@ -255,25 +311,48 @@ class Client:
                 raise Unreachable(
                     f"the server closed the connection during {method} {path}"
                 ) from exc
-            except ssl.SSLCertVerificationError as exc:  # not transient: retrying is vain
-                self.close()
-                raise OperatorError(
-                    f"the server's certificate is not trusted by {self._ca_file} "
-                    f"({exc.verify_message})"
-                ) from None
+            except ssl.SSLCertVerificationError as exc:
+                conn.close()
+                raise self._untrusted(exc) from None
             except (OSError, http.client.HTTPException) as exc:
-                self.close()
+                conn.close()
+                if cancel is not None and cancel.cancelled:
+                    raise Cancelled(f"{method} {path}: cancelled") from None
                 self._move_on(index, f"the call failed ({exc})")
                 raise Unreachable(f"cannot reach the server for {method} {path} ({exc})") from exc
 
-    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        """Send a JSON request; return the decoded answer (``None`` for 204)."""
+    def _untrusted(self, exc: ssl.SSLCertVerificationError) -> OperatorError:
+        return OperatorError(
+            f"the server's certificate is not trusted by {self._ca_file} ({exc.verify_message})"
+        )
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        cancel: Cancel | None = None,
+    ) -> Any:
+        """Send a JSON request; return the decoded answer (``None`` for 204).
+
+        With ``cancel``, the request may be ended from another thread (:class:`Cancel`).
+        """
         data = None if body is None else json.dumps(body).encode()
         headers = {"Accept": "application/json"}
         if data is not None:
             headers["Content-Type"] = "application/json"
-        response = self._send(method, path, data, headers)
-        payload = self._read(response, method, path)
+        exchange = self._send(method, path, data, headers, cancel)
+        try:
+            payload = self._read(exchange, method, path)
+        except Unreachable:
+            if cancel is not None and cancel.cancelled:
+                raise Cancelled(f"{method} {path}: cancelled") from None
+            raise
+        finally:
+            if cancel is not None:
+                cancel._sock = None
+        response = exchange.response
         _raise_for_status(response, payload, method, path)
         if response.status == 204 or not payload:
             return None
@@ -316,34 +395,49 @@ class Client:
         """Upload ``size`` bytes of ``file`` (from its start) as the body of a PUT."""
         file.seek(0)
         headers = {"Content-Type": content_type, "Content-Length": str(size)}
-        response = self._send("PUT", path, file, headers)
-        payload = self._read(response, "PUT", path)
-        _raise_for_status(response, payload, "PUT", path)
+        exchange = self._send("PUT", path, file, headers)
+        payload = self._read(exchange, "PUT", path)
+        _raise_for_status(exchange.response, payload, "PUT", path)
 
     @contextmanager
     def stream(self, path: str) -> Iterator[http.client.HTTPResponse]:
         """GET ``path`` and yield the response to read as a stream."""
-        response = self._send("GET", path, None, {})
+        exchange = self._send("GET", path, None, {})
+        response = exchange.response
         if response.status >= 300:
-            payload = self._read(response, "GET", path)
+            payload = self._read(exchange, "GET", path)
             _raise_for_status(response, payload, "GET", path)
         try:
             yield response
         except BaseException:
-            self.close()  # the body may be half read: this connection cannot be reused
+            exchange.conn.close()  # the body may be half read: it cannot be reused
             raise
         try:
             if response.read(1):
-                self.close()
+                exchange.conn.close()
+            else:
+                self._give_back(exchange.conn, exchange.index)
         except (OSError, http.client.HTTPException):
-            self.close()
+            exchange.conn.close()
 
-    def _read(self, response: http.client.HTTPResponse, method: str, path: str) -> bytes:
+    def _read(self, exchange: _Exchange, method: str, path: str) -> bytes:
+        """The whole answer; its connection is then kept for the next request."""
         try:
-            return response.read()
+            payload = exchange.response.read()
         except (OSError, http.client.HTTPException) as exc:
-            self.close()
+            exchange.conn.close()
             raise Unreachable(f"the answer to {method} {path} was cut ({exc})") from exc
+        self._give_back(exchange.conn, exchange.index)
+        return payload
+
+
+@dataclass(frozen=True)
+class _Exchange:
+    """A request's answer, with the connection it came on and that connection's server."""
+
+    conn: http.client.HTTPSConnection
+    response: http.client.HTTPResponse
+    index: int
 
 
 def _position(body: bytes | IO[bytes] | None) -> int | None:

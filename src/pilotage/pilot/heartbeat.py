@@ -13,8 +13,11 @@ lease.
 When no request that could bring a claim is under way (``quiet``), the beat also lists
 every claim the pilot holds, stopping ones included (``held``), and holds such requests
 back until it is answered: the server then frees at once any live claim of this pilot
-the list lacks, whose answer was lost on its way here (pilotage.queue.orphans). A run of
-failed beats is logged once as it starts and once as it ends.
+the list lacks, whose answer was lost on its way here (pilotage.queue.orphans). A beat
+that could not list them (a request for work was held open by the server meanwhile)
+leaves :attr:`Heartbeat.wants_complete` set: the agent then beats once more, itself,
+between two requests for work. A run of failed beats is logged once as it starts and
+once as it ends.
 """
 
 from __future__ import annotations
@@ -80,6 +83,11 @@ class Heartbeat:
         self._on_lost = on_lost
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="heartbeat", daemon=True)
+        #: One beat at a time (the agent may beat too: :attr:`wants_complete`).
+        self._beating = threading.Lock()
+        #: The last beat could not list every claim held: the agent should beat again
+        #: when no request for work is under way.
+        self.wants_complete = False
 
     def set_pilot(self, pilot_id: str) -> None:
         """Beat for ``pilot_id`` from now on (the agent registered again as a new pilot)."""
@@ -103,9 +111,14 @@ class Heartbeat:
 
     def beat(self) -> float:
         """Send one heartbeat and act on its answer; return the delay to the next one."""
+        with self._beating:
+            return self._beat()
+
+    def _beat(self) -> float:
         renewed: set[str] = set()
         delay = self.heartbeat_s
         with self._quiet() as complete:
+            self.wants_complete = not complete
             held = self._runs()
             runs = {run.claim.claim_id: run for run in held if run.alive}
             sent = time.monotonic()

@@ -20,6 +20,7 @@ Standard library only (the agent's zipapp).
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -27,12 +28,36 @@ from collections.abc import Callable
 from typing import Any
 
 from .client import Backoff, Client, retrying
-from .wire import Registration
+from .config import AgentConfig
+from .wire import VERSION, Registration
 
 log = logging.getLogger("pilotage.pilot")
 
 #: The registration path (a new pilot, or the same one again with ``resume``).
 REGISTER_PATH = "/pilot/v1/pilots"
+
+
+def registration_body(config: AgentConfig, owner: str | None, left_s: float) -> dict[str, Any]:
+    """What registering (again) says of this pilot: its slot, ``left_s`` of its life, and
+    its START: the flag's, and only ``owner``'s jobs on a single-user pilot whose owner
+    is named (``*`` is fixed by the server at the first claim)."""
+    r = config.resources
+    start = config.start
+    if owner is not None:
+        start = f"({config.start}) && TARGET.Owner == {json.dumps(owner)}"
+    return {
+        "v": VERSION,
+        "name": config.pilot_name,
+        "site": config.site,
+        "host": config.host,
+        "cpus": r.cpus,
+        "memory_mb": r.memory_mb,
+        "disk_mb": r.disk_mb,
+        "gpus": r.gpus,
+        "lifetime_s": max(1.0, round(left_s, 3)),
+        "attrs": config.attrs,
+        "start": start,
+    }
 
 
 def register_again(

@@ -190,8 +190,6 @@ class Keeper:
             self._keep()
         except Exception:  # one job's keeper must not take the pilot down
             log.exception("%s: credential renewal failed unexpectedly", self.job.tag)
-        finally:
-            self._client.close()  # this thread's connection ends with it
 
     def _keep(self) -> None:
         due = next_renewal(time.time(), self.not_after, self.settings)

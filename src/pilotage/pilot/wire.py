@@ -199,23 +199,44 @@ class Claim:
 
 @dataclass(frozen=True)
 class WorkAnswer:
-    """The answer to "ask for work" (and to a result carrying ``next``)."""
+    """The answer to "ask for work" (and to results carrying ``next``)."""
 
     claim: Claim | None
     retry_after_s: float
     retire: bool
     #: Drained by an admin: ask for no work until an answer says otherwise.
     drain: bool = False
+    #: The further claims of a request with ``max_claims`` (``more_claims``).
+    more: tuple[Claim, ...] = ()
+    #: Results of a report of several: those recorded (claim id → the job's state) and
+    #: those refused (claim id → the server's message).
+    recorded: dict[str, str] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def claims(self) -> tuple[Claim, ...]:
+        """Every claim the answer carries."""
+        return self.more if self.claim is None else (self.claim, *self.more)
 
     @classmethod
     def from_wire(cls, body: Any) -> WorkAnswer:
+        what = "answer to a request for work"
         raw = body.get("claim") if isinstance(body, dict) else None
         retry = body.get("retry_after_s", 5.0) if isinstance(body, dict) else 5.0
+        refused = {}
+        for item in _list(body, "refused", what):
+            refused[_get(item, "claim_id", str, what)] = str(item.get("message", "refused"))
+        recorded = body.get("recorded") if isinstance(body, dict) else None
         return cls(
             claim=None if raw is None else Claim.from_wire(raw),
             retry_after_s=float(retry) if isinstance(retry, int | float) else 5.0,
             retire=bool(body.get("retire", False)) if isinstance(body, dict) else False,
             drain=bool(body.get("drain", False)) if isinstance(body, dict) else False,
+            more=tuple(Claim.from_wire(c) for c in _list(body, "more_claims", what)),
+            recorded=(
+                {str(k): str(v) for k, v in recorded.items()} if isinstance(recorded, dict) else {}
+            ),
+            refused=refused,
         )
 
 
@@ -294,6 +315,13 @@ class JobResult:
             "next": next_request,
         }
 
+    def to_item(self, claim_id: str) -> dict[str, Any]:
+        """One item of ``POST .../pilots/{id}/results``."""
+        item = self.to_wire(None)
+        del item["v"], item["next"]
+        item["claim_id"] = claim_id
+        return item
+
 
 @dataclass(frozen=True)
 class GiveBack:
@@ -327,6 +355,16 @@ class GiveBack:
         return body
 
 
-def work_request(free: Resources, time_left_s: float) -> dict[str, Any]:
-    """The body of "ask for work" (also the ``next`` of a result)."""
-    return {"v": VERSION, "free": free.to_wire(), "time_left_s": max(0.0, round(time_left_s))}
+def work_request(
+    free: Resources, time_left_s: float, *, wait_s: float = 0.0, max_claims: int = 1
+) -> dict[str, Any]:
+    """The body of "ask for work" (also the ``next`` of results): up to ``max_claims``
+    claims, the server holding the request up to ``wait_s`` while it has none."""
+    body: dict[str, Any] = {
+        "v": VERSION, "free": free.to_wire(), "time_left_s": max(0.0, round(time_left_s))
+    }  # fmt: skip
+    if wait_s > 0:
+        body["wait_s"] = round(wait_s, 3)
+    if max_claims > 1:
+        body["max_claims"] = max_claims
+    return body

@@ -128,6 +128,15 @@ class LiveClaim:
     pilot_id: str
 
 
+@dataclass(frozen=True)
+class Dispatched:
+    """What a request for work got: its claims, and the slot ad it offered when it got
+    none though it could take work (it may wait for a job: the long-poll), else None."""
+
+    claims: list[Claim]
+    waiting: Any = None
+
+
 def dispatch(
     conn: sa.Connection,
     pilot: sa.Row[Any],
@@ -138,8 +147,10 @@ def dispatch(
     matcher: MatchService,
     now: float,
     is_postgres: bool,
-) -> Claim | None:
-    """Pick the best idle job for the pilot's free resources and claim it atomically.
+    max_claims: int = 1,
+) -> Dispatched:
+    """Pick the best idle jobs for the pilot's free resources and claim them atomically,
+    up to ``max_claims``, each in what the ones before left free.
 
     The matchmaker orders the candidates (fair share, job priority, submission order;
     both sides' Requirements); the database decides: the first candidate still idle is
@@ -147,26 +158,53 @@ def dispatch(
     """
     pilot_registry.require_active(pilot)
     if pilot.retire or pilot.drain or now >= pilot.expires_at:
-        return None
+        return Dispatched([])
     known_free = pilot_registry.free_resources(conn, pilot)
     # Trust the smaller of what the pilot says and what the server counts.
-    free = Resources(
+    free = Resources.model_construct(
         cpus=min(offered.cpus, known_free.cpus),
         memory_mb=min(offered.memory_mb, known_free.memory_mb),
         disk_mb=min(offered.disk_mb, known_free.disk_mb),
         gpus=min(offered.gpus, known_free.gpus),
     )
-    if free.cpus < 1 or free.memory_mb < 1:
-        return None
-    slot = pilot_registry.offer_ad(pilot, free, min(time_left_s, pilot.expires_at - now))
-    slot = vacate.offer_for(pilot, slot)  # a single-user pilot's owner, once fixed
-    slot = gpus.offer(conn, pilot, slot)  # only its free GPU devices
     skip = vacate.excluded(pilot, now)  # jobs it gave back lately (usually none)
     matcher.sync(conn)
+    got: list[Claim] = []
+    slot = None
+    while len(got) < max_claims and free.cpus >= 1 and free.memory_mb >= 1:
+        slot = pilot_registry.offer_ad(pilot, free, min(time_left_s, pilot.expires_at - now))
+        slot = vacate.offer_for(pilot, slot)  # a single-user pilot's owner, once fixed
+        slot = gpus.offer(conn, pilot, slot)  # only its free GPU devices
+        claim = _first_free(conn, pilot, slot, skip, settings, matcher, now, is_postgres)
+        if claim is None:
+            break
+        got.append(claim)
+        if vacate.is_single_user(slot) and getattr(pilot, "single_owner", None) is None:
+            break  # its owner was fixed by this claim: the row read above does not say so
+        free = Resources.model_construct(
+            cpus=free.cpus - claim.request_cpus,
+            memory_mb=free.memory_mb - claim.request_memory_mb,
+            disk_mb=free.disk_mb - claim.request_disk_mb,
+            gpus=free.gpus - claim.request_gpus,
+        )
+    return Dispatched(got, slot if not got else None)
+
+
+def _first_free(
+    conn: sa.Connection,
+    pilot: sa.Row[Any],
+    slot: Any,
+    skip: dict[int, float],
+    settings: ServerSettings,
+    matcher: MatchService,
+    now: float,
+    pg: bool,
+) -> Claim | None:
+    """Claim the best candidate for ``slot`` that is still idle, if any."""
     for job_id in matcher.candidates(slot, now, 8 + len(skip)):
         if job_id in skip:
             continue
-        claim = _claim(conn, job_id, pilot, settings=settings, now=now, pg=is_postgres)
+        claim = _claim(conn, job_id, pilot, settings=settings, now=now, pg=pg)
         if claim is None:
             matcher.taken(job_id)  # no longer idle: another server took it, or it was held
             continue

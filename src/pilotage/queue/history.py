@@ -8,7 +8,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from pilotage.queue.states import JobState, Transition
+from pilotage.store.engine import note
 from pilotage.store.tables import claims, job_events, jobs
+
+#: The note (:func:`pilotage.store.engine.note`) of a transaction that made jobs IDLE:
+#: requests for work held open in this process look again once it commits.
+IDLE_NOTE = "jobs-idle"
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,8 @@ def apply(
             pilot_id=pilot_id,
         )
     )
+    if change.to_state is JobState.IDLE:
+        note(conn, IDLE_NOTE)
     return True
 
 

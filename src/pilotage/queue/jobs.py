@@ -25,6 +25,7 @@ from pilotage.queue.jobad import (
 )
 from pilotage.queue.spec import JobSpec
 from pilotage.queue.states import HoldCode, JobState, Trigger, transition
+from pilotage.store.engine import note
 from pilotage.store.tables import clusters, job_events, jobs, sandboxes
 
 JOB_REF = re.compile(r"^(\d{1,18})(?:\.(\d{1,9}))?$")
@@ -118,6 +119,7 @@ def commit_cluster(
             }
         )
     conn.execute(sa.insert(jobs), rows)
+    note(conn, history.IDLE_NOTE, len(rows))
     ids = conn.execute(sa.select(jobs.c.id).where(jobs.c.cluster_id == cluster_id)).scalars()
     conn.execute(
         sa.insert(job_events),

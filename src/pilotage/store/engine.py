@@ -10,6 +10,10 @@ queue on a lock, which is far cheaper than SQLite's sleeping busy handler.
 
 Small, frequent writes from the event loop (the pilot protocol) go through
 :meth:`Store.queue`: one thread runs them, many to a transaction.
+
+A write may leave a note for this process (:func:`note`, e.g. "jobs became IDLE"): the
+listeners of its topic (:meth:`Store.listen`) are told once the transaction commits,
+and never when it does not.
 """
 
 from __future__ import annotations
@@ -39,6 +43,16 @@ log = logging.getLogger("pilotage.store")
 T = TypeVar("T")
 
 
+#: ``Connection.info`` key of the notes the transaction in progress leaves.
+_NOTES = "pilotage.notes"
+
+
+def note(conn: sa.Connection, topic: str, count: int = 1) -> None:
+    """Tell ``topic``'s listeners (with ``count``, summed) once this transaction commits."""
+    notes: dict[str, int] = conn.info.setdefault(_NOTES, {})
+    notes[topic] = notes.get(topic, 0) + count
+
+
 def _alembic_config() -> AlembicConfig:
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
@@ -62,6 +76,7 @@ class Store:
         self._write_lock = threading.Lock() if self.is_sqlite else None
         self._queue: WriteQueue | None = None
         self._queue_lock = threading.Lock()
+        self._listeners: dict[str, list[Callable[[int], None]]] = {}
         if self.is_sqlite:
             self.engine = self._sqlite_engine("BEGIN IMMEDIATE")
             self._read_engine = self._sqlite_engine("BEGIN")
@@ -106,15 +121,28 @@ class Store:
 
         return engine
 
+    def listen(self, topic: str, listener: Callable[[int], None]) -> None:
+        """Call ``listener(count)`` after each commit of a transaction that left notes of
+        ``topic`` (:func:`note`), on the committing thread: it must be quick."""
+        self._listeners.setdefault(topic, []).append(listener)
+
     @contextlib.contextmanager
     def write(self) -> Iterator[sa.Connection]:
         """A transaction that may change the database; committed on success."""
-        if self._write_lock is None:
-            with self.engine.begin() as conn:
-                yield conn
-            return
-        with self._write_lock, self.engine.begin() as conn:
+        with self._write_lock or contextlib.nullcontext(), self.engine.begin() as conn:
+            conn.info.pop(_NOTES, None)  # a rolled-back transaction's, on this connection
             yield conn
+            notes: dict[str, int] | None = conn.info.pop(_NOTES, None)
+        if notes:
+            self._tell(notes)
+
+    def _tell(self, notes: dict[str, int]) -> None:
+        for topic, count in notes.items():
+            for listener in self._listeners.get(topic, ()):
+                try:
+                    listener(count)
+                except Exception:  # one listener's bug must not fail a committed write
+                    log.exception("a listener of %r failed", topic)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sa.Connection]:
