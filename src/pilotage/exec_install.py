@@ -12,7 +12,7 @@
   site directories, no current directory) that sets ``sys.path`` to the standard library
   directories found at install, then that copy and the site-packages holding
   ``cryptography`` *after* them, so nothing there can shadow a standard module, and first
-  re-checks (one ``os.stat`` each, about 150 on a Debian node: well under a millisecond)
+  re-checks (one ``os.stat`` each, about 160 on a Debian node: under a millisecond)
   that the interpreter and every directory it imports from (each directory under the
   standard library, the copy and the packages, ``__pycache__`` included) are still
   root-owned and writable by nobody else, or exits 202 naming the path; the copy is
