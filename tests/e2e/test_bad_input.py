@@ -151,7 +151,7 @@ def test_the_server_refuses_bad_job_specs_with_422_and_keeps_the_cluster_open(
 
     # The refused commits left the cluster open: the same cluster takes good jobs.
     committed = alice.post(f"/api/v1/clusters/{cluster}/jobs", json={"v": 1, "jobs": [good]})
-    assert committed.json() == {"cluster_id": cluster, "jobs": 1}
+    assert committed.json() == {"cluster_id": cluster, "jobs": 1, "warnings": []}
     status, message = refusal(
         alice.post(f"/api/v1/clusters/{cluster}/jobs", json={"v": 1, "jobs": [good]})
     )
@@ -244,7 +244,8 @@ def test_an_unreachable_server_is_named_with_exit_5(tmp_path: Path) -> None:
     result = run_cli("--server", "http://127.0.0.1:1", "q", env=env)
     assert (result.returncode, result.stderr) == (
         2,
-        "pilotage: --server http://127.0.0.1:1 must be an https:// URL\n",
+        "pilotage: --server http://127.0.0.1:1 must be an https:// URL "
+        "(several: comma-separated)\n",
     )
 
 
