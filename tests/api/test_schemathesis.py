@@ -101,7 +101,10 @@ def database(postgres_server: str) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def contract(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Contract]:
-    pool = Pool(tmp_path_factory.mktemp("contract"), database).start()
+    # Requests for work are answered at once (no long-poll: a generated wait_s would
+    # hold each one [server] work_wait_s while no job is idle).
+    root = tmp_path_factory.mktemp("contract")
+    pool = Pool(root, database, settings={"work_wait_s": "0"}).start()
     try:
         tokens = {role: pool.token(subject, role) for role, subject in SUBJECTS.items()}
         found = Contract(pool, tokens, "", "", "", 0, 0)
