@@ -103,7 +103,7 @@ class Pool:
         process = subprocess.Popen(command, env=self.env(), stdout=log, stderr=subprocess.STDOUT)
         log.close()
         self.servers.append(process)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # a loaded machine starts it slowly
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise RuntimeError(f"server exited: {self.server_log()}")
