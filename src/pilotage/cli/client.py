@@ -180,8 +180,14 @@ class Client:
     def page(self, path: str, params: dict[str, Any] | None = None) -> tuple[Any, str | None]:
         """One page of a paged listing: its JSON, and the address of the next page (the
         ``Link`` header's ``rel="next"``), ``None`` after the last."""
-        with self._errors():
-            response = self._http.request("GET", path, params=params)
+        while True:
+            try:
+                with self._errors():
+                    response = self._http.request("GET", path, params=params)
+                break
+            except _NotConnected:
+                if not self._next_server():
+                    raise
         self._raise_for(response)
         following = response.links.get("next", {}).get("url")
         return response.json(), following
@@ -190,18 +196,27 @@ class Client:
         """The lines of an NDJSON listing, as they arrive. An error line (the server met
         a fault after it had started to answer) raises :class:`Transient`."""
         headers = {"Accept": "application/x-ndjson"}
-        with (
-            self._errors(),
-            self._http.stream("GET", path, params=params, headers=headers) as response,
-        ):
-            if response.status_code >= 400:
-                response.read()
-                self._raise_for(response)
-            for line in response.iter_lines():
-                if line.startswith('{"error"'):
-                    raise Transient(json.loads(line).get("message") or line[:200])
-                if line:
-                    yield line
+        started = False
+        while True:
+            try:
+                with (
+                    self._errors(),
+                    self._http.stream("GET", path, params=params, headers=headers) as response,
+                ):
+                    started = True
+                    if response.status_code >= 400:
+                        response.read()
+                        self._raise_for(response)
+                    for line in response.iter_lines():
+                        if line.startswith('{"error"'):
+                            raise Transient(json.loads(line).get("message") or line[:200])
+                        if line:
+                            yield line
+                return
+            except _NotConnected:
+                # Nothing was received yet: another server named may answer instead.
+                if started or not self._next_server():
+                    raise
 
     def upload(self, path: str, body: IO[bytes]) -> Any:
         """POST a tar body."""
