@@ -273,7 +273,10 @@ def test_a_registration_cannot_pass_for_another_entry_site_or_size(
     assert "(Memory 2048) cannot register a pilot with memory_mb = 65536" in refused(
         bound, memory_mb=65536
     )
-    assert "(GPUs 0) cannot register a pilot with gpus = 8" in refused(bound, gpus=8)
+    eight = '"' + ", ".join(f"GPU-{i}" for i in range(8)) + '"'  # the devices it found
+    assert "(GPUs 0) cannot register a pilot with gpus = 8" in refused(
+        bound, gpus=8, attrs={**body["attrs"], "DetectedGPUs": eight}
+    )
     # A token bound to no entry: not an advertised entry's name, nor its site.
     assert "cannot register a pilot of entry beta: use a token minted for that entry" in (
         refused(plain, site="ELSEWHERE", attrs={"EntryName": '"beta"'})
