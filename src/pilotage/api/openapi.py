@@ -28,7 +28,6 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
 
 from pilotage.credentials.vo import FQAN, MAX_IDENTITY_CHARS
 from pilotage.queue.states import JobState
@@ -82,6 +81,7 @@ EXTRA: dict[tuple[str, str], tuple[int, ...]] = {
     ("post", "/pilot/v1/pilots/{pilot_id}/claims"): (409,),
     ("post", "/pilot/v1/pilots/{pilot_id}/heartbeat"): (409,),
     ("get", "/pilot/v1/pilots/{pilot_id}/sessions"): (409,),
+    ("post", "/pilot/v1/pilots/{pilot_id}/results"): (409,),
     ("post", "/pilot/v1/pilots/{pilot_id}/exit"): (409,),
     ("get", "/pilot/v1/claims/{claim_id}/input"): (409,),
     ("put", "/pilot/v1/claims/{claim_id}/output"): (409, 413, 422),
@@ -178,16 +178,11 @@ CHECKS: dict[tuple[str, str], str] = {
 
 def install(app: FastAPI) -> None:
     """Serve the completed document as ``app``'s ``/openapi.json`` (made once)."""
+    generate = app.openapi  # FastAPI's own, which keeps what it made
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            doc = get_openapi(
-                title=app.title,
-                version=app.version,
-                description=app.description,
-                routes=app.routes,
-            )
-            app.openapi_schema = complete(doc)
+            app.openapi_schema = complete(generate())
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
