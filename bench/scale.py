@@ -15,9 +15,12 @@ Starts a real ``pilotage server`` (SQLite or a throwaway PostgreSQL cluster), su
   timed as a command (wall, and the server's CPU seconds, which a busy machine inflates
   less), the median of ``--repeat`` runs;
 - the server's resident memory once all that is done, and its peak;
-- the restart: the server SIGTERMed and started again, until it answers a pilot's
-  request for work with a claim (the matchmaker's index rebuilt from the database),
-  and its memory then.
+- the restart: the server SIGTERMed and started again, until it answers, and until it
+  answers a pilot's request for work with a claim (the matchmaker's index rebuilt from
+  the database while the server answers), and its memory then;
+- the dispatch decision alone: the matchmaker built in the bench's own process from the
+  pool's database (how long that takes), then ``--claims`` decisions timed in-process,
+  without HTTP or the claim's transaction: the p50 and p99 the target is about.
 
 Ends with ``BENCH scale_* <value> <unit>`` lines; figures in docs/benchmarks.md
 (section "Scale"). ``--jobs 50000 --autoclusters 500`` runs in about a minute.
@@ -41,6 +44,9 @@ from pathlib import Path
 import httpx
 from dispatch import _fresh_pg_database, percentile
 
+from pilotage.matchmaking.service import MatchService, MatchSettings
+from pilotage.queue.jobad import slot_ad
+from pilotage.store.engine import Store
 from pilotage.testing import Pool, postgres_cluster
 
 CLUSTER_MAX = 100_000
@@ -132,6 +138,33 @@ def claim_latencies(pool: Pool, claims: int) -> list[float]:
     return out
 
 
+def decision_latencies(db_url: str, count: int) -> tuple[float, list[float]]:
+    """The matchmaker's decision alone, in this process on the pool's database: the index
+    built from it (how long), then ``count`` decisions for a 1-cpu slot (its candidates,
+    the first one taken), each timed without the HTTP call and the claim's transaction."""
+    store = Store(db_url)
+    service = MatchService(MatchSettings(full_sync_s=1e9))
+    t0 = time.monotonic()
+    with store.read() as conn:
+        service.restore(conn)
+        service.repair(conn, time.time())
+    built = time.monotonic() - t0
+    attrs = {
+        "Cpus": 1, "Memory": FREE["memory_mb"], "Disk": FREE["disk_mb"], "GPUs": 0,
+        "TimeToLive": 86400, "OpSys": "LINUX", "Arch": "X86_64", "Site": "scale",
+    }  # fmt: skip
+    slot = slot_ad(attrs, "true")
+    out = []
+    for _ in range(count):
+        now = time.time()
+        t = time.perf_counter()
+        found = service.candidates(slot, now)
+        service.claimed(found[0], 1, now)
+        out.append(time.perf_counter() - t)
+    store.dispose()
+    return built, out
+
+
 def command_seconds(pool: Pool, args: list[str], out: Path) -> tuple[float, float, int]:
     """Run ``pilotage ARGS`` with its output to ``out``: (wall s, server CPU s, bytes)."""
     assert pool.server is not None
@@ -157,15 +190,25 @@ def median_of(repeat: int, run: Callable[[], tuple[float, float, int]]) -> tuple
     return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
 
 
-def restart_seconds(pool: Pool) -> float:
-    """SIGTERM the server, start it again, until a pilot's request gets a claim."""
+def restart_seconds(pool: Pool) -> tuple[float, float]:
+    """SIGTERM the server and start it again: (until it answers, until a pilot's request
+    for work gets a claim: the matchmaker's index rebuilt from the database)."""
     assert pool.server is not None
     pool.server.terminate()
-    pool.server.wait(120)
+    pool.server.wait(300)
     t0 = time.monotonic()
     pool.server = pool.start_server()
-    claim_latencies(pool, 1)
-    return time.monotonic() - t0
+    answers = time.monotonic() - t0
+    http, pilot = _pilot(pool, pool.token("scale-pilots", "pilot"))
+    work = {"v": 1, "free": FREE, "time_left_s": 86400}
+    try:
+        while http.post(f"/pilot/v1/pilots/{pilot}/claims", json=work).json()["claim"] is None:
+            if time.monotonic() - t0 > 1800:
+                raise SystemExit("no claim 30 minutes after the restart")
+            time.sleep(0.1)  # a bench's poll, not a test's synchronisation
+    finally:
+        http.close()
+    return answers, time.monotonic() - t0
 
 
 def listing_figures(pool: Pool, root: Path, repeat: int) -> dict[str, tuple[float, float]]:
@@ -214,24 +257,33 @@ def main() -> None:
         (first,) = claim_latencies(pool, 1)
         latencies = claim_latencies(pool, args.claims)
         print(f"first claim {first:.2f} s; server RSS {submitted_rss:.0f} MiB", flush=True)
+        p50, p99 = (1000 * percentile(latencies, q) for q in (0.5, 0.99))
+        print(f"dispatch p50 {p50:.2f} ms, p99 {p99:.2f} ms", flush=True)
         figures = listing_figures(pool, root, args.repeat)
         rss, peak = _rss_mb(pool.server.pid)
         print(f"server RSS {rss:.0f} MiB (peak {peak:.0f})", flush=True)
-        restart_s = restart_seconds(pool)
+        answers_s, restart_s = restart_seconds(pool)
         restarted_rss, _ = _rss_mb(pool.server.pid)
+        built_s, decisions = decision_latencies(db_url, args.claims)
+        d50, d99 = (1000 * percentile(decisions, q) for q in (0.5, 0.99))
+        print(f"decision alone p50 {d50:.3f} ms, p99 {d99:.3f} ms", flush=True)
     lines = [
         f"BENCH scale_submit_jobs_per_s {rate:.0f} jobs/s",
         f"BENCH scale_server_rss_after_submit_mb {submitted_rss:.0f} MiB",
         f"BENCH scale_server_rss_mb {rss:.0f} MiB",
         f"BENCH scale_server_peak_rss_mb {peak:.0f} MiB",
         f"BENCH scale_first_claim_ms {1000 * first:.1f} ms",
-        f"BENCH scale_dispatch_p50_ms {1000 * percentile(latencies, 0.5):.2f} ms",
-        f"BENCH scale_dispatch_p99_ms {1000 * percentile(latencies, 0.99):.2f} ms",
+        f"BENCH scale_dispatch_p50_ms {p50:.2f} ms",
+        f"BENCH scale_dispatch_p99_ms {p99:.2f} ms",
         *(
             f"BENCH scale_{name}_{kind} {value:.2f} s"
             for name, (wall, cpu) in figures.items()
             for kind, value in (("s", wall), ("server_cpu_s", cpu))
         ),
+        f"BENCH scale_decision_p50_ms {d50:.3f} ms",
+        f"BENCH scale_decision_p99_ms {d99:.3f} ms",
+        f"BENCH scale_index_build_s {built_s:.1f} s",
+        f"BENCH scale_restart_answers_s {answers_s:.1f} s",
         f"BENCH scale_restart_s {restart_s:.1f} s",
         f"BENCH scale_server_rss_restarted_mb {restarted_rss:.0f} MiB",
         # How busy the machine was: the wall times above are longer on a busy one.

@@ -119,6 +119,17 @@ def _reaper(ctx: ServerContext, stop: threading.Event) -> None:
             outage.succeeded()
 
 
+def _first_index(ctx: ServerContext) -> None:
+    """Build the matchmaker's index at start (the reaper builds it if this fails)."""
+    try:
+        with ctx.store.read() as conn:
+            ctx.matcher.repair(conn, ctx.clock())
+    except Exception:
+        log.exception("the matchmaker's index could not be built at start; the reaper retries")
+    else:
+        log.warning("the matchmaker's index holds %d idle jobs", len(ctx.matcher.index))
+
+
 def _matchmaker_tick(ctx: ServerContext, now: float) -> None:
     """Repair the matchmaker's index, feed fair share, and save its state when due."""
     with ctx.store.read() as conn:
@@ -162,7 +173,9 @@ def run(
         ctx = ServerContext.build(state, settings, store)
         with store.read() as conn:
             ctx.matcher.restore(conn)
-            ctx.matcher.repair(conn, ctx.clock())
+    # The matchmaker's index is built while the server already answers (a million idle
+    # jobs take a while): requests for work find nothing until it is in place.
+    threading.Thread(target=_first_index, args=(ctx,), name="index", daemon=True).start()
     app = create_app(ctx)
     app.state.settings_source = settings_source
     tcp = _bind_tcp(settings.server.host, settings.server.port)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import StreamingResponse
 from pydantic import ConfigDict, Field, JsonValue
 
@@ -72,7 +72,6 @@ def commit_cluster(
     body: ClusterSubmission,
     ctx: Ctx,
     who: User,
-    background: BackgroundTasks,
 ) -> dict[str, Any]:
     """Store the cluster's jobs; ``warnings`` says what the user should know (no mail)."""
     with ctx.store.write() as conn:
@@ -84,16 +83,14 @@ def commit_cluster(
         )  # fmt: skip
     warnings = submit_warnings(body.jobs, bool(ctx.settings.server.mail_relay))
     if count >= BIG_CLUSTER:
-        background.add_task(_index_now, ctx)
+        # The specs are stored: let them go before the index grows (its entries would
+        # pin their memory), take the jobs in now, not at the next request for work, and
+        # hand back what the body took.
+        body.jobs.clear()
+        with ctx.store.read() as conn:
+            ctx.matcher.follow(conn)
+        memory.give_back()
     return {"cluster_id": cluster_id, "jobs": count, "warnings": warnings}
-
-
-def _index_now(ctx: ServerContext) -> None:
-    """After a big submit has answered (its body freed): the matchmaker takes its jobs in
-    now, not at the next request for work, and the memory the body took goes back."""
-    with ctx.store.read() as conn:
-        ctx.matcher.follow(conn)
-    memory.give_back()
 
 
 def _refs(ids: list[str]) -> list[queue.JobRef]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,10 @@ REPLAY_WINDOW = 2000
 RELOAD_CHUNK = 5000
 #: Events taken in per hold of the lock by :meth:`MatchService.follow`.
 FOLLOW_SLICE = 2000
+#: Jobs read between two yields of the interpreter while the index is built or follows
+#: a big submit: without them, a request's threads wait for the interpreter lock behind
+#: seconds of that work, a switch interval (5 ms) at every step.
+YIELD_EVERY = 256
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,7 @@ class MatchService:
         self.accountant = Accountant(self._fair)
         self.matchmaker = Matchmaker(self.index, self.accountant)
         self._watermark = 0
+        self._following = 0  # follow() calls under way (each takes in every event)
         self._last_full = float("-inf")
         self._last_save = float("-inf")
 
@@ -88,10 +94,27 @@ class MatchService:
     def sync(self, conn: sa.Connection) -> None:
         """Take in the events written since the last look (cheap: run before each dispatch).
 
-        At most a slice of them: after a big submit, :meth:`follow` takes in the rest
-        without holding up one request for work for seconds."""
+        At most a slice of them, and none while :meth:`follow` takes in a big submit
+        (it takes in every event): a request for work is not held up for seconds."""
+        if self._following:
+            return
         with self._lock:
             self._catch_up(conn, self._watermark, limit=FOLLOW_SLICE)
+
+    def passed(self, events: list[tuple[int, int]]) -> None:
+        """Take in events this process wrote, ``(event id, job id)`` each, after which
+        their jobs are not IDLE (a claim, an exit), without reading them back: each job
+        leaves the index, and the watermark passes them while no other event lies
+        between (an event another transaction may still commit below them is read by
+        the next catch-up, as any). One the catch-up already passed is left to it: it
+        read the job as it is now."""
+        with self._lock:
+            for event_id, job_id in sorted(events):
+                if event_id <= self._watermark:
+                    continue
+                self.index.remove(job_id)
+                if event_id == self._watermark + 1:
+                    self._watermark = event_id
 
     def follow(self, conn: sa.Connection) -> None:
         """Take in every event written so far, after a big submit: a slice at a time,
@@ -103,6 +126,15 @@ class MatchService:
         the index until the claim's own event is taken in, which costs at most one failed
         claim (the module's docstring).
         """
+        with self._lock:
+            self._following += 1
+        try:
+            self._follow(conn)
+        finally:
+            with self._lock:
+                self._following -= 1
+
+    def _follow(self, conn: sa.Connection) -> None:
         while True:
             events = conn.execute(
                 sa.select(job_events.c.id, job_events.c.job_id)
@@ -118,7 +150,12 @@ class MatchService:
                 )
             ).all()
             idle = [r for r in rows if r.state == JobState.IDLE.value]
-            read = [self._stored.read(r.id, r.ad) for r in idle if r.id not in self.index]
+            read = []
+            for n, row in enumerate(idle, 1):
+                if row.id not in self.index:
+                    read.append(self._stored.read(row.id, row.ad))
+                if n % YIELD_EVERY == 0:
+                    time.sleep(0)  # let requests in between (see YIELD_EVERY)
             with self._lock:
                 for row in rows:
                     if row.state != JobState.IDLE.value:
@@ -132,13 +169,17 @@ class MatchService:
 
     def repair(self, conn: sa.Connection, now: float) -> None:
         """Periodic care: a full reload when due, else re-read a window behind the watermark
-        for events whose transactions committed late."""
+        for events whose transactions committed late, then take in the new ones as
+        :meth:`follow` does (a big submit not yet taken in is read without the lock)."""
         with self._lock:
             due = now - self._last_full >= self.settings.full_sync_s
             if not due:
-                self._catch_up(conn, max(0, self._watermark - REPLAY_WINDOW))
-                return
-        self._reload(conn, now)
+                since = max(0, self._watermark - REPLAY_WINDOW)
+                self._catch_up(conn, since, limit=REPLAY_WINDOW)
+        if due:
+            self._reload(conn, now)
+        else:
+            self.follow(conn)
 
     def _reload(self, conn: sa.Connection, now: float) -> None:
         """Build the index again from the database, then put it in place.
@@ -157,8 +198,10 @@ class MatchService:
                 .order_by(jobs.c.id)
                 .limit(RELOAD_CHUNK)
             ).all()
-            for job_id, ad in rows:
+            for n, (job_id, ad) in enumerate(rows, 1):
                 self._stored.add(index, job_id, ad)
+                if n % YIELD_EVERY == 0:
+                    time.sleep(0)  # let requests in between (see YIELD_EVERY)
             if len(rows) < RELOAD_CHUNK:
                 break
             after = rows[-1][0]
@@ -263,11 +306,14 @@ class MatchService:
             conn.execute(sa.insert(fairshare_state).values(id=1, state=state, saved_at=now))
 
     def restore(self, conn: sa.Connection) -> None:
-        """Take up the accountant's saved state, if any (at start)."""
+        """Take up the accountant's saved state, if any (at start); follow the events from
+        now on (the index, built next by :meth:`repair`, reads the jobs themselves)."""
         row = conn.execute(
             sa.select(fairshare_state.c.state).where(fairshare_state.c.id == 1)
         ).first()
+        top = conn.execute(sa.select(sa.func.max(job_events.c.id))).scalar() or 0
         with self._lock:
+            self._watermark = max(self._watermark, int(top))
             if row is not None:
                 self.accountant = Accountant.from_dict(json.loads(row.state), self._fair)
                 self.matchmaker = Matchmaker(self.index, self.accountant)
