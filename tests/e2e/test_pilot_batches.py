@@ -99,3 +99,13 @@ def test_a_held_request_wakes_at_submit_and_results_go_several_to_a_call(
         for job in _jobs(pool, cluster):
             events = admin.call("GET", f"/api/v1/jobs/{job}/events")
             assert [e["trigger"] for e in events] == ["submit", "claim", "exit"]
+
+    # Served without FastAPI's routing or not, each call is timed under its route.
+    metrics = clients(pool, pool.token("watcher", "admin")).get("/metrics")
+    assert metrics.status_code == 200, metrics.text
+    for route, status in (("claims", 200), ("results", 200), ("results", 422)):
+        series = (
+            f'pilotage_api_request_duration_seconds_count{{method="POST",'
+            f'route="/pilot/v1/pilots/{{pilot_id}}/{route}",status="{status}"}}'
+        )
+        assert series in metrics.text, series

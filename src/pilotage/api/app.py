@@ -22,6 +22,7 @@ from pilotage.api import (
     users,
 )
 from pilotage.api.context import ServerContext
+from pilotage.api.fastpath import PilotFastPath
 from pilotage.api.sessions import install as install_sessions
 from pilotage.credentials.service import CredentialService
 from pilotage.web.mount import mount as mount_web
@@ -40,6 +41,9 @@ def create_app(ctx: ServerContext) -> FastAPI:
     app.include_router(listing.router)  # GET /jobs (pages, streamed) and /batches
     app.include_router(jobs.router)
     app.include_router(pilots.router)
+    # Inside every middleware added after it (the request timer, the NUL check): serves
+    # well-formed requests for work and results without FastAPI's routing.
+    app.add_middleware(PilotFastPath, api=app)
     app.include_router(admin.router)
     app.include_router(pool_admin.router)
     app.include_router(credentials.router)

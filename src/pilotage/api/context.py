@@ -20,7 +20,7 @@ from pilotage.api.workwait import WorkWaits
 from pilotage.config import Settings
 from pilotage.credentials.tokens import TokenIssuer
 from pilotage.matchmaking.service import MatchService, MatchSettings
-from pilotage.queue.history import IDLE_NOTE, Actor
+from pilotage.queue.history import IDLE_NOTE, NOT_IDLE_NOTE, Actor
 from pilotage.queue.sandbox import SandboxTooLarge
 from pilotage.queue.spool import Spool, Upload, make_spool
 from pilotage.statedir import StateDir
@@ -100,6 +100,7 @@ class ServerContext:
         self.tokens = VerifiedTokens(self.authenticator, self.clock)
         self.waits = WorkWaits()
         self.store.listen(IDLE_NOTE, self.waits.jobs_idle)
+        self.store.listen(NOT_IDLE_NOTE, lambda events: self.matcher.passed(events))
 
     @classmethod
     def build(cls, state: StateDir, settings: Settings, store: Store) -> ServerContext:

@@ -26,20 +26,20 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
+from pilotage.api import pilot_work
 from pilotage.api.auth import Principal, require
 from pilotage.api.context import ServerContext
+from pilotage.api.pilot_work import next_claims, touch_every_s, work_answer
 from pilotage.api.users import Ctx
 from pilotage.api.wire import (
     PILOT_SECRET_HEADER,
     Claim,
-    ClaimResult,
     Heartbeat,
     HeartbeatAnswer,
     PilotExit,
     PilotRegistration,
     Registered,
     Result,
-    ResultRefused,
     Results,
     ResultsAnswer,
     Revoked,
@@ -48,11 +48,10 @@ from pilotage.api.wire import (
     WorkAnswer,
     WorkRequest,
 )
-from pilotage.api.workwait import hold
 from pilotage.collector import pilots as registry
 from pilotage.collector.rejoin import rejoin
 from pilotage.credentials.tokens import Role
-from pilotage.errors import Denied, NotFound, PilotageError
+from pilotage.errors import NotFound
 from pilotage.queue import claims, denials, orphans, vacate
 from pilotage.queue.states import Trigger
 from pilotage.queue.stoppace import StopPacer
@@ -118,70 +117,13 @@ async def register(
     return _answer(registered, 201)
 
 
-def _touch_every_s(ctx: ServerContext) -> float:
-    """How stale ``last_seen_at`` may get before a call writes it again: a small part of
-    the silence after which the reaper declares a pilot lost."""
-    return min(1.0, ctx.settings.server.heartbeat_s / 4)
-
-
-def _next_claims(
-    ctx: ServerContext,
-    conn: sa.Connection,
-    pilot: sa.Row[Any],
-    req: WorkRequest,
-    now: float,
-    asked_at: float,
-) -> claims.Dispatched:
-    return claims.dispatch(
-        conn,
-        pilot,
-        req.free,
-        max(0.0, req.time_left_s - (now - asked_at)),  # a held request's time went by
-        settings=ctx.settings.server,
-        matcher=ctx.matcher,
-        now=now,
-        is_postgres=ctx.is_postgres,
-        max_claims=req.max_claims,
-    )
-
-
-def _work_answer(ctx: ServerContext, pilot: sa.Row[Any], got: list[Claim]) -> WorkAnswer:
-    return WorkAnswer.model_construct(
-        v=1,
-        claim=got[0] if got else None,
-        more_claims=got[1:],
-        retry_after_s=ctx.settings.server.retry_after_s,
-        retire=pilot.retire,
-        drain=pilot.drain,
-    )
-
-
 @router.post("/pilots/{pilot_id}/claims", response_model=WorkAnswer)
 async def ask_for_work(
     pilot_id: str, body: WorkRequest, request: Request, ctx: LoopCtx, who: Pilot, secret: Secret
 ) -> Response:
     """Claim jobs for the pilot's free resources; with ``wait_s``, hold the request open
-    while there is none (api/workwait.py)."""
-    asked_at = ctx.clock()
-    answer = WorkAnswer(retry_after_s=ctx.settings.server.retry_after_s)
-
-    def work(conn: sa.Connection) -> tuple[WorkAnswer, bool]:
-        now = ctx.clock()
-        pilot = registry.owned(conn, pilot_id, who.name, secret)
-        registry.require_active(pilot)
-        registry.touch(conn, pilot, now, every_s=_touch_every_s(ctx))
-        got = _next_claims(ctx, conn, pilot, body, now, asked_at)
-        return _work_answer(ctx, pilot, got.claims), got.waiting is not None
-
-    async def look() -> tuple[bool, bool]:
-        nonlocal answer
-        answer, may_wait = await ctx.write(work)
-        return answer.claim is not None, may_wait
-
-    s = ctx.settings.server
-    await hold(look, ctx.waits, request, wait_s=min(body.wait_s, s.work_wait_s),
-               every_s=s.retry_after_s)  # fmt: skip
-    return _answer(answer)
+    while there is none (api/workwait.py). Served by api/fastpath.py when well formed."""
+    return await pilot_work.ask(ctx, request, pilot_id, body, who, secret)
 
 
 def _stop_pacer(request: Request, ctx: ServerContext) -> StopPacer:
@@ -278,10 +220,10 @@ async def claim_result(
         now = ctx.clock()
         live, pilot = claims.held_claim(conn, claim_id, who.name, secret)
         claims.report(conn, live, body, pilot=live.pilot_id, now=now)
-        registry.touch(conn, pilot, now, every_s=_touch_every_s(ctx))
+        registry.touch(conn, pilot, now, every_s=touch_every_s(ctx))
         got: list[Claim] = []
         if body.next is not None and pilot.state == "active":
-            got = _next_claims(ctx, conn, pilot, body.next, now, now).claims
+            got = next_claims(ctx, conn, pilot, body.next, now, now).claims
         return pilot, got
 
     pilot, got = await ctx.write(work)
@@ -289,7 +231,7 @@ async def claim_result(
         return _answer(WorkAnswer(claim=None, retry_after_s=retry_after_s))
     # The result is kept either way; a pilot that may not get work any more hears so.
     registry.require_active(pilot)
-    return _answer(_work_answer(ctx, pilot, got))
+    return _answer(work_answer(ctx, pilot, got))
 
 
 @router.post("/pilots/{pilot_id}/results", response_model=ResultsAnswer)
@@ -298,44 +240,9 @@ async def report_results(
 ) -> Response:
     """Record several jobs' results in one call, each as its own ``.../result`` would be
     (one that is refused is listed with that error and changes nothing), and with
-    ``next`` claim the pilot's next jobs in the same transaction."""
-
-    def work(conn: sa.Connection) -> ResultsAnswer:
-        now = ctx.clock()
-        pilot = registry.owned(conn, pilot_id, who.name, secret)
-        recorded: dict[str, str] = {}
-        refused: list[ResultRefused] = []
-        for item in body.results:
-            try:
-                recorded[item.claim_id] = _record(conn, pilot_id, item, who.name, secret, now)
-            except PilotageError as exc:
-                refused.append(
-                    ResultRefused(claim_id=item.claim_id, status=exc.http_status,
-                                  error=type(exc).__name__, message=exc.message)
-                )  # fmt: skip
-        registry.touch(conn, pilot, now, every_s=_touch_every_s(ctx))
-        got: list[Claim] = []
-        # A pilot that may not get work any more (lost, left) hears so when it asks.
-        if body.next is not None and pilot.state == "active":
-            got = _next_claims(ctx, conn, pilot, body.next, now, now).claims
-        answer = _work_answer(ctx, pilot, got)
-        return ResultsAnswer.model_construct(**dict(answer), recorded=recorded, refused=refused)
-
-    return _answer(await ctx.write(work))
-
-
-def _record(
-    conn: sa.Connection, pilot_id: str, item: ClaimResult, subject: str, secret: str, now: float
-) -> str:
-    """Record one result of a report of several; the job's state after it."""
-    live, _pilot = claims.held_claim(conn, item.claim_id, subject, secret)
-    if live.pilot_id != pilot_id:
-        raise Denied(f"claim {item.claim_id} is held by pilot {live.pilot_id}, not {pilot_id}")
-    if item.without_switch is None:
-        # Nothing is written before the guarded update that may refuse it.
-        return claims.report(conn, live, item, pilot=pilot_id, now=now).value
-    with conn.begin_nested():  # the ad is marked first: undone if the report is refused
-        return claims.report(conn, live, item, pilot=pilot_id, now=now).value
+    ``next`` claim the pilot's next jobs in the same transaction. Served by
+    api/fastpath.py when well formed."""
+    return await pilot_work.report(ctx, pilot_id, body, who, secret)
 
 
 @router.post("/claims/{claim_id}/vacate", response_model=VacateAnswer)
@@ -371,7 +278,7 @@ async def claim_vacate(
             )
             if body.refusal == "transient":
                 vacate.report_transient(conn, pilot, body.reason, now)
-        registry.touch(conn, pilot, now, every_s=_touch_every_s(ctx))
+        registry.touch(conn, pilot, now, every_s=touch_every_s(ctx))
         return VacateAnswer(job_state=state.value)
 
     return _answer(await ctx.write(work))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from starlette.requests import Request
 
@@ -42,8 +43,9 @@ class WorkWaits:
         #: The server is stopping: nothing waits any more.
         self.closing = False
 
-    def jobs_idle(self, _count: int = 1) -> None:
-        """Jobs became IDLE (a committed transaction says so): wake every held request.
+    def jobs_idle(self, _counts: list[Any]) -> None:
+        """Jobs became IDLE (a committed transaction says how many): wake every held
+        request.
 
         Called from any thread; a no-op until a request has waited."""
         loop = self._loop

@@ -28,6 +28,8 @@ from pilotage.errors import Conflict, NotFound
 from pilotage.matchmaking.service import MatchService
 from pilotage.queue import gpus, history, policy_store, spool, vacate
 from pilotage.queue.states import HoldCode, JobState, Trigger, transition
+from pilotage.store.engine import note, noted
+from pilotage.store.prepared import Prepared
 from pilotage.store.tables import claims, job_events, jobs, pilots
 
 _P = sa.bindparam
@@ -63,50 +65,64 @@ def _claim_job(job: Any) -> sa.Update:
 
 
 #: On SQLite the write lock already keeps every other writer out.
-_CLAIM_JOB = _claim_job(_P("job_id"))
+_CLAIM_JOB = Prepared(_claim_job(_P("job_id")))
 #: On PostgreSQL the job is first locked, skipping one another server is taking right now
 #: rather than waiting for it (a locked job matches nothing, so nothing is updated).
-_CLAIM_JOB_PG = _claim_job(
-    sa.select(jobs.c.id)
-    .where(jobs.c.id == _P("job_id"), jobs.c.state == _IDLE)
-    .with_for_update(skip_locked=True)
-    .scalar_subquery()
+_CLAIM_JOB_PG = Prepared(
+    _claim_job(
+        sa.select(jobs.c.id)
+        .where(jobs.c.id == _P("job_id"), jobs.c.state == _IDLE)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
 )
+
 
 #: history.apply's guarded update for an exit. Invariant: claim_id is set exactly while
 #: RUNNING, so it is cleared here.
-_EXIT_JOB = (
-    sa.update(jobs)
-    .where(
-        jobs.c.id == _P("job_id"),
-        jobs.c.state == _EXIT.from_state.value,
-        jobs.c.claim_id == _P("held_by"),
+def _exit_job(*policy: Any) -> sa.Update:
+    return (
+        sa.update(jobs)
+        .where(
+            jobs.c.id == _P("job_id"),
+            jobs.c.state == _EXIT.from_state.value,
+            jobs.c.claim_id == _P("held_by"),
+            *policy,
+        )
+        .values(
+            state=_EXIT.to_state.value,
+            entered_state_at=_P("at"),
+            claim_id=None,
+            exit_code=_P("code"),
+            exit_signal=_P("sig"),
+            completed_at=_P("at"),
+            wall_s=_P("wall"),
+            cpu_s=_P("cpu"),
+            max_rss_kb=_P("rss"),
+        )
     )
-    .values(
-        state=_EXIT.to_state.value,
-        entered_state_at=_P("at"),
-        claim_id=None,
-        exit_code=_P("code"),
-        exit_signal=_P("sig"),
-        completed_at=_P("at"),
-        wall_s=_P("wall"),
-        cpu_s=_P("cpu"),
-        max_rss_kb=_P("rss"),
-    )
-)
 
-_INSERT_EVENT = sa.insert(job_events)
-_INSERT_CLAIM = sa.insert(claims)
+
+_EXIT_JOB = Prepared(_exit_job())
+#: The same for a job whose ad has no ``on_exit_*`` policy, the usual case: its policy
+#: (pilotage.queue.policy_store.on_exit, which reads the ad) need not be looked at.
+_EXIT_PLAIN_JOB = Prepared(_exit_job(jobs.c.ad.not_like("%OnExit%")))
+
+_INSERT_EVENT = Prepared(
+    sa.insert(job_events).returning(job_events.c.id),
+    keys=[c.key for c in job_events.columns if c.key != "id"],
+)
+_INSERT_CLAIM = Prepared(sa.insert(claims), keys=[c.key for c in claims.columns])
 
 #: history.end_claim, prebuilt.
-_END_CLAIM = (
+_END_CLAIM = Prepared(
     sa.update(claims)
     .where(claims.c.id == _P("claim"), claims.c.state == "active")
     .values(state="ended", ended_at=_P("at"), end_reason=_P("why"))
 )
 
 #: A claim with its pilot's whole row: the pilot's columns keep their names.
-_CLAIM_AND_PILOT = (
+_CLAIM_AND_PILOT = Prepared(
     sa.select(
         claims.c.id.label("claim_id"),
         claims.c.job_id,
@@ -168,6 +184,9 @@ def dispatch(
         gpus=min(offered.gpus, known_free.gpus),
     )
     skip = vacate.excluded(pilot, now)  # jobs it gave back lately (usually none)
+    # This transaction's own events (the results reported with this request) first:
+    # the catch-up need not read them back.
+    matcher.passed(noted(conn, history.NOT_IDLE_NOTE))
     matcher.sync(conn)
     got: list[Claim] = []
     slot = None
@@ -249,8 +268,8 @@ def _claim(
 ) -> Claim | None:
     """Claim one job if it is still idle (the guarded update makes this atomic)."""
     claim_id = "c-" + secrets.token_urlsafe(18)
-    row = conn.execute(
-        _CLAIM_JOB_PG if pg else _CLAIM_JOB,
+    row = (_CLAIM_JOB_PG if pg else _CLAIM_JOB).first(
+        conn,
         {
             "job_id": job_id,
             "at": now,
@@ -258,11 +277,11 @@ def _claim(
             "by_pilot": pilot.id,
             "at_site": pilot.site,
         },
-    ).first()
+    )
     if row is None:
         return None  # taken meanwhile (by another server on PostgreSQL)
-    conn.execute(
-        _INSERT_EVENT,
+    _insert_event(
+        conn,
         _event(
             job_id,
             _CLAIM,
@@ -274,8 +293,8 @@ def _claim(
         ),
     )
     lease_end = now + settings.lease_s
-    conn.execute(
-        _INSERT_CLAIM,
+    _INSERT_CLAIM.rowcount(
+        conn,
         {
             "id": claim_id,
             "job_id": job_id,
@@ -330,7 +349,7 @@ def held_claim(
     Raises NotFound (no such claim), Denied (another identity's pilot, or another pilot
     of the same identity) or Conflict (the claim has ended), in that order.
     """
-    row = conn.execute(_CLAIM_AND_PILOT, {"claim": claim_id}).first()
+    row = _CLAIM_AND_PILOT.first(conn, {"claim": claim_id})
     if row is None:
         raise NotFound(f"claim {claim_id} does not exist")
     pilot_registry.check_owner(row, subject)
@@ -382,25 +401,25 @@ def report(
         vacate.note_without_switch(conn, live.claim_id, live.job_id, result.without_switch)
     if result.failure is not None:
         return _report_failure(conn, live, result, result.failure, pilot=pilot, now=now)
-    # The job's own on_exit_* / max_retries may hold it or run it again instead.
-    decided = policy_store.on_exit(conn, live.job_id, live.claim_id, result, pilot=pilot, now=now)
-    if decided is not None:
-        return decided
-    won = conn.execute(
-        _EXIT_JOB,
-        {
-            "job_id": live.job_id,
-            "held_by": live.claim_id,
-            "at": now,
-            "code": result.exit_code,
-            "sig": result.signal,
-            "wall": result.wall_s,
-            "cpu": result.cpu_s,
-            "rss": result.max_rss_kb,
-        },
-    ).rowcount
-    if won != 1:
-        raise Conflict(f"claim {live.claim_id} no longer holds its job; the report is ignored")
+    values = {
+        "job_id": live.job_id,
+        "held_by": live.claim_id,
+        "at": now,
+        "code": result.exit_code,
+        "sig": result.signal,
+        "wall": result.wall_s,
+        "cpu": result.cpu_s,
+        "rss": result.max_rss_kb,
+    }
+    if _EXIT_PLAIN_JOB.rowcount(conn, values) != 1:
+        # The job's own on_exit_* / max_retries may hold it or run it again instead.
+        decided = policy_store.on_exit(
+            conn, live.job_id, live.claim_id, result, pilot=pilot, now=now
+        )
+        if decided is not None:
+            return decided
+        if _EXIT_JOB.rowcount(conn, values) != 1:
+            raise Conflict(f"claim {live.claim_id} no longer holds its job; the report is ignored")
     event = _event(
         live.job_id,
         _EXIT,
@@ -410,9 +429,17 @@ def report(
         claim_id=live.claim_id,
         pilot_id=pilot,
     )
-    conn.execute(_INSERT_EVENT, event)
-    conn.execute(_END_CLAIM, {"claim": live.claim_id, "at": now, "why": _EXIT.trigger.value})
+    _insert_event(conn, event)
+    _END_CLAIM.rowcount(conn, {"claim": live.claim_id, "at": now, "why": _EXIT.trigger.value})
     return _EXIT.to_state
+
+
+def _insert_event(conn: sa.Connection, event: dict[str, Any]) -> None:
+    """Write the event of a job that is not IDLE after it (a claim, an exit); the
+    matchmaker of this process is told its id once it commits, and need not read it
+    back (:meth:`pilotage.matchmaking.service.MatchService.passed`)."""
+    (event_id,) = _INSERT_EVENT.first(conn, event)
+    note(conn, history.NOT_IDLE_NOTE, (int(event_id), event["job_id"]))
 
 
 def _report_failure(

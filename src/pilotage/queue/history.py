@@ -14,6 +14,9 @@ from pilotage.store.tables import claims, job_events, jobs
 #: The note (:func:`pilotage.store.engine.note`) of a transaction that made jobs IDLE:
 #: requests for work held open in this process look again once it commits.
 IDLE_NOTE = "jobs-idle"
+#: The note of an event after which its job is not IDLE, ``(event id, job id)``: the
+#: matchmaker of this process takes it in without reading it back.
+NOT_IDLE_NOTE = "jobs-not-idle"
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ def apply(
         )
     )
     if change.to_state is JobState.IDLE:
-        note(conn, IDLE_NOTE)
+        note(conn, IDLE_NOTE, 1)
     return True
 
 

@@ -47,10 +47,21 @@ T = TypeVar("T")
 _NOTES = "pilotage.notes"
 
 
-def note(conn: sa.Connection, topic: str, count: int = 1) -> None:
-    """Tell ``topic``'s listeners (with ``count``, summed) once this transaction commits."""
-    notes: dict[str, int] = conn.info.setdefault(_NOTES, {})
-    notes[topic] = notes.get(topic, 0) + count
+def note(conn: sa.Connection, topic: str, value: Any = None) -> None:
+    """Tell ``topic``'s listeners ``value`` (with the others of the transaction, in
+    order) once this transaction commits."""
+    notes: dict[str, list[Any]] = conn.info.setdefault(_NOTES, {})
+    notes.setdefault(topic, []).append(value)
+
+
+def noted(conn: sa.Connection, topic: str) -> list[Any]:
+    """The values of ``topic`` the transaction in progress has noted so far."""
+    return list(conn.info.get(_NOTES, {}).get(topic, ()))
+
+
+def _noted(conn: sa.Connection) -> dict[str, list[Any]]:
+    """A copy of the notes the transaction has left so far."""
+    return {topic: list(values) for topic, values in conn.info.get(_NOTES, {}).items()}
 
 
 def _alembic_config() -> AlembicConfig:
@@ -76,7 +87,7 @@ class Store:
         self._write_lock = threading.Lock() if self.is_sqlite else None
         self._queue: WriteQueue | None = None
         self._queue_lock = threading.Lock()
-        self._listeners: dict[str, list[Callable[[int], None]]] = {}
+        self._listeners: dict[str, list[Callable[[list[Any]], None]]] = {}
         if self.is_sqlite:
             self.engine = self._sqlite_engine("BEGIN IMMEDIATE")
             self._read_engine = self._sqlite_engine("BEGIN")
@@ -121,9 +132,9 @@ class Store:
 
         return engine
 
-    def listen(self, topic: str, listener: Callable[[int], None]) -> None:
-        """Call ``listener(count)`` after each commit of a transaction that left notes of
-        ``topic`` (:func:`note`), on the committing thread: it must be quick."""
+    def listen(self, topic: str, listener: Callable[[list[Any]], None]) -> None:
+        """Call ``listener(values)`` after each commit of a transaction that left notes
+        of ``topic`` (:func:`note`), on the committing thread: it must be quick."""
         self._listeners.setdefault(topic, []).append(listener)
 
     @contextlib.contextmanager
@@ -132,15 +143,15 @@ class Store:
         with self._write_lock or contextlib.nullcontext(), self.engine.begin() as conn:
             conn.info.pop(_NOTES, None)  # a rolled-back transaction's, on this connection
             yield conn
-            notes: dict[str, int] | None = conn.info.pop(_NOTES, None)
+            notes: dict[str, list[Any]] | None = conn.info.pop(_NOTES, None)
         if notes:
             self._tell(notes)
 
-    def _tell(self, notes: dict[str, int]) -> None:
-        for topic, count in notes.items():
+    def _tell(self, notes: dict[str, list[Any]]) -> None:
+        for topic, values in notes.items():
             for listener in self._listeners.get(topic, ()):
                 try:
-                    listener(count)
+                    listener(values)
                 except Exception:  # one listener's bug must not fail a committed write
                     log.exception("a listener of %r failed", topic)
 
@@ -296,10 +307,12 @@ class WriteQueue:
         try:
             with self._store.write() as conn:
                 for work in batch:
+                    noted = _noted(conn)
                     try:
                         with conn.begin_nested():
                             outcomes.append((work, True, work.function(conn)))
                     except Exception as exc:  # noqa: BLE001  (handed to the caller)
+                        conn.info[_NOTES] = noted  # what it undid is not told
                         outcomes.append((work, False, exc))
         except Exception as exc:  # noqa: BLE001  (the commit failed: nothing of it holds)
             self._commit_failed(len(batch), exc)
