@@ -11,7 +11,12 @@ import pytest
 
 from pilotage.matchmaking.ads import MatchConfig
 from pilotage.matchmaking.autocluster import AutoclusterIndex
-from pilotage.matchmaking.service import FOLLOW_SLICE, MatchService, MatchSettings
+from pilotage.matchmaking.service import (
+    FOLLOW_SLICE,
+    RELOAD_CHUNK,
+    MatchService,
+    MatchSettings,
+)
 from pilotage.matchmaking.stored_ads import StoredAds
 from pilotage.queue import jobs as queue
 from pilotage.queue.history import Actor
@@ -97,7 +102,7 @@ def store(db_url: str) -> Iterator[Store]:
 
 
 def test_follow_takes_a_big_submit_in_and_sync_a_slice(store: Store) -> None:
-    count = 2 * FOLLOW_SLICE + 7
+    count = RELOAD_CHUNK + FOLLOW_SLICE + 7
     service = MatchService(MatchSettings(full_sync_s=3600))
     with store.read() as conn:
         service.repair(conn, now=100.0)
@@ -116,3 +121,8 @@ def test_follow_takes_a_big_submit_in_and_sync_a_slice(store: Store) -> None:
     with store.read() as conn:
         service.follow(conn)
     assert len(service.index) == count - 1 and 4 not in service.index  # ids start at 1
+    again = MatchService(MatchSettings(full_sync_s=3600))  # as a server that starts
+    with store.read() as conn:
+        again.restore(conn)
+        again.repair(conn, now=103.0)  # read a chunk at a time
+    assert len(again.index) == count - 1 and 4 not in again.index

@@ -190,21 +190,25 @@ class MatchService:
         """
         top = conn.execute(sa.select(sa.func.max(job_events.c.id))).scalar() or 0
         index = AutoclusterIndex(self._config)
-        after = 0
-        while True:
-            rows = conn.execute(
-                sa.select(jobs.c.id, jobs.c.ad)
-                .where(jobs.c.state == JobState.IDLE.value, jobs.c.id > after)
-                .order_by(jobs.c.id)
-                .limit(RELOAD_CHUNK)
-            ).all()
-            for n, (job_id, ad) in enumerate(rows, 1):
+        # In the order of the index on (state, priority, id): each chunk starts where the
+        # last ended (in id order, each would sort every idle job again).
+        key = sa.tuple_(jobs.c.priority, jobs.c.id)
+        query = (
+            sa.select(jobs.c.priority, jobs.c.id, jobs.c.ad)
+            .where(jobs.c.state == JobState.IDLE.value)
+            .order_by(jobs.c.priority, jobs.c.id)
+            .limit(RELOAD_CHUNK)
+        )
+        rows = conn.execute(query).all()
+        while rows:
+            for n, (_, job_id, ad) in enumerate(rows, 1):
                 self._stored.add(index, job_id, ad)
                 if n % YIELD_EVERY == 0:
                     time.sleep(0)  # let requests in between (see YIELD_EVERY)
             if len(rows) < RELOAD_CHUNK:
                 break
-            after = rows[-1][0]
+            after = sa.tuple_(rows[-1].priority, rows[-1].id)
+            rows = conn.execute(query.where(key > after)).all()
         with self._lock:
             self.index = index
             self.matchmaker = Matchmaker(index, self.accountant)
