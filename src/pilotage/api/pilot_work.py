@@ -121,7 +121,9 @@ async def report(
         refused: list[ResultRefused] = []
         for item in body.results:
             try:
-                recorded[item.claim_id] = _record(conn, pilot_id, item, who.name, secret, now)
+                recorded[item.claim_id] = _record(
+                    conn, pilot_id, item, who.name, secret, now, ctx.is_postgres
+                )
             except PilotageError as exc:
                 refused.append(
                     ResultRefused(claim_id=item.claim_id, status=exc.http_status,
@@ -139,7 +141,13 @@ async def report(
 
 
 def _record(
-    conn: sa.Connection, pilot_id: str, item: ClaimResult, subject: str, secret: str, now: float
+    conn: sa.Connection,
+    pilot_id: str,
+    item: ClaimResult,
+    subject: str,
+    secret: str,
+    now: float,
+    pg: bool,
 ) -> str:
     """Record one result of a report of several; the job's state after it."""
     live, _pilot = claims.held_claim(conn, item.claim_id, subject, secret)
@@ -147,6 +155,6 @@ def _record(
         raise Denied(f"claim {item.claim_id} is held by pilot {live.pilot_id}, not {pilot_id}")
     if item.without_switch is None:
         # Nothing is written before the guarded update that may refuse it.
-        return claims.report(conn, live, item, pilot=pilot_id, now=now).value
+        return claims.report(conn, live, item, pilot=pilot_id, now=now, pg=pg).value
     with conn.begin_nested():  # the ad is marked first: undone if the report is refused
-        return claims.report(conn, live, item, pilot=pilot_id, now=now).value
+        return claims.report(conn, live, item, pilot=pilot_id, now=now, pg=pg).value

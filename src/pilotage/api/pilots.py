@@ -219,7 +219,7 @@ async def claim_result(
     def work(conn: sa.Connection) -> tuple[sa.Row[Any], list[Claim]]:
         now = ctx.clock()
         live, pilot = claims.held_claim(conn, claim_id, who.name, secret)
-        claims.report(conn, live, body, pilot=live.pilot_id, now=now)
+        claims.report(conn, live, body, pilot=live.pilot_id, now=now, pg=ctx.is_postgres)
         registry.touch(conn, pilot, now, every_s=touch_every_s(ctx))
         got: list[Claim] = []
         if body.next is not None and pilot.state == "active":

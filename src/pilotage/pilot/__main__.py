@@ -209,6 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     root = logging.getLogger("pilotage")
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    # A few lines per job, written from every claim's thread: the record's caller,
+    # thread and process, which this format never shows, are not looked up (the
+    # logging HOWTO's "Optimization").
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     try:
         return run(config_from_args(args))
     except (PilotageError, OSError) as exc:

@@ -81,10 +81,14 @@ class Slot:
 
     def free(self) -> Resources:
         """What no claim holds."""
-        used = Resources()
-        for share in self.claims.values():
-            used = used + share
-        return self.total - used
+        cpus = memory_mb = disk_mb = gpus = 0
+        for share in self.claims.values():  # no Resources made per claim: called per job
+            cpus += share.cpus
+            memory_mb += share.memory_mb
+            disk_mb += share.disk_mb
+            gpus += share.gpus
+        t = self.total
+        return Resources(t.cpus - cpus, t.memory_mb - memory_mb, t.disk_mb - disk_mb, t.gpus - gpus)
 
     def can_ask(self) -> bool:
         """Whether enough is free to ask the server for another job."""

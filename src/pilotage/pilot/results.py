@@ -102,10 +102,9 @@ class Results:
             else:
                 for run, _result in ended:
                     why = answer.refused.get(run.claim.claim_id)
-                    if why is None:
-                        log.info("%s: result reported", run.tag)
-                    else:
+                    if why is not None:
                         log.warning("%s: result not reported (%s)", run.tag, why)
+                log.debug("%d results reported", len(ended) - len(answer.refused))
                 return answer
         for run, result in ended:
             self.send_one(run, result)

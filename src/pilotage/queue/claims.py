@@ -26,7 +26,7 @@ from pilotage.collector import pilots as pilot_registry
 from pilotage.config import ServerSettings
 from pilotage.errors import Conflict, NotFound
 from pilotage.matchmaking.service import MatchService
-from pilotage.queue import gpus, history, policy_store, spool, vacate
+from pilotage.queue import claims_pg, gpus, history, policy_store, spool, vacate
 from pilotage.queue.states import HoldCode, JobState, Trigger, transition
 from pilotage.store.engine import note, noted
 from pilotage.store.prepared import Prepared
@@ -66,16 +66,20 @@ def _claim_job(job: Any) -> sa.Update:
 
 #: On SQLite the write lock already keeps every other writer out.
 _CLAIM_JOB = Prepared(_claim_job(_P("job_id")))
-#: On PostgreSQL the job is first locked, skipping one another server is taking right now
-#: rather than waiting for it (a locked job matches nothing, so nothing is updated).
-_CLAIM_JOB_PG = Prepared(
-    _claim_job(
+
+
+def _locked_idle_job() -> Any:
+    """On PostgreSQL the job is first locked, skipping one another server is taking right
+    now rather than waiting for it (a locked job matches nothing: nothing is updated)."""
+    return (
         sa.select(jobs.c.id)
         .where(jobs.c.id == _P("job_id"), jobs.c.state == _IDLE)
         .with_for_update(skip_locked=True)
         .scalar_subquery()
     )
-)
+
+
+_CLAIM_JOB_PG = Prepared(_claim_job(_locked_idle_job()))
 
 
 #: history.apply's guarded update for an exit. Invariant: claim_id is set exactly while
@@ -106,7 +110,13 @@ def _exit_job(*policy: Any) -> sa.Update:
 _EXIT_JOB = Prepared(_exit_job())
 #: The same for a job whose ad has no ``on_exit_*`` policy, the usual case: its policy
 #: (pilotage.queue.policy_store.on_exit, which reads the ad) need not be looked at.
-_EXIT_PLAIN_JOB = Prepared(_exit_job(jobs.c.ad.not_like("%OnExit%")))
+_NO_ON_EXIT = jobs.c.ad.not_like("%OnExit%")
+_EXIT_PLAIN_JOB = Prepared(_exit_job(_NO_ON_EXIT))
+
+#: On PostgreSQL, the claim and the exit with their event and claim row in one
+#: statement each (a round trip instead of three: pilotage.queue.claims_pg).
+_CLAIM_PG_ONE = Prepared(claims_pg.claim_statement(_claim_job(_locked_idle_job())))
+_EXIT_PLAIN_PG_ONE = Prepared(claims_pg.exit_statement(_exit_job(_NO_ON_EXIT)))
 
 _INSERT_EVENT = Prepared(
     sa.insert(job_events).returning(job_events.c.id),
@@ -268,18 +278,24 @@ def _claim(
 ) -> Claim | None:
     """Claim one job if it is still idle (the guarded update makes this atomic)."""
     claim_id = "c-" + secrets.token_urlsafe(18)
-    row = (_CLAIM_JOB_PG if pg else _CLAIM_JOB).first(
-        conn,
-        {
-            "job_id": job_id,
-            "at": now,
-            "new_claim": claim_id,
-            "by_pilot": pilot.id,
-            "at_site": pilot.site,
-        },
-    )
+    lease_end = now + settings.lease_s
+    params = {
+        "job_id": job_id,
+        "at": now,
+        "new_claim": claim_id,
+        "by_pilot": pilot.id,
+        "at_site": pilot.site,
+    }
+    if pg:
+        params.update(lease_end=lease_end, actor=f"pilot:{pilot.id}")
+        row = _CLAIM_PG_ONE.first(conn, params)
+        if row is None:
+            return None  # taken meanwhile (by another server)
+        note(conn, history.NOT_IDLE_NOTE, (int(row.event_id), job_id))
+        return _claim_of(conn, row, claim_id, job_id, pilot, settings, lease_end)
+    row = _CLAIM_JOB.first(conn, params)
     if row is None:
-        return None  # taken meanwhile (by another server on PostgreSQL)
+        return None
     _insert_event(
         conn,
         _event(
@@ -292,7 +308,6 @@ def _claim(
             pilot_id=pilot.id,
         ),
     )
-    lease_end = now + settings.lease_s
     _INSERT_CLAIM.rowcount(
         conn,
         {
@@ -310,6 +325,19 @@ def _claim(
             "request_gpus": row.request_gpus,
         },
     )
+    return _claim_of(conn, row, claim_id, job_id, pilot, settings, lease_end)
+
+
+def _claim_of(
+    conn: sa.Connection,
+    row: Any,
+    claim_id: str,
+    job_id: int,
+    pilot: sa.Row[Any],
+    settings: ServerSettings,
+    lease_end: float,
+) -> Claim:
+    """The claim to answer, from the claimed job's columns."""
     assigned = gpus.assign(conn, job_id, pilot, row.request_gpus) if row.request_gpus else []
     spec = json.loads(row.spec)
     executable = spec["executable"]
@@ -394,9 +422,16 @@ def heartbeat(
 
 
 def report(
-    conn: sa.Connection, live: LiveClaim, result: Result, *, pilot: str, now: float
+    conn: sa.Connection,
+    live: LiveClaim,
+    result: Result,
+    *,
+    pilot: str,
+    now: float,
+    pg: bool = False,
 ) -> JobState:
-    """Record how a job ended; returns its new state."""
+    """Record how a job ended; returns its new state. ``pg``: the database is
+    PostgreSQL (the usual exit goes in one statement there)."""
     if result.without_switch is not None:
         vacate.note_without_switch(conn, live.claim_id, live.job_id, result.without_switch)
     if result.failure is not None:
@@ -411,6 +446,12 @@ def report(
         "cpu": result.cpu_s,
         "rss": result.max_rss_kb,
     }
+    if pg:
+        values.update(actor=f"pilot:{pilot}", reason=_exit_text(result), pilot=pilot)
+        row = _EXIT_PLAIN_PG_ONE.first(conn, values)
+        if row is not None:
+            note(conn, history.NOT_IDLE_NOTE, (int(row.event_id), live.job_id))
+            return _EXIT.to_state
     if _EXIT_PLAIN_JOB.rowcount(conn, values) != 1:
         # The job's own on_exit_* / max_retries may hold it or run it again instead.
         decided = policy_store.on_exit(

@@ -89,13 +89,22 @@ def time_statements(store: Store, registry: CollectorRegistry) -> None:
     def before(conn: sa.Connection, *_args: Any) -> None:
         conn.info.setdefault("pilotage.t0", []).append(time.perf_counter())
 
+    # The series each statement text goes to, found once per text (the pilot protocol's
+    # statements run thousands of times a second: a label look-up each is not cheap).
+    series: dict[str, Any] = {}
+
     def after(conn: sa.Connection, _cursor: Any, statement: str, *_args: Any) -> None:
         starts = conn.info.get("pilotage.t0")
         if not starts:
             return
         elapsed = time.perf_counter() - starts.pop()
-        word = statement.lstrip()[:8].split(None, 1)[0].lower() if statement.strip() else ""
-        histogram.labels(word if word in _KINDS else "other").observe(elapsed)
+        child = series.get(statement)
+        if child is None:
+            word = statement.lstrip()[:8].split(None, 1)[0].lower() if statement.strip() else ""
+            if len(series) >= 4096:
+                series.clear()
+            child = series[statement] = histogram.labels(word if word in _KINDS else "other")
+        child.observe(elapsed)
 
     for engine in engines.values():
         sa.event.listen(engine, "before_cursor_execute", before)
