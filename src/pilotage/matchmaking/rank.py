@@ -10,7 +10,8 @@ to choose. The negotiator's meaning is kept with a short memory of the other slo
 - when a slot asks and a candidate job has a ``Rank`` that reads the slot, the job is
   *passed over* if another pilot's remembered offer matches it (its free resources fit
   and both sides' Requirements hold) and its Rank there is strictly higher. That pilot
-  asks again within the server's ``retry_after_s`` and gets the job then;
+  asks again, or its request held open by the server looks again (api/workwait.py),
+  within the server's ``retry_after_s`` and gets the job then;
 - a job is passed over for at most ``wait_s`` seconds from the first time: a preferred
   slot that does not come back (it left, took other work, its START changed) delays the
   job that long at most, after which it takes any slot that matches.
@@ -24,8 +25,9 @@ or 0, as in HTCondor.
 
 Cost: nothing for jobs without a Rank or with a constant one. For the others, one Rank
 evaluation per remembered offer, cached per autocluster and slot values. Only the
-``max_offers`` (64) most recent offers are kept: idle pilots ask again every
-``retry_after_s``, so the slots free now are among the latest asks, and a job compares
+``max_offers`` (64) most recent offers are kept: an idle pilot's held request looks
+again every ``retry_after_s``, so the slots free now are among the latest asks, and a
+job compares
 at most that many (bench/rank.py, docs/benchmarks.md).
 """
 
