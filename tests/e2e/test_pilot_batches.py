@@ -31,21 +31,25 @@ def _result(claim_id: str, **fields: Any) -> dict[str, Any]:
 def test_a_held_request_wakes_at_submit_and_results_go_several_to_a_call(
     make_pool: Callable[..., Pool], clients: Clients
 ) -> None:
-    # A held request looks again on its own only every ten minutes: only the submit's
-    # wake-up can bring it a job before wait_s runs out.
+    # A held request looks again on its own only every ten minutes, and it is held
+    # longer than the client waits (60 s): only a wake-up answers it in time.
     pool = make_pool(retry_after_s="600", work_wait_s="120", lease_s="600")
     pilot = ProtocolPilot(clients(pool, pool.token("batches", "pilot")), "batch", **FREE3)
-    ask = {"v": 1, "free": FREE3, "time_left_s": 3000, "wait_s": 45, "max_claims": 3}
-    held: dict[str, httpx.Response] = {}
+    ask = {"v": 1, "free": FREE3, "time_left_s": 3000, "wait_s": 90, "max_claims": 3}
+    held: dict[str, Any] = {}
 
     def hold() -> None:
-        held["answer"] = pilot.post(f"/pilot/v1/pilots/{pilot.id}/claims", json=ask)
+        try:
+            held["answer"] = pilot.post(f"/pilot/v1/pilots/{pilot.id}/claims", json=ask)
+        except httpx.TimeoutException as exc:
+            held["answer"] = f"not answered in time ({exc!r}): no wake-up"
 
     waiting = threading.Thread(target=hold)
     waiting.start()
     with pool.admin() as admin:
         cluster = submit_api(admin, 4)
     waiting.join(timeout=120)
+    assert isinstance(held["answer"], httpx.Response), held["answer"]
     answer = held["answer"].json()
     assert held["answer"].status_code == 200, answer
     assert answer["claim"] is not None and len(answer["more_claims"]) == 2
@@ -99,6 +103,20 @@ def test_a_held_request_wakes_at_submit_and_results_go_several_to_a_call(
         for job in _jobs(pool, cluster):
             events = admin.call("GET", f"/api/v1/jobs/{job}/events")
             assert [e["trigger"] for e in events] == ["submit", "claim", "exit"]
+
+    # Nothing to run: a held request answers at once when its pilot is drained (here:
+    # it would otherwise wait out wait_s, since it looks again only every ten minutes).
+    held.clear()
+    waiting = threading.Thread(target=hold)
+    waiting.start()
+    with pool.admin() as admin:
+        drained = admin.call("POST", "/api/v1/pilots/actions",
+                             json={"action": "drain", "pilots": [pilot.id]})  # fmt: skip
+    assert drained[0]["action"] == "drain"
+    waiting.join(timeout=120)
+    assert isinstance(held["answer"], httpx.Response), held["answer"]
+    assert held["answer"].status_code == 200
+    assert held["answer"].json()["drain"] is True and held["answer"].json()["claim"] is None
 
     # Served without FastAPI's routing or not, each call is timed under its route.
     metrics = clients(pool, pool.token("watcher", "admin")).get("/metrics")

@@ -17,6 +17,7 @@ from starlette.requests import HTTPConnection
 
 from pilotage.api.auth import Authenticator, Principal
 from pilotage.api.workwait import WorkWaits
+from pilotage.collector.pilot_admin import PILOTS_NOTE
 from pilotage.config import Settings
 from pilotage.credentials.tokens import TokenIssuer
 from pilotage.matchmaking.service import MatchService, MatchSettings
@@ -99,7 +100,8 @@ class ServerContext:
     def __post_init__(self) -> None:
         self.tokens = VerifiedTokens(self.authenticator, self.clock)
         self.waits = WorkWaits()
-        self.store.listen(IDLE_NOTE, self.waits.jobs_idle)
+        self.store.listen(IDLE_NOTE, self.waits.wake)
+        self.store.listen(PILOTS_NOTE, self.waits.wake)
         self.store.listen(NOT_IDLE_NOTE, lambda events: self.matcher.passed(events))
 
     @classmethod

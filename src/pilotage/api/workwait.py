@@ -6,7 +6,9 @@ transaction and not on a thread, but as a future on the event loop, until
 
 - jobs become IDLE in this server process (submitted, released, requeued, vacated,
   freed: :data:`pilotage.queue.history.IDLE_NOTE`, told once their transaction has
-  committed): every held request is woken and looks again at once;
+  committed), or pilots are drained or retired through it
+  (:data:`pilotage.collector.pilot_admin.PILOTS_NOTE`): every held request is woken and
+  looks again at once (a drained or retiring pilot then hears so);
 - ``retry_after_s`` has passed: it looks again anyway, for jobs another server sharing
   the database made idle, which this process is not told of;
 - ``wait_s`` has passed, the pilot went away, or the server stops: it answers without a
@@ -43,9 +45,9 @@ class WorkWaits:
         #: The server is stopping: nothing waits any more.
         self.closing = False
 
-    def jobs_idle(self, _counts: list[Any]) -> None:
-        """Jobs became IDLE (a committed transaction says how many): wake every held
-        request.
+    def wake(self, _notes: list[Any]) -> None:
+        """Jobs became IDLE, or pilots were drained or retired (a committed transaction
+        says so): wake every held request, which looks again.
 
         Called from any thread; a no-op until a request has waited."""
         loop = self._loop

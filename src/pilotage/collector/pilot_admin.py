@@ -27,9 +27,13 @@ from pilotage.collector.pilots import ENTRY_TOKEN_PREFIX, entry_token_subject
 from pilotage.errors import Conflict, NotFound
 from pilotage.queue import claims as queue_claims
 from pilotage.queue.states import Trigger
+from pilotage.store.engine import note
 from pilotage.store.tables import claims, pilots
 
 ACTIONS = ("drain", "resume", "retire", "kill")
+#: The note (:func:`pilotage.store.engine.note`) of a transaction that drained, resumed,
+#: retired or killed pilots: their requests for work held open answer at once.
+PILOTS_NOTE = "pilots-changed"
 
 
 def _entry_of(row: Any) -> str | None:
@@ -135,6 +139,8 @@ def act(
                 stopped += 1
         conn.execute(sa.update(pilots).where(pilots.c.id == row.id).values(**values))
         done.append({"pilot": row.id, "action": action, "jobs_stopped": stopped})
+    if done:
+        note(conn, PILOTS_NOTE)
     return done
 
 
@@ -149,4 +155,6 @@ def retire_entry(conn: sa.Connection, entry: str, frontend: str) -> int:
         )
         .values(retire=True)
     )
+    if result.rowcount:
+        note(conn, PILOTS_NOTE)
     return int(result.rowcount or 0)
