@@ -143,12 +143,13 @@ class AutoclusterIndex:
         job_id, ad = job.job_id, job.ad
         if job_id in self._jobs:
             self.remove(job_id)
+        identity = _identity_of(job)
         shape = self._shapes.get(pairs)
         if shape is None:
             shape = self._shapes[pairs] = ShapeInfo(pairs)
-            self._derive_key(shape, ad)
+            # A job read from a remembered shape comes without its ad: its shape makes one.
+            self._derive_key(shape, ad if ad is not None else ad_from_shape(pairs, identity))
         shape.refs += 1
-        identity = _identity_of(job)
         key = shape.base_key
         if shape.identity:
             key += tuple(identity[name] for name in shape.identity)

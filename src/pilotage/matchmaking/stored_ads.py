@@ -15,6 +15,9 @@ literals in the ad (they are, as submitted; an expression there is read the long
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import itertools
 import re
 from typing import Any
 
@@ -35,9 +38,9 @@ _IGNORED = "ignored"
 _COUNTED = ("clusterid", "procid", "qdate")
 #: A per-job value the shortcut reads: a plain integer.
 _COUNT = re.compile(r"^-?\d{1,18}$")
-#: Distinct shapes remembered; past this many the memory starts again (jobs that each have
-#: a shape of their own gain nothing from it).
-_CAPACITY = 4096
+#: Distinct shapes remembered (about 150 bytes each); past this many the older half is
+#: forgotten (jobs that each have a shape of their own gain nothing from it).
+_CAPACITY = 65536
 
 
 class StoredAds:
@@ -48,9 +51,9 @@ class StoredAds:
         self._ignored = frozenset(config.ignored_job_attrs)
         # The start of a line (up to " = ", indentation included) -> what the line holds.
         self._kinds: dict[str, str] = {}
-        # The text of a shape (an ad less its per-job lines) -> the first job read with it
-        # and its pairs; None: read each job of that text the long way.
-        self._shapes: dict[str, tuple[JobAd, Shape] | None] = {}
+        # The digest of a shape's text (an ad less its per-job lines) -> the first job read
+        # with it (without its ad) and its pairs; None: read each such job the long way.
+        self._shapes: dict[bytes, tuple[JobAd, Shape] | None] = {}
         self.parsed = 0  # ads parsed (the others were read from a remembered shape)
 
     def add(self, index: AutoclusterIndex, job_id: int, text: str) -> None:
@@ -65,21 +68,23 @@ class StoredAds:
         if split is None:
             return self._parse(job_id, text)  # missing, an expression, or refused
         rest, identity = split
-        if rest not in self._shapes:
+        digest = hashlib.blake2b(rest.encode(), digest_size=16).digest()
+        if digest not in self._shapes:
             if len(self._shapes) >= _CAPACITY:
-                self._shapes.clear()
+                for old in list(itertools.islice(self._shapes, _CAPACITY // 2)):
+                    del self._shapes[old]
             ad = load_ad(text)
             self.parsed += 1
-            self._shapes[rest] = known = self._read_shape(job_id, ad)
-            if known is None:
+            self._shapes[digest] = self._read_shape(job_id, ad)
+            if self._shapes[digest] is None:
                 return self._whole(job_id, ad)
-        known = self._shapes[rest]
+        known = self._shapes[digest]
         if known is None:
             return self._parse(job_id, text)
         first, pairs = known
         job = JobAd(
             job_id=job_id,
-            ad=first.ad,  # the shape's ad: read only for what all its jobs share
+            ad=None,  # the index makes one from the shape if it needs one
             submitter=first.submitter,
             cluster_id=identity["clusterid"],
             proc_id=identity["procid"],
@@ -129,7 +134,8 @@ class StoredAds:
             if value is not None and type(value) not in LITERAL_TYPES:
                 return None  # an expression: it may read the per-job attributes
         job = JobAd.from_classad(job_id, ad, self.config, values)
-        return job, job_shape(ad, self.config.ignored_job_attrs, values)
+        pairs = job_shape(ad, self.config.ignored_job_attrs, values)
+        return dataclasses.replace(job, ad=None), pairs  # remembered without its ClassAd
 
     def _parse(self, job_id: int, text: str) -> tuple[JobAd, Shape]:
         """The long way: the whole ad parsed, as :meth:`AutoclusterIndex.add` reads it."""
