@@ -3,7 +3,9 @@ traceback only with ``--debug``.
 
 Exit codes (docs/cli.md): 0 success; 1 a job did not complete (``wait``); 2 bad input or
 usage; 3 not found; 4 not authenticated or denied; 5 server unreachable; 6 conflict;
-70 internal error; 75 try again later (and ``wait`` timed out); 78 configuration error.
+70 internal error; 74 a local file cannot be read or written; 75 try again later (and
+``wait`` timed out, or a local disk is full); 77 a local file is not permitted or
+read-only; 78 configuration error.
 """
 
 from __future__ import annotations
@@ -171,6 +173,14 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("pilotage: interrupted", file=sys.stderr)
         sys.exit(130)
+    except OSError as exc:  # a local file the system refuses (pilotage.cli.oserrors)
+        from pilotage.cli.oserrors import describe
+
+        if debug:
+            traceback.print_exc()
+        message, status = describe(exc)
+        print(f"pilotage: {message}", file=sys.stderr)
+        sys.exit(status)
     except Exception as exc:  # noqa: BLE001  (the last line of defence: one sentence)
         if debug:
             traceback.print_exc()
