@@ -11,6 +11,7 @@
     │   ├── Denied                    authenticated but not allowed (HTTP 403)
     │   └── Conflict                  the object is not in a state that allows this (HTTP 409)
     ├── OperatorError                 the pool operator must fix configuration or set-up
+    │   └── ConfigInvalid             a reload read a file that does not load (HTTP 422)
     ├── Transient                     nobody yet: retry later (carries ``retry_after_s``)
     │   └── Unreachable               the server could not be reached at all
     └── InternalError                 a bug in pilotage: report it
@@ -92,6 +93,13 @@ class OperatorError(PilotageError):
     exit_code = 78
 
 
+class ConfigInvalid(OperatorError):
+    """A reload of the running server read a configuration that does not load or does
+    not pass its checks: refused (HTTP 422), the running configuration stays."""
+
+    http_status = 422
+
+
 class Transient(PilotageError):
     """A temporary failure: the same request may succeed later."""
 
@@ -127,3 +135,7 @@ BY_HTTP_STATUS: dict[int, type[PilotageError]] = {
     422: BadInput,
     503: Transient,
 }
+
+#: Error class name → class, for the answers whose status alone does not say which
+#: (a 422 ``ConfigInvalid`` is the operator's to fix, exit 78, not the caller's input).
+BY_NAME: dict[str, type[PilotageError]] = {"ConfigInvalid": ConfigInvalid}

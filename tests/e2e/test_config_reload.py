@@ -100,3 +100,48 @@ def test_sighup_reloads_x509_so_delegate_works_without_restart(pool: Pool) -> No
     reloaded = pool.cli("admin", "reload")
     assert reloaded.returncode == 0
     assert reloaded.stdout.strip() == "[server] max_sandbox_mb: 256 -> 100 (needs a restart)"
+
+
+def test_admin_reload_refuses_a_bad_file_and_keeps_the_running_configuration(
+    pool: Pool,
+) -> None:
+    import httpx
+
+    config = pool.state.config
+    original = config.read_text()
+    with pool.admin() as client:
+        before = client.call("GET", "/api/v1/admin/config")
+    assert before["settings"]["server"]["max_attempts"] == 5
+    # A reloadable change next to what does not load: neither takes effect.
+    changed = original.replace("max_attempts = 5", "max_attempts = 7")
+    assert changed != original
+    for broken, what in (
+        (changed + "\n[nonsense]\nkey = 1\n", "unknown section [nonsense]"),
+        (changed + "\nthis is = = not toml\n", "is not valid TOML"),
+        (changed.replace("heartbeat_s = 60.0", 'heartbeat_s = "often"'), "heartbeat_s"),
+    ):
+        config.write_text(broken)
+        refused = pool.cli("admin", "reload")
+        assert refused.returncode == 78, refused.stderr
+        assert str(config) in refused.stderr and what in refused.stderr, refused.stderr
+        assert "the running configuration stays" in refused.stderr
+        assert "Traceback" not in refused.stderr
+    # The API's one error body, 422 ConfigInvalid.
+    transport = httpx.HTTPTransport(uds=str(pool.state.socket))
+    with httpx.Client(transport=transport, base_url="http://local") as raw:
+        answer = raw.post("/api/v1/admin/reload")
+    assert answer.status_code == 422
+    body = answer.json()
+    assert set(body) == {"error", "message"} and body["error"] == "ConfigInvalid"
+    assert str(config) in body["message"] and "heartbeat_s" in body["message"]
+    with pool.admin() as client:
+        after = client.call("GET", "/api/v1/admin/config")
+    assert after["settings"] == before["settings"]
+    assert after["loaded_at"] == before["loaded_at"]
+    # The file fixed: the reload takes the change.
+    config.write_text(changed)
+    reloaded = pool.cli("admin", "reload")
+    assert reloaded.returncode == 0, reloaded.stderr
+    assert reloaded.stdout.strip() == "[server] max_attempts: 5 -> 7 (in effect)"
+    with pool.admin() as client:
+        assert client.call("GET", "/api/v1/admin/config")["settings"]["server"]["max_attempts"] == 7

@@ -52,7 +52,10 @@ REASONS = {
     404: "An object the call names does not exist (or is not the caller's to see).",
     409: "The object's state forbids the call now.",
     413: "The body is larger than the server takes.",
-    422: "A parameter or the body is not valid; the message names it.",
+    422: (
+        "A parameter or the body is not valid, or (a reload) the configuration file; "
+        "the message names it."
+    ),
     503: "A fault of the moment (database, disk, overload): try again after Retry-After.",
 }
 
@@ -99,6 +102,7 @@ EXTRA: dict[tuple[str, str], tuple[int, ...]] = {
     ("put", "/api/v1/entries/{name}"): (409,),
     ("post", "/api/v1/pilot-tokens"): (404,),
     ("post", "/api/v1/validation-reports"): (404,),
+    ("post", "/api/v1/admin/reload"): (422,),
 }
 
 #: A job id as :func:`pilotage.queue.jobs.parse_job_ref` reads it (blanks around it are

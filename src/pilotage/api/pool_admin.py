@@ -21,7 +21,7 @@ from pilotage.collector import pilot_admin
 from pilotage.collector.pilots import entry_token_subject
 from pilotage.credentials import vo
 from pilotage.credentials.tokens import Role
-from pilotage.errors import Denied, NotFound
+from pilotage.errors import ConfigInvalid, Denied, NotFound, PilotageError, Transient
 from pilotage.frontend.wire import EntryName
 from pilotage.store.tables import clusters, entry_ads, jobs
 
@@ -195,8 +195,20 @@ def running_config(request: Request, ctx: Ctx, who: Admin) -> dict[str, Any]:
 @router.post("/admin/reload")
 def reload_config(request: Request, who: Admin) -> dict[str, Any]:
     """Read the configuration again, as SIGHUP does; say what took effect and what needs
-    a restart. A file that does not load changes nothing (the error says why)."""
-    found = reload(request.app)
+    a restart. A file that does not load or pass its checks changes nothing: 422
+    ``ConfigInvalid``, naming the file and what is wrong."""
+    try:
+        found = reload(request.app)
+    except Transient:
+        raise
+    except (PilotageError, OSError) as exc:
+        path = request.app.state.ctx.state.config
+        why = exc.message if isinstance(exc, PilotageError) else f"{path}: {exc.strerror}"
+        raise ConfigInvalid(
+            f"the configuration in {path} was not reloaded: {why}; the running "
+            "configuration stays (fix the file, check it with 'pilotage config check', "
+            "and reload again)"
+        ) from None
     return {
         "changes": [
             {"key": c.name, "old": c.old, "new": c.new, "reloads": c.reloads} for c in found

@@ -19,6 +19,7 @@ from typing import IO, TYPE_CHECKING, Any
 from pilotage.cli.tls_advice import certificate_problem, tls_advice
 from pilotage.errors import (
     BY_HTTP_STATUS,
+    BY_NAME,
     InternalError,
     PilotageError,
     Transient,
@@ -247,10 +248,14 @@ class Client:
     def _raise_for(response: httpx.Response) -> None:
         if response.status_code < 400:
             return
+        kind = None
         try:
             body = response.json()
             message = str(body.get("message") or body)
+            kind = body.get("error")
         except ValueError:
             message = response.text[:200] or response.reason_phrase
-        cls: type[PilotageError] = BY_HTTP_STATUS.get(response.status_code, InternalError)
+        cls: type[PilotageError] = BY_NAME.get(str(kind)) or BY_HTTP_STATUS.get(
+            response.status_code, InternalError
+        )
         raise cls(message)
