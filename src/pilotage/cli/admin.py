@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from pilotage.cli.backup_cmd import backup_cmd
 from pilotage.cli.check import check_cmd
 
 app = typer.Typer(help="The pool admin's verbs.", no_args_is_help=True)
@@ -19,6 +20,7 @@ vo_app = typer.Typer(
 )
 app.add_typer(vo_app, name="vo")
 app.command("check")(check_cmd)  # the state's database and spool (pilotage.cli.check)
+app.command("backup")(backup_cmd)  # a copy of the state while it runs (pilotage.cli.backup_cmd)
 
 
 @vo_app.command("add")

@@ -1,0 +1,110 @@
+"""``pilotage admin backup`` and a restore, for real: a pool runs jobs, its state is copied
+while the server runs, the state directory is wiped, the copy put back as
+docs/operations.md says; the completed jobs' outputs are still fetched and idle jobs still
+run. A destination that is not empty and a state directory that does not exist are
+refused, writing nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pilotage.testing import Pool
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hello"
+
+
+@pytest.fixture
+def pool() -> Iterator[Pool]:
+    root = Path(tempfile.mkdtemp(prefix="pilotage-backup-"))
+    pool = Pool(root, f"sqlite:///{root / 'state' / 'pilotage.db'}")
+    try:
+        yield pool.start()
+    finally:
+        pool.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _submit(pool: Pool, work: Path, jobs: int) -> None:
+    text = (EXAMPLE / "hello.submit").read_text().replace("queue 20", f"queue {jobs}")
+    (work / "hello.submit").write_text(text.replace("HELLO_SLEEP=1", "HELLO_SLEEP=0"))
+    done = pool.cli("submit", "hello.submit", cwd=work)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_backup_taken_while_the_server_runs_restores_the_pool(pool: Pool) -> None:
+    work = pool.root / "work"
+    shutil.copytree(EXAMPLE, work)
+    (work / "out").mkdir()
+    _submit(pool, work, 3)  # cluster 1: runs before the backup
+    pool.pilots(1)
+    pool.wait_jobs(["1"], ("COMPLETED",))
+    assert pool.backend is not None
+    pool.backend.remove_all(grace_s=30)
+    _submit(pool, work, 2)  # cluster 2: idle when the backup is taken
+
+    dest = pool.root / "backup"
+    # Bad input first: nothing written, nothing changed.
+    dest.mkdir()
+    (dest / "keep.txt").write_text("mine\n")
+    refused = pool.cli("admin", "backup", str(dest))
+    assert refused.returncode == 2, refused.stderr
+    assert f"{dest} exists and is not empty" in refused.stderr
+    assert sorted(p.name for p in dest.iterdir()) == ["keep.txt"]
+    missing, elsewhere = pool.root / "no-such-state", pool.root / "elsewhere"
+    refused = pool.cli("--state-dir", str(missing), "admin", "backup", str(elsewhere))
+    assert refused.returncode == 78, refused.stderr
+    assert f"the state directory {missing} does not exist" in refused.stderr
+    assert not elsewhere.exists() and not missing.exists()
+    (dest / "keep.txt").unlink()
+
+    # The backup, while the server runs.
+    taken = pool.cli("admin", "backup", str(dest))
+    assert taken.returncode == 0, taken.stderr
+    assert f"backed up {pool.state.root} to {dest}" in taken.stdout
+    manifest = json.loads((dest / "pilotage-backup.json").read_text())
+    assert manifest["database"] == "pilotage.db" and manifest["schema_revision"]
+    assert manifest["spool"]["files"] >= 4  # the input sandbox and three outputs
+    assert set(manifest["files"]) >= {"pilotage.toml", "ca", "server", "tokens", "credentials"}
+    for key in (dest / "ca" / "ca.key", dest / "tokens" / "signing.pem", dest / "pilotage.db"):
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o700
+    assert not (dest / "server.sock").exists()
+
+    # Restore: stop the server, put the files back, check, start.
+    pool.stop()
+    shutil.rmtree(pool.state.root)
+    pool.state.root.mkdir(mode=0o755)
+    # As docs/operations.md says: cp -a BACKUP/* STATE/ (the state directory keeps its mode).
+    restored = subprocess.run(f"cp -a {dest}/* {pool.state.root}/", shell=True, check=False)
+    assert restored.returncode == 0
+    checked = pool.cli("admin", "check")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "all 4 recorded sandboxes are in the spool" in checked.stdout, checked.stdout
+    pool.server = pool.start_server()
+
+    if os.geteuid() == 0:  # outputs fetched into a read-only submit directory: exit 77
+        subprocess.run(["mount", "--bind", str(work), str(work)], check=True)
+        try:
+            subprocess.run(["mount", "-o", "remount,bind,ro", str(work)], check=True)
+            refused = pool.cli("fetch", "1", cwd=work)
+        finally:
+            subprocess.run(["umount", "-l", str(work)], check=True)
+        assert refused.returncode == 77, refused.stdout + refused.stderr
+        assert f"{work}" in refused.stderr and "Read-only file system" in refused.stderr
+        assert "Traceback" not in refused.stderr
+    fetched = pool.cli("fetch", "1", cwd=work)
+    assert fetched.returncode == 0, fetched.stderr
+    for i in range(3):
+        assert (work / "out" / f"hello.1.{i}.out").read_text().startswith(f"hello from job 1.{i} ")
+        assert (work / f"result-{i}.txt").read_text().startswith(f"item={i} ")
+    pool.pilots(1)  # a new pilot, with the token signed before the backup
+    pool.wait_jobs(["2"], ("COMPLETED",))
