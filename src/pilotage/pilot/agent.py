@@ -84,7 +84,11 @@ class Agent:
         self._started = time.monotonic()
         self._end = self._started + config.lifetime_s
         self._idle_since = self._started
+        #: Backing off after a failed call: no call until then (results wait too).
         self._not_before = 0.0
+        #: The server had no work (its retry_after_s): no request for work until then,
+        #: but the results of jobs that end meanwhile go at once.
+        self._ask_not_before = 0.0
         self._retire = False
         #: Drained by an admin (heartbeat and work answers): no asking for work meanwhile.
         self._drained = False
@@ -213,7 +217,7 @@ class Agent:
             self.client.set_pilot_secret(again.pilot_secret)
             self._heartbeat.set_pilot(again.pilot_id)
             self._outage.succeeded()
-            self._not_before = 0.0
+            self._not_before = self._ask_not_before = 0.0
             for run in self.runs():
                 if run.claim.claim_id not in again.resumed:
                     run.stop("the server no longer holds its claim (this pilot was lost)")
@@ -263,9 +267,14 @@ class Agent:
             cancel = None
             finished: list[Ended] = []
             with self._lock:
-                if time.monotonic() >= self._not_before:  # not backing off
+                now = time.monotonic()
+                if now >= self._not_before:  # not backing off
                     finished = self._results.take()
-                    if not finished and self._may_ask(self.slot.free()):
+                    if (
+                        not finished
+                        and now >= self._ask_not_before
+                        and self._may_ask(self.slot.free())
+                    ):
                         cancel = self._results.asking = Cancel()
             if not finished and cancel is None:
                 self._idle_wait(1.0)
@@ -387,7 +396,7 @@ class Agent:
             self._on_retire()
         self._on_drain(answer.drain)
         if answer.claim is None:
-            self._not_before = time.monotonic() + max(0.0, answer.retry_after_s)
+            self._ask_not_before = time.monotonic() + max(0.0, answer.retry_after_s)
             return
         for claim in answer.claims:
             self._start(claim, sent)
@@ -542,7 +551,7 @@ class Agent:
     def _on_back(self) -> None:
         """The server answers again after an outage: ask for work now, not at the end of
         the back-off the outage built up."""
-        self._not_before = 0.0
+        self._not_before = self._ask_not_before = 0.0
         self._wake.set()
 
     def _on_lost(self, message: str) -> None:
