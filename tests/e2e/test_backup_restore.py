@@ -1,4 +1,5 @@
-"""``pilotage admin backup`` and a restore, for real: a pool runs jobs, its state is copied
+"""``pilotage admin backup`` and a restore, for real (SQLite, and PostgreSQL with
+``pg_restore``): a pool runs jobs, its state is copied
 while the server runs, the state directory is wiped, the copy put back as
 docs/operations.md says; the completed jobs' outputs are still fetched and idle jobs still
 run. A destination that is not empty and a state directory that does not exist are
@@ -16,21 +17,43 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy
+from sqlalchemy.pool import NullPool
 
+from pilotage.store.backup import libpq_env
 from pilotage.testing import Pool
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hello"
 
 
-@pytest.fixture
-def pool() -> Iterator[Pool]:
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgresql", id="postgres", marks=pytest.mark.postgres)]
+)
+def pool(request: pytest.FixtureRequest) -> Iterator[Pool]:
     root = Path(tempfile.mkdtemp(prefix="pilotage-backup-"))
-    pool = Pool(root, f"sqlite:///{root / 'state' / 'pilotage.db'}")
+    db_url = f"sqlite:///{root / 'state' / 'pilotage.db'}"
+    if request.param == "postgresql":
+        db_url = request.getfixturevalue("pg_database")
+    pool = Pool(root, db_url)
     try:
         yield pool.start()
     finally:
         pool.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _recreate(db_url: str) -> None:
+    """Drop the pool's PostgreSQL database and create it again, empty."""
+    url = sqlalchemy.make_url(db_url)
+    admin = sqlalchemy.create_engine(
+        url.set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=NullPool
+    )
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE "{url.database}" WITH (FORCE)')
+            conn.exec_driver_sql(f'CREATE DATABASE "{url.database}"')
+    finally:
+        admin.dispose()
 
 
 def _submit(pool: Pool, work: Path, jobs: int) -> None:
@@ -71,10 +94,13 @@ def test_a_backup_taken_while_the_server_runs_restores_the_pool(pool: Pool) -> N
     assert taken.returncode == 0, taken.stderr
     assert f"backed up {pool.state.root} to {dest}" in taken.stdout
     manifest = json.loads((dest / "pilotage-backup.json").read_text())
-    assert manifest["database"] == "pilotage.db" and manifest["schema_revision"]
-    assert manifest["spool"]["files"] >= 4  # the input sandbox and three outputs
+    sqlite = pool.db_url.startswith("sqlite")
+    database = dest / ("pilotage.db" if sqlite else "pilotage.pgdump")
+    assert manifest["database"] == database.name and manifest["schema_revision"]
+    if sqlite:  # the input sandbox and three outputs (on PostgreSQL: in the dump)
+        assert manifest["spool"]["files"] == 4
     assert set(manifest["files"]) >= {"pilotage.toml", "ca", "server", "tokens", "credentials"}
-    for key in (dest / "ca" / "ca.key", dest / "tokens" / "signing.pem", dest / "pilotage.db"):
+    for key in (dest / "ca" / "ca.key", dest / "tokens" / "signing.pem", database):
         assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
     assert stat.S_IMODE(dest.stat().st_mode) == 0o700
     assert not (dest / "server.sock").exists()
@@ -83,6 +109,15 @@ def test_a_backup_taken_while_the_server_runs_restores_the_pool(pool: Pool) -> N
     pool.stop()
     shutil.rmtree(pool.state.root)
     pool.state.root.mkdir(mode=0o755)
+    if not sqlite:  # a new empty database, and pg_restore, as docs/operations.md says
+        _recreate(pool.db_url)
+        env = libpq_env(pool.db_url)
+        restored = subprocess.run(
+            ["pg_restore", "--no-owner", f"--dbname={env['PGDATABASE']}", str(database)],
+            env=env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert restored.returncode == 0, restored.stderr
+        database.unlink()
     # As docs/operations.md says: cp -a BACKUP/* STATE/ (the state directory keeps its mode).
     restored = subprocess.run(f"cp -a {dest}/* {pool.state.root}/", shell=True, check=False)
     assert restored.returncode == 0

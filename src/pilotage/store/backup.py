@@ -150,20 +150,7 @@ def _pg_dump(db_url: str, copy: Path, done: Backup) -> None:
             "on PATH: install PostgreSQL's client tools (pg_dump, of the server's version "
             "or newer), or see docs/operations.md, 'Backups and restore'"
         )
-    url = sa.make_url(db_url)
-    env = dict(os.environ)
-    for name, value in (
-        ("PGHOST", url.host),
-        ("PGPORT", url.port),
-        ("PGUSER", url.username),
-        ("PGPASSWORD", url.password),
-        ("PGDATABASE", url.database),
-    ):
-        if value is not None:
-            env[name] = str(value)
-    for key, given in url.query.items():  # sslmode=..., as libpq's environment
-        if isinstance(given, str) and key in ("sslmode", "sslrootcert", "sslcert", "sslkey"):
-            env["PG" + key.upper()] = given
+    env = libpq_env(db_url)
     fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     os.close(fd)
     answer = subprocess.run(  # no secret on the command line: the password is in env
@@ -180,6 +167,27 @@ def _pg_dump(db_url: str, copy: Path, done: Backup) -> None:
     with sa.create_engine(db_url, poolclass=sa.NullPool).connect() as conn:
         rows = conn.execute(sa.text("SELECT version_num FROM alembic_version")).all()
     done.schema = sorted(str(r[0]) for r in rows)
+
+
+def libpq_env(db_url: str) -> dict[str, str]:
+    """This process's environment plus the database's host, port, user, password, name
+    and TLS settings as libpq's ``PG*`` variables: how PostgreSQL's tools are told where
+    to connect without a password on their command line."""
+    url = sa.make_url(db_url)
+    env = dict(os.environ)
+    for name, value in (
+        ("PGHOST", url.host),
+        ("PGPORT", url.port),
+        ("PGUSER", url.username),
+        ("PGPASSWORD", url.password),
+        ("PGDATABASE", url.database),
+    ):
+        if value is not None:
+            env[name] = str(value)
+    for key, given in url.query.items():  # sslmode=..., as libpq's environment
+        if isinstance(given, str) and key in ("sslmode", "sslrootcert", "sslcert", "sslkey"):
+            env["PG" + key.upper()] = given
+    return env
 
 
 def _spool(spool: Path, copy: Path, done: Backup) -> None:

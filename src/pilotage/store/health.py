@@ -13,8 +13,8 @@ start-up.
   that cannot be reached is :class:`~pilotage.errors.Transient` (exit 75: try again).
 - :func:`startup_faults` turns what migrating a database raises into the same errors.
 - :func:`admin_check` is ``pilotage admin check``: the above, the database's own
-  integrity check, its schema against this version's migrations, and the spool's files
-  against the sandboxes the database records.
+  integrity check, its schema against this version's migrations, and the sandboxes the
+  database records against the spool's files (or their pieces in the database).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from alembic.script import ScriptDirectory
 from pilotage.errors import OperatorError, PilotageError, Transient
 from pilotage.store.engine import MIGRATIONS, Store
 from pilotage.store.faults import FaultKind, classify, os_fault
-from pilotage.store.tables import sandboxes
+from pilotage.store.tables import sandbox_chunks, sandboxes
 
 #: The first bytes of every SQLite database file.
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -340,7 +340,17 @@ def _sandboxes_check(store: Store, spool: Path) -> Check:
             (str(d), int(s))
             for d, s in conn.execute(sa.select(sandboxes.c.digest, sandboxes.c.size_bytes))
         }
-    bad = missing_sandboxes(spool, sorted(recorded))
+        # A spool in the database ([server] spool): each sandbox's pieces, by their size.
+        chunked = {
+            str(d): int(n or 0)
+            for d, n in conn.execute(
+                sa.select(
+                    sandbox_chunks.c.digest, sa.func.sum(sa.func.length(sandbox_chunks.c.data))
+                ).group_by(sandbox_chunks.c.digest)
+            )
+        }
+    bad = [f"{d} (size differs)" for d, size in sorted(recorded) if chunked.get(d, size) != size]
+    bad += missing_sandboxes(spool, sorted(r for r in recorded if r[0] not in chunked))
     if not bad:
         return Check("sandboxes", True, f"all {len(recorded)} recorded sandboxes are in the spool")
     shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
