@@ -87,7 +87,19 @@ def test_a_backup_taken_while_the_server_runs_restores_the_pool(pool: Pool) -> N
     assert refused.returncode == 78, refused.stderr
     assert f"the state directory {missing} does not exist" in refused.stderr
     assert not elsewhere.exists() and not missing.exists()
+    for bad, says in (
+        (dest / "keep.txt", "exists and is not a directory"),
+        (pool.root / "nowhere" / "backup", f"the directory {pool.root / 'nowhere'} to hold"),
+    ):
+        refused = pool.cli("admin", "backup", str(bad))
+        assert refused.returncode == 2 and says in refused.stderr, refused.stderr
+    assert not (pool.root / "nowhere").exists()
     (dest / "keep.txt").unlink()
+    if not pool.db_url.startswith("sqlite"):  # no pg_dump: refused, the copy removed
+        refused = pool.cli("admin", "backup", str(elsewhere), env={"PATH": str(missing)})
+        assert refused.returncode == 78, refused.stderr
+        assert "pg_dump is not on PATH" in refused.stderr and "Traceback" not in refused.stderr
+        assert not elsewhere.exists()
 
     # The backup, while the server runs.
     taken = pool.cli("admin", "backup", str(dest))
