@@ -4,6 +4,8 @@ user name or constraint, history -limit, and -analyze on a held job."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 from pilotage.testing import Pool
@@ -76,20 +78,37 @@ def test_transfer_output_remaps_place_outputs(pool: Pool) -> None:
     elsewhere = pool.root / "elsewhere"
     (work / "results").mkdir(parents=True)
     elsewhere.mkdir()
-    (work / "job.sh").write_text("#!/bin/sh\necho one > out1.dat\necho two > out2.dat\n")
+    (work / "job.sh").write_text(
+        "#!/bin/sh\necho one > out1.dat\necho two > out2.dat\n"
+        "mkdir -p outdir\necho three > outdir/three.dat\n"
+    )
     (work / "job.sh").chmod(0o755)
     (work / "job.sub").write_text(
         "executable = job.sh\nrequest_memory = 64M\n"
-        "transfer_output_files = out1.dat, out2.dat\n"
+        "transfer_output_files = out1.dat, out2.dat, outdir\n"
         f'transfer_output_remaps = "out1.dat = results/one.dat; out2.dat = {elsewhere}/two.dat"\n'
         "queue\n"
     )
-    _ok(pool.cli("submit", "job.sub", cwd=work))
-    pool.pilots(1, cpus=1, memory_mb=512)
-    _ok(pool.cli("wait", "1", "--timeout", "120", cwd=work))
-    assert (work / "results" / "one.dat").read_text() == "one\n"
-    assert (elsewhere / "two.dat").read_text() == "two\n"
-    assert not (work / "out1.dat").exists() and not (work / "out2.dat").exists()
+    # An output directory that is another file system (a mount in the submit directory):
+    # its files are copied across, not renamed.
+    mounted = os.geteuid() == 0
+    if mounted:
+        (work / "outdir").mkdir()
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(work / "outdir")], check=True
+        )
+    try:
+        _ok(pool.cli("submit", "job.sub", cwd=work))
+        pool.pilots(1, cpus=1, memory_mb=512)
+        _ok(pool.cli("wait", "1", "--timeout", "120", cwd=work))
+        assert (work / "results" / "one.dat").read_text() == "one\n"
+        assert (elsewhere / "two.dat").read_text() == "two\n"
+        assert not (work / "out1.dat").exists() and not (work / "out2.dat").exists()
+        assert (work / "outdir" / "three.dat").read_text() == "three\n"
+        assert [p.name for p in (work / "outdir").iterdir()] == ["three.dat"]  # no temporary left
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(work / "outdir")], check=True)
 
 
 def test_an_unmapped_accounting_group_is_refused_and_nothing_is_stored(pool: Pool) -> None:

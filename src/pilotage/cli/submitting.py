@@ -7,6 +7,8 @@ sandbox once, then commit every job of the cluster in one call.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shutil
 import socket
@@ -159,9 +161,35 @@ def _merge(source: Path, dest: Path, prefix: str = "") -> list[str]:
         else:
             if target.is_dir() and not target.is_symlink():
                 shutil.rmtree(target)
-            os.replace(entry, target)
+            _place(entry, target)
             placed.append(prefix + entry.name)
     return placed
+
+
+def _place(entry: Path, target: Path) -> None:
+    """Put the unpacked file ``entry`` at ``target`` atomically. When ``target``'s
+    directory is another file system (a mount inside the submit directory), the file is
+    copied next to it first, then renamed over it."""
+    try:
+        os.replace(entry, target)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    fd, name = tempfile.mkstemp(prefix=".pilotage-out-", dir=target.parent)
+    os.close(fd)
+    try:
+        if entry.is_symlink():
+            os.unlink(name)
+            os.symlink(os.readlink(entry), name)
+        else:
+            shutil.copyfile(entry, name)
+            shutil.copymode(entry, name)
+        os.replace(name, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+        raise
 
 
 class _ResponseReader:
