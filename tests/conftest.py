@@ -12,6 +12,7 @@ once on SQLite and once on PostgreSQL. See docs/testing.md.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -139,9 +140,10 @@ def make_pool(db_url: str) -> Iterator[Callable[..., Pool]]:
         return pool.start()
 
     yield start
-    for pool in pools:
-        pool.stop()
-        shutil.rmtree(pool.root, ignore_errors=True)
+    with contextlib.ExitStack() as stopping:  # every pool stopped, though one fails to
+        for pool in pools:
+            stopping.callback(shutil.rmtree, pool.root, ignore_errors=True)
+            stopping.callback(pool.stop)
 
 
 @pytest.fixture

@@ -16,13 +16,12 @@ import pwd
 import re
 import secrets
 import shutil
-import signal
 import socket as sockets
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,7 +114,7 @@ class Pool:
                 except Transient:
                     pass
             time.sleep(0.1)
-        process.kill()
+        end_processes([process])
         raise RuntimeError(f"server did not start: {self.server_log()}")
 
     def replica(self, root: Path, **settings: str) -> Pool:
@@ -206,17 +205,37 @@ class Pool:
                 time.sleep(0.2)
 
     def stop(self) -> None:
-        """Stop pilots and servers."""
-        if self.backend is not None:
-            self.backend.remove_all(grace_s=5)
-        for process in self.servers:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.servers:
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        """Stop pilots and servers, each reaped, whatever the test left running."""
+        try:
+            if self.backend is not None:
+                self.backend.remove_all(grace_s=5)
+        finally:
+            end_processes(self.servers, grace_s=15)
+
+
+def end_processes(processes: Iterable[subprocess.Popen[Any]], *, grace_s: float = 0.0) -> None:
+    """End each process and reap it, so none outlives a test, failed or not, nor is left
+    unwaited (a zombie, and a ResourceWarning when its ``Popen`` is collected).
+
+    With ``grace_s``, SIGTERM first and SIGKILL whatever still runs ``grace_s`` seconds
+    later; without, SIGKILL at once. Their pipes are closed too.
+    """
+    every = list(processes)
+    running = [p for p in every if p.poll() is None]
+    if grace_s > 0:
+        for process in running:
+            process.terminate()
+        deadline = time.monotonic() + grace_s
+        for process in running:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(max(0.0, deadline - time.monotonic()))
+    for process in running:
+        process.kill()  # a no-op for one that has ended
+        process.wait()
+    for process in every:
+        for pipe in (process.stdin, process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 #: The system account that runs PostgreSQL when we are root (PostgreSQL refuses root).

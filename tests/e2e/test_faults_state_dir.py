@@ -27,7 +27,7 @@ import pytest
 from e2e_callers import closed_port
 
 from pilotage.statedir import StateDir
-from pilotage.testing import Pool
+from pilotage.testing import Pool, end_processes
 
 SUBMIT = "executable = /bin/true\ntransfer_executable = false\n{extra}queue\n"
 
@@ -209,8 +209,7 @@ def test_start_up_refuses_an_empty_damaged_unwritable_or_full_state(mounts: Path
             assert migrated.poll() is None and time.monotonic() < deadline
             time.sleep(0.1)
     finally:
-        migrated.terminate()
-        migrated.wait(30)
+        end_processes([migrated], grace_s=30)
     _refused(_check(state), 0, "integrity", "SQLite's integrity check passed")
     with open(db, "r+b") as file:
         file.seek(4096 * 3)

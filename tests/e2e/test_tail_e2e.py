@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pilotage.testing import Pool
+from pilotage.testing import Pool, end_processes
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def test_tail_follows_a_streaming_job(pool: Pool) -> None:
         pool.wait_jobs(["1.0", "1.1"], ("COMPLETED",))
         out, _ = follow.communicate(timeout=60)
     finally:
-        follow.kill()
+        end_processes([follow])  # ended already, unless the test failed
     assert out == "ending 0\n" and follow.returncode == 0
     ended = pool.cli("tail", "1.0")
     assert ended.returncode == 6 and "is COMPLETED, not running" in ended.stderr

@@ -32,6 +32,7 @@ from pilotage.factory.backends.condor import CondorBatch
 from pilotage.factory.backends.local import LocalBatch
 from pilotage.factory.backends.slurm import SlurmBatch
 from pilotage.factory.backends.ssh import SshBatch
+from pilotage.testing import end_processes
 from pilotage.testing_slurm import Slurm, SlurmUnavailable, free_port, wait_for
 
 Require = Callable[[str, str], NoReturn]
@@ -104,8 +105,7 @@ def sshd_server(require_service: Require) -> Iterator[Sshd]:
         wait_for(answers, 30, "sshd", log)
         yield server
     finally:
-        process.terminate()
-        process.wait(10)
+        end_processes([process], grace_s=10)
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -222,10 +222,5 @@ def squid_proxy(require_service: Require) -> Iterator[Squid]:
         wait_for(listening, 30, "squid", base / "cache.log")
         yield Squid(f"http://127.0.0.1:{port}", base / "access.log")
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        end_processes([process], grace_s=15)
         shutil.rmtree(base, ignore_errors=True)

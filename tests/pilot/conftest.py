@@ -20,6 +20,7 @@ import pytest
 from pilotage.cli.client import Client, locate
 from pilotage.errors import Transient
 from pilotage.statedir import StateDir
+from pilotage.testing import end_processes
 
 
 @pytest.fixture(scope="session")
@@ -74,7 +75,7 @@ def _start_server(state: StateDir, log: Path, settings: dict[str, str]) -> subpr
             except Transient:
                 pass
         time.sleep(0.2)
-    server.kill()
+    end_processes([server])
     pytest.fail(f"the server did not start within 60 s:\n{log.read_text()}")
 
 
@@ -98,9 +99,4 @@ def pool(tmp_path: Path) -> Iterator[Pool]:
             pool.token_file.chmod(0o600)
             yield pool
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        end_processes([server], grace_s=20)
