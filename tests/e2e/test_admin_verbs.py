@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from e2e_callers import ProtocolPilot, https, snapshot
 
@@ -50,8 +51,12 @@ def _until(what: str, check: Callable[[], Any], timeout_s: float = 90) -> Any:
         time.sleep(0.1)
 
 
-def test_tokens_listed_and_revoked(make_pool: Callable[..., Pool]) -> None:
-    pool = make_pool(revocation_refresh_s="1")
+def test_tokens_listed_and_revoked(
+    make_pool: Callable[..., Pool], clients: Callable[..., httpx.Client]
+) -> None:
+    # Long leases and heartbeats: the protocol pilot stays silent, and must not be
+    # declared lost while the test runs, however slowly (only tokens are under test).
+    pool = make_pool(revocation_refresh_s="1", lease_s="3600", heartbeat_s="600")
     user_token = pool.token("alice", "user")
     pilot_token = pool.token("site-pilots", "pilot")
     other_url_file = pool.root / "other.url"
@@ -65,7 +70,7 @@ def test_tokens_listed_and_revoked(make_pool: Callable[..., Pool]) -> None:
     table = pool.cli("token", "list")
     assert mine["alice"]["token_id"] in table.stdout and "alice" in table.stdout
 
-    pilot = ProtocolPilot(https(pool, pilot_token))
+    pilot = ProtocolPilot(clients(pool, pilot_token))
     assert pilot.heartbeat().status_code == 200  # its token is cached from now on
     alice_file = pool.root / "alice.token"
     alice_file.write_text(user_token + "\n")
@@ -101,7 +106,6 @@ def test_tokens_listed_and_revoked(make_pool: Callable[..., Pool]) -> None:
             "the other server to refuse the revoked token",
             lambda: there.get("/api/v1/whoami").status_code == 401,
         )
-    pilot.http.close()
     every = {t["subject"]: t for t in _json(pool.cli("token", "list", "--all", "--json"))}
     assert every["alice"]["state"] == "revoked" and every["alice"]["revoke_reason"] == "left"
     assert _json(pool.cli("token", "list", "--json")) == []
@@ -111,12 +115,16 @@ def test_tokens_listed_and_revoked(make_pool: Callable[..., Pool]) -> None:
 
 @pytest.fixture
 def sqlite_pool() -> Iterator[Pool]:
-    """One pool on SQLite with short heartbeats (pilot verbs need no second database)."""
+    """One pool on SQLite with short heartbeats (pilot verbs need no second database).
+
+    A long lease: a protocol pilot, silent between its calls, is never declared lost
+    while a test runs, however slowly (that takes max(3 heartbeats, the lease)).
+    """
     root = Path(tempfile.mkdtemp(prefix="pilotage-pool-"))
     pool = Pool(
         root,
         f"sqlite:///{root / 'pilotage.db'}",
-        settings={"lease_s": "8", "heartbeat_s": "1", "reap_interval_s": "0.5",
+        settings={"lease_s": "3600", "heartbeat_s": "1", "reap_interval_s": "0.5",
                   "retry_after_s": "0.5"},
     )  # fmt: skip
     try:

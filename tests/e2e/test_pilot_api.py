@@ -43,7 +43,8 @@ def _job(pool: Pool, job_id: str) -> dict[str, object]:
 def test_a_pilot_cannot_act_for_another_identitys_pilot_or_claim(
     make_pool: Callable[..., Pool], clients: Clients
 ) -> None:
-    pool = make_pool(lease_s="120")  # no lease runs out while the test looks at the claim
+    # No lease runs out, and no silent pilot is declared lost, while the test looks.
+    pool = make_pool(lease_s="3600")
     inputs = _tar({"in.txt": b"input\n"})
     with pool.admin() as admin:
         digest = admin.upload("/api/v1/sandboxes", io.BytesIO(inputs))["digest"]
@@ -101,7 +102,9 @@ def test_a_pilot_cannot_act_for_another_identitys_pilot_or_claim(
 def test_a_report_after_the_lease_expired_is_refused_and_changes_nothing(
     make_pool: Callable[..., Pool], clients: Clients
 ) -> None:
-    pool = make_pool(lease_s="2")
+    # The lease runs out at once; the pilot is not declared lost (silent for 3 heartbeats)
+    # while the test runs, however slowly: its refused calls must change nothing.
+    pool = make_pool(lease_s="2", heartbeat_s="600")
     with pool.admin() as admin:
         submit_api(admin, 1)
     token = pool.token("pilots", "pilot")
@@ -134,7 +137,10 @@ def test_a_report_after_the_lease_expired_is_refused_and_changes_nothing(
     assert _events(pool, "1.0") == ["submit", "claim", "lease_expired", "claim", "exit"]
 
 
-def test_a_job_is_given_to_one_pilot_of_many_asking_at_once(pool: Pool, clients: Clients) -> None:
+def test_a_job_is_given_to_one_pilot_of_many_asking_at_once(
+    make_pool: Callable[..., Pool], clients: Clients
+) -> None:
+    pool = make_pool(lease_s="3600")  # none of the pilots, silent in turn, is declared lost
     with pool.admin() as admin:
         submit_api(admin, 1)
     token = pool.token("pilots", "pilot")
