@@ -121,12 +121,17 @@ def test_the_cached_config_follows_each_edit_and_is_roots_alone(
 ) -> None:
     config = ssite.root / "exec-trust.toml"
     restore(config)
+    state = Path(f"/var/tmp/pilotage-exec-test-{ssite.root.name}-trust")
+    # The config is cached in the switch's state directory, which the first call served
+    # creates: a refused call creates nothing, and this test may be the install's first.
+    assert run_switch(wrapper, ["--", "true"], user=screds.made["alice"]).returncode == 0
+    assert state.is_dir()
     allowed = config.read_text()
     config.write_text(allowed.replace('invokers = ["pilot"]', 'invokers = ["pilox"]'))
+    # Cached only once its ctime is older than SETTLED_NS, by the switch's own clock.
     wait_for(lambda: time.time_ns() - config.stat().st_ctime_ns > SETTLED_NS, timeout=30)
     not_allowed = "The account pilot is not allowed to call pilotage-exec."
     refused(run_switch(wrapper, ["--", "true"], user=screds.made["alice"]), 203, not_allowed)
-    state = Path(f"/var/tmp/pilotage-exec-test-{ssite.root.name}-trust")
     (cache,) = state.glob("config-*.marshal")
     assert (cache.stat().st_uid, cache.stat().st_mode & 0o777) == (0, 0o600)
     # A cached config that is not root's alone is never read, even one letting the pilot in.

@@ -28,11 +28,11 @@ Such a file makes the switch refuse to run (exit 202) with a message naming it. 
     issuers = { "https://pool.example" = "/etc/pilotage/jwks/pool.json" }
 
 Root's switch keeps the parsed TOML in its state directory (root's, mode 0700, checked at
-each use), keyed by the file's path, device, inode, size, mtime and ctime, and parses the
-file again when any of them changes: ``tomllib`` costs more imports than the rest of a
-warm call. The cached TOML is validated like a fresh one at every call; a file that
-changed in the last 2 s is not cached, since two changes within one clock tick may leave
-the same times.
+each use; the first call served creates it, a refused one does not), keyed by the file's
+path, device, inode, size, mtime and ctime, and parses the file again when any of them
+changes: ``tomllib`` costs more imports than the rest of a warm call. The cached TOML is
+validated like a fresh one at every call; a file that changed in the last 2 s is not
+cached, since two changes within one clock tick may leave the same times.
 """
 
 from __future__ import annotations
