@@ -288,11 +288,16 @@ def test_a_pilot_declared_lost_while_its_job_runs_keeps_it_running(sqlite_pool: 
     _until(lambda: _states(pool, cluster) == ["COMPLETED"], "the job ends")
     log = agent_log.read_text()
     assert f"registered again as the same pilot {pilot_id}; 1 of 1 claims resumed" in log
-    assert "stopping" not in log  # the job was never stopped
+    # Never stopped: not signalled (it ran to its own end, once), nor said to be. A
+    # heartbeat that crossed the result report is answered "revoked: exit" for that very
+    # exit; the job had ended and its result had gone, so that stops nothing.
+    assert f"job {cluster}.0: stopping" not in log, log
     with pool.admin() as admin:
         events = admin.call("GET", f"/api/v1/jobs/{cluster}.0/events")
     triggers = [e["trigger"] for e in events]
     assert triggers.count("claim") == 1 and triggers.count("exit") == 1, triggers
+    (ended,) = [e for e in events if e["trigger"] == "exit"]
+    assert ended["reason"] == "exited with code 0", ended
     assert _rows(pool, "select state from pilots") == [("active",)]
     assert backend.processes["pilot-0"].poll() is None
 
@@ -303,8 +308,10 @@ def test_a_pilot_back_from_lost_stops_the_job_the_server_no_longer_counts_on(
     pool = sqlite_pool
     backend = pool.pilots(1, lifetime_s=900)
     agent_log = pool.root / "pilots" / "pilot-0" / "pilot.log"
+    go = pool.root / "go"  # each run of the job waits for it: the first is still running
+    wait = f"until [ -e {go} ]; do sleep 0.1; done"
     with pool.admin() as admin:
-        cluster = submit_api(admin, 1, executable="/bin/sleep", arguments=["4"])
+        cluster = submit_api(admin, 1, executable="/bin/sh", arguments=["-c", wait])
     _until(lambda: "started pid" in agent_log.read_text(), "the job starts")
     ((pilot_id, claim_id, job_id),) = _rows(
         pool, "select pilot_id, id, job_id from claims where state = 'active'"
@@ -320,10 +327,12 @@ def test_a_pilot_back_from_lost_stops_the_job_the_server_no_longer_counts_on(
             registry.leave(conn, pilot_id, "lost", "no heartbeat", now)
     finally:
         store.dispose()
+    stopped = f"claim {claim_id} job {cluster}.0: stopping (the server no longer holds"
+    _until(lambda: stopped in agent_log.read_text(), "the agent stops the first run")
+    go.touch()
     _until(lambda: _states(pool, cluster) == ["COMPLETED"], "the job runs again and ends")
     log = agent_log.read_text()
     assert f"registered again as the same pilot {pilot_id}; 0 of 1 claims resumed" in log
-    assert f"claim {claim_id} job {cluster}.0: stopping (the server no longer holds" in log
     with pool.admin() as admin:
         triggers = [e["trigger"] for e in admin.call("GET", f"/api/v1/jobs/{cluster}.0/events")]
     assert triggers.count("exit") == 1 and triggers.count("claim") == 2, triggers

@@ -143,6 +143,9 @@ class JobRun:
         #: Monotonic time by which the lease ends, counted from when it was requested.
         self.lease_deadline = granted_at + claim.lease_s
         self.stop_reason: str | None = None
+        #: Set (under ``_lock``) once the job's result has gone to the server at least
+        #: once: the job has ended, and a later stop has nothing left to stop.
+        self._result_sent = False
         #: Set when the claim is to be given back rather than reported (the agent does it).
         self.give_back: GiveBack | None = None
         self._lock = threading.Lock()
@@ -165,13 +168,27 @@ class JobRun:
         """Record a renewal granted by a heartbeat sent at monotonic ``requested_at``."""
         self.lease_deadline = max(self.lease_deadline, requested_at + self.claim.lease_s)
 
+    def result_sending(self) -> None:
+        """Record that the job's result is being sent to the server (before the call)."""
+        with self._lock:
+            self._result_sent = True
+
     def stop(self, reason: str) -> None:
-        """Stop the claim: SIGTERM to the job's group, SIGKILL after 10 s; report nothing."""
+        """Stop the claim: SIGTERM to the job's group, SIGKILL after 10 s; report nothing.
+
+        Once its result was sent, the job has ended and nothing is stopped: the claim is
+        only marked over (its report is not sent again). A heartbeat that crossed that
+        report is answered "revoked" for the very exit it reported: that stops no job."""
         with self._lock:
             if self.stop_reason is not None:
                 return
             self.stop_reason = reason
             self._stopped.set()
+            if self._result_sent:
+                log.info(
+                    "%s: %s; its job ended, its result went: nothing to stop", self.tag, reason
+                )
+                return
             log.info("%s: stopping (%s)", self.tag, reason)
             if self._running():
                 self._signal(signal.SIGTERM)

@@ -85,6 +85,8 @@ class Results:
         """Report ``ended`` in one call with ``next_request``; the answer (claims, and
         the results refused), or None if the server takes no batch (then each was sent
         in a call of its own). Raises what the call raised: nothing was recorded."""
+        for run, _result in ended:
+            run.result_sending()
         if self.batches:
             body = {
                 "v": VERSION,
@@ -115,6 +117,7 @@ class Results:
         if not run.alive:
             return
         path = f"/pilot/v1/claims/{run.claim.claim_id}/result"
+        run.result_sending()
         try:
             retrying(
                 lambda: self._client.request("POST", path, result.to_wire(None)),
