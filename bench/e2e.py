@@ -15,6 +15,13 @@ Figures, per system (medians over ``--repeat`` runs):
   one by one, each after the previous one finished (from the job's queue date to its
   claim).
 
+With ``--replicas 1,2`` (PostgreSQL) each run is made with one server, then with two on
+the one database: the agents are given every server's URL (half of them list the first
+server first, half the second: they use the first and fail over), the jobs are
+submitted half to each server, and the CPU per job is that of all the servers together.
+``--profile DIR`` records the servers and the agents with py-spy during the timed part
+(raw stacks, one file per process; it costs CPU: not for the timed figures).
+
 Each run checks afterwards that every job completed exactly once. Ends with one
 ``BENCH <name> <value> <unit>`` line per figure; recorded in docs/benchmarks.md
 (section "End to end"). ``--jobs 200 --repeat 1`` runs in about a minute.
@@ -26,17 +33,21 @@ import argparse
 import contextlib
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import sqlalchemy
 from dispatch import _fresh_pg_database, cpu_s, percentile
 from sqlalchemy.pool import NullPool
 
+from pilotage.factory.backends.local import PilotLaunch
 from pilotage.testing import Pool, postgres_cluster
 from pilotage.testing_slurm import Slurm, slurm_cluster
 
@@ -85,27 +96,97 @@ def _wait_slots(pool: Pool, slots: int, timeout_s: float = 120) -> None:
 
 
 def _agent_pids(pool: Pool) -> list[int]:
+    """The agents and their lasting helpers (the reaper), not the jobs: the processes
+    below each agent that are there before the timed part."""
     assert pool.backend is not None
-    return [p.pid for p in pool.backend.processes.values() if p.poll() is None]
+    agents = {p.pid for p in pool.backend.processes.values() if p.poll() is None}
+    helpers = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid in agents:
+            helpers.append(int(stat.parent.name))
+    return [*agents, *helpers]
+
+
+def _cpu_of(pids: list[int]) -> float:
+    """CPU seconds of those of ``pids`` still alive."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            total += cpu_s(pid)
+    return total
+
+
+@contextlib.contextmanager
+def _profiled(pids: dict[str, int], out: Path | None) -> Iterator[None]:
+    """py-spy on each of ``pids`` (name: pid) into ``out/NAME.txt``, when ``out`` is set."""
+    if out is None:
+        yield
+        return
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    out.mkdir(parents=True, exist_ok=True)
+    command = [spy, "record", "--rate", "250", "--gil", "--nonblocking", "--format", "raw"]
+    spies = [
+        subprocess.Popen(
+            [*command, "--pid", str(pid), "-o", str(out / f"{name}.txt")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name, pid in pids.items()
+    ]
+    time.sleep(1.0)  # py-spy attaches
+    try:
+        yield
+    finally:
+        for spy_process in spies:
+            spy_process.send_signal(signal.SIGINT)
+        for spy_process in spies:
+            spy_process.wait(60)
+
+
+def _start_pilots(pools: list[Pool], args: argparse.Namespace) -> int:
+    """``--pilots`` agents sharing ``--slots`` cores, each knowing every server (in turn
+    orders); the cores they offer in all."""
+    first = pools[0]
+    backend = first.pilots(0)
+    urls = [p.url for p in pools]
+    per_pilot = max(1, args.slots // args.pilots)
+    for i in range(args.pilots):
+        turn = i % len(urls)
+        launch = PilotLaunch(
+            server_url=",".join(urls[turn:] + urls[:turn]),
+            ca=first.state.ca_cert,
+            token_file=first.token_file("pilots", "pilot"),
+            cpus=per_pilot,
+            memory_mb=1024 * per_pilot,
+        )
+        backend.submit(f"pilot-{i}", launch)
+    return int(per_pilot * args.pilots)
 
 
 def pilotage_run(
-    db: str, pg_server: str | None, args: argparse.Namespace, run: int
+    db: str, pg_server: str | None, replicas: int, args: argparse.Namespace, run: int
 ) -> dict[str, float]:
     root = Path(tempfile.mkdtemp(prefix="pilotage-e2e-"))
     db_url = (
         f"sqlite:///{root / 'pilotage.db'}"
         if pg_server is None
-        else _fresh_pg_database(pg_server, run)
+        else _fresh_pg_database(pg_server, run * 10 + replicas)
     )
     pool = Pool(root, db_url, settings={"lease_s": "600"})
+    pools = [pool]
     engine = _engine(db_url)
+    label = db if replicas == 1 else f"{db}_{replicas}replicas"
     try:
         pool.start()
-        assert pool.server is not None
-        per_pilot = max(1, args.slots // args.pilots)
-        pool.pilots(args.pilots, cpus=per_pilot, memory_mb=1024 * per_pilot)
-        _wait_slots(pool, per_pilot * args.pilots)
+        for i in range(1, replicas):
+            pools.append(pool.replica(root / f"replica-{i}"))
+            pools[-1].start()
+        servers = [p.server.pid for p in pools if p.server is not None]
+        _wait_slots(pool, _start_pilots(pools, args))
         token = pool.token("bench", "user")
         # Idle-pool latency first: one job at a time.
         for i in range(args.latency_jobs):
@@ -113,21 +194,33 @@ def pilotage_run(
             _wait(engine, i + 1, 120)
         done_before = args.latency_jobs
         agents = _agent_pids(pool)
-        server_cpu0 = cpu_s(pool.server.pid)
-        agent_cpu0 = sum(cpu_s(pid) for pid in agents)
-        t0 = time.monotonic()
-        _submit(pool, token, args.jobs)
-        _wait(engine, done_before + args.jobs, 60 + args.jobs)
-        elapsed = time.monotonic() - t0
-        server_cpu = cpu_s(pool.server.pid) - server_cpu0
-        agent_cpu = sum(cpu_s(pid) for pid in agents) - agent_cpu0
+        spied = {f"server-{i}": pid for i, pid in enumerate(servers)}
+        spied.update({f"agent-{i}": pid for i, pid in enumerate(agents[: args.pilots])})
+        out = args.profile / f"{label}-{run}" if args.profile else None
+        with _profiled(spied, out):
+            server_cpu0 = _cpu_of(servers)
+            agent_cpu0 = _cpu_of(agents)
+            t0 = time.monotonic()
+            shares = [args.jobs // replicas + (i < args.jobs % replicas) for i in range(replicas)]
+            submits = [
+                threading.Thread(target=_submit, args=(p, token, share))
+                for p, share in zip(pools, shares, strict=True)
+            ]
+            for thread in submits:
+                thread.start()
+            for thread in submits:
+                thread.join()
+            _wait(engine, done_before + args.jobs, 60 + args.jobs)
+            elapsed = time.monotonic() - t0
+            server_cpu = _cpu_of(servers) - server_cpu0
+            agent_cpu = _cpu_of(agents) - agent_cpu0
         with engine.connect() as conn:
             first_start, last_end = conn.execute(
                 sqlalchemy.text(
                     "SELECT min(c.created_at), max(j.completed_at) FROM jobs j JOIN claims c "
-                    "ON c.job_id = j.id WHERE j.id > (SELECT max(id) FROM jobs) - :n"
+                    "ON c.job_id = j.id WHERE j.id > (SELECT min(id) FROM jobs) + :n - 1"
                 ),
-                {"n": args.jobs},
+                {"n": args.latency_jobs},
             ).one()
             waits = [
                 float(w)
@@ -146,11 +239,13 @@ def pilotage_run(
             ).scalar()
     finally:
         engine.dispose()
+        for replica in pools[1:]:
+            replica.stop()
         pool.stop()
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
     if twice:
-        raise SystemExit(f"{db}: {twice} jobs were claimed more than once")
+        raise SystemExit(f"{label}: {twice} jobs were claimed more than once")
     rate = args.jobs / (last_end - first_start)
     figures = {
         "jobs_per_s": rate,
@@ -161,7 +256,7 @@ def pilotage_run(
         "start_p99_ms": 1000 * percentile(waits, 0.99) if waits else float("nan"),
     }
     print(
-        f"  {db} run {run}: {rate:.1f} jobs/s ({figures['wall_jobs_per_s']:.1f} from submit); "
+        f"  {label} run {run}: {rate:.1f} jobs/s ({figures['wall_jobs_per_s']:.1f} from submit); "
         f"CPU per job: server {figures['server_cpu_ms_per_job']:.2f} ms, agents "
         f"{figures['agent_cpu_ms_per_job']:.2f} ms; idle-pool submit-to-start p50 "
         f"{figures['start_p50_ms']:.0f} ms, p99 {figures['start_p99_ms']:.0f} ms",
@@ -237,15 +332,29 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs per system; medians")
     parser.add_argument("--latency-jobs", type=int, default=20, help="jobs for latency (20)")
     parser.add_argument("--keep", action="store_true", help="keep the pool directories")
+    parser.add_argument(
+        "--replicas", default="1", help="PostgreSQL: servers on the one database, e.g. 1,2"
+    )
+    parser.add_argument("--profile", type=Path, help="record servers and agents into DIR")
     args = parser.parse_args()
     dbs = ["sqlite", "postgres"] if args.db == "both" else [args.db]
+    replica_counts = [int(n) for n in args.replicas.split(",")]
+    if any(n < 1 for n in replica_counts) or (replica_counts != [1] and "postgres" not in dbs):
+        parser.error("--replicas: counts of 1 or more, and more than one needs --db postgres")
+    systems = [
+        (db, n, db if n == 1 else f"{db}_{n}replicas")
+        for db in dbs
+        for n in (replica_counts if db == "postgres" else [1])
+    ]
     cpus = os.cpu_count() or 1
     print(
         f"{args.jobs} /bin/true jobs on {args.slots} slots ({args.pilots} pilots), "
         f"{args.repeat} runs per system, {cpus} cores",
         flush=True,
     )
-    results: dict[str, list[dict[str, float]]] = {name: [] for name in [*dbs, "slurm"]}
+    results: dict[str, list[dict[str, float]]] = {name: [] for *_, name in systems}
+    results["slurm"] = []
+    loads = []
     oversubscribe = max(1, -(-args.slots // cpus))
     with contextlib.ExitStack() as stack:
         pg = stack.enter_context(postgres_cluster()) if "postgres" in dbs else None
@@ -255,25 +364,34 @@ def main() -> None:
             else None
         )
         for run in range(1, args.repeat + 1):
-            for db in dbs:
-                results[db].append(pilotage_run(db, pg if db == "postgres" else None, args, run))
+            for db, replicas, name in systems:
+                server = pg if db == "postgres" else None
+                results[name].append(pilotage_run(db, server, replicas, args, run))
             if slurm is not None:
                 results["slurm"].append(slurm_run(slurm, args, run))
+            loads.append(os.getloadavg()[0])
+            print(f"  load average (1 min) after run {run}: {loads[-1]:.1f}", flush=True)
     lines = []
-    for db in dbs:
-        m = median(results[db])
+    for *_, name in systems:
+        m = median(results[name])
         lines += [
-            f"BENCH e2e_{db}_jobs_per_s {m['jobs_per_s']:.1f} jobs/s",
-            f"BENCH e2e_{db}_server_cpu_ms_per_job {m['server_cpu_ms_per_job']:.2f} ms/job",
-            f"BENCH e2e_{db}_agent_cpu_ms_per_job {m['agent_cpu_ms_per_job']:.2f} ms/job",
-            f"BENCH e2e_{db}_start_p50_ms {m['start_p50_ms']:.0f} ms",
-            f"BENCH e2e_{db}_start_p99_ms {m['start_p99_ms']:.0f} ms",
+            f"BENCH e2e_{name}_jobs_per_s {m['jobs_per_s']:.1f} jobs/s",
+            f"BENCH e2e_{name}_server_cpu_ms_per_job {m['server_cpu_ms_per_job']:.2f} ms/job",
+            f"BENCH e2e_{name}_agent_cpu_ms_per_job {m['agent_cpu_ms_per_job']:.2f} ms/job",
+            f"BENCH e2e_{name}_start_p50_ms {m['start_p50_ms']:.0f} ms",
+            f"BENCH e2e_{name}_start_p99_ms {m['start_p99_ms']:.0f} ms",
         ]
-    first = median(results[dbs[0]])
+    first = median(results[systems[0][2]])
     lines += [
         f"BENCH e2e_server_cpu_ms_per_job {first['server_cpu_ms_per_job']:.2f} ms/job",
         f"BENCH e2e_agent_cpu_ms_per_job {first['agent_cpu_ms_per_job']:.2f} ms/job",
     ]
+    if results.get("sqlite") and results.get("postgres"):
+        ratio = (
+            median(results["postgres"])["server_cpu_ms_per_job"]
+            / median(results["sqlite"])["server_cpu_ms_per_job"]
+        )
+        lines.append(f"BENCH e2e_postgres_vs_sqlite_server_cpu {ratio:.2f} x")
     if results["slurm"]:
         s = median(results["slurm"])
         # The ratio of medians over runs that alternated with each other.
@@ -282,6 +400,7 @@ def main() -> None:
             f"BENCH e2e_slurm_daemon_cpu_ms_per_job {s['daemon_cpu_ms_per_job']:.2f} ms/job",
             f"BENCH e2e_ratio_vs_slurm {first['jobs_per_s'] / s['jobs_per_s']:.1f} x",
         ]
+    lines.append(f"BENCH e2e_load_average {statistics.median(loads):.1f} processes")
     print("\n".join(lines))
     sys.stdout.flush()
 
