@@ -35,7 +35,16 @@ from pilotage.matchmaking.matchmaker import Matchmaker
 from pilotage.matchmaking.rank import RankPreference
 from pilotage.matchmaking.stored_ads import StoredAds
 from pilotage.queue.states import JobState
+from pilotage.store.prepared import Prepared
 from pilotage.store.tables import claims, fairshare_state, job_events, jobs, priority_factors
+
+#: The events after a watermark, oldest first (a catch-up's, before every dispatch).
+_EVENTS_AFTER = Prepared(
+    sa.select(job_events.c.id, job_events.c.job_id)
+    .where(job_events.c.id > sa.bindparam("since"))
+    .order_by(job_events.c.id)
+    .limit(sa.bindparam("limit"))
+)
 
 #: How far behind the watermark each catch-up looks again, in event ids.
 REPLAY_WINDOW = 2000
@@ -221,11 +230,18 @@ class MatchService:
 
     def _catch_up(self, conn: sa.Connection, since: int, limit: int | None = None) -> int:
         """Apply the events after ``since`` (the first ``limit`` of them); how many."""
-        query = sa.select(job_events.c.id, job_events.c.job_id).where(job_events.c.id > since)
-        events = conn.execute(query.order_by(job_events.c.id).limit(limit)).all()
+        events: list[tuple[int, int]]
+        if limit is None:
+            query = sa.select(job_events.c.id, job_events.c.job_id)
+            query = query.where(job_events.c.id > since).order_by(job_events.c.id)
+            events = [(int(e.id), int(e.job_id)) for e in conn.execute(query)]
+        else:  # before every dispatch: usually nothing new, so the statement's own cost
+            cursor = _EVENTS_AFTER.run(conn, {"since": since, "limit": limit})
+            events = cursor.fetchall()
+            cursor.close()
         if not events:
             return 0
-        changed = {e.job_id for e in events}
+        changed = {job_id for _, job_id in events}
         rows = conn.execute(
             sa.select(jobs.c.id, jobs.c.state, jobs.c.ad).where(jobs.c.id.in_(changed))
         ).all()
@@ -235,7 +251,7 @@ class MatchService:
                     self._stored.add(self.index, row.id, row.ad)
             else:
                 self.index.remove(row.id)
-        self._watermark = max(self._watermark, max(e.id for e in events))
+        self._watermark = max(self._watermark, max(event_id for event_id, _ in events))
         return len(events)
 
     def _load_factors(self, conn: sa.Connection) -> None:
