@@ -89,6 +89,10 @@ def commit_cluster(
         body.jobs.clear()
         with ctx.store.read() as conn:
             ctx.matcher.follow(conn)
+        # The commit woke the requests for work held open, but one that looked while
+        # the index took the jobs in found none (a dispatch's sync waits for the
+        # follow): wake them again now that the index has them.
+        ctx.waits.wake([])
         memory.give_back()
     return {"cluster_id": cluster_id, "jobs": count, "warnings": warnings}
 
