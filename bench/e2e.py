@@ -44,7 +44,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import sqlalchemy
-from dispatch import _fresh_pg_database, cpu_s, percentile
+from dispatch import _fresh_pg_database, cpu_s, machine_busy_s, percentile
 from sqlalchemy.pool import NullPool
 
 from pilotage.factory.backends.local import PilotLaunch
@@ -199,6 +199,7 @@ def pilotage_run(
         out = args.profile / f"{label}-{run}" if args.profile else None
         with _profiled(spied, out):
             server_cpu0 = _cpu_of(servers)
+            machine0 = machine_busy_s()
             agent_cpu0 = _cpu_of(agents)
             t0 = time.monotonic()
             shares = [args.jobs // replicas + (i < args.jobs % replicas) for i in range(replicas)]
@@ -213,6 +214,7 @@ def pilotage_run(
             _wait(engine, done_before + args.jobs, 60 + args.jobs)
             elapsed = time.monotonic() - t0
             server_cpu = _cpu_of(servers) - server_cpu0
+            machine = machine_busy_s() - machine0
             agent_cpu = _cpu_of(agents) - agent_cpu0
         with engine.connect() as conn:
             first_start, last_end, first_qdate = conn.execute(
@@ -255,18 +257,38 @@ def pilotage_run(
         "first_start_ms": 1000 * (first_start - first_qdate),
         "server_cpu_ms_per_job": 1000 * server_cpu / args.jobs,
         "agent_cpu_ms_per_job": 1000 * agent_cpu / args.jobs,
+        # Every process of the machine (PostgreSQL, the jobs, the kernel, this bench...).
+        "machine_cpu_ms_per_job": 1000 * machine / args.jobs,
         "start_p50_ms": 1000 * percentile(waits, 0.5) if waits else float("nan"),
         "start_p99_ms": 1000 * percentile(waits, 0.99) if waits else float("nan"),
     }
     print(
         f"  {label} run {run}: {rate:.1f} jobs/s ({figures['wall_jobs_per_s']:.1f} from submit); "
-        f"CPU per job: server {figures['server_cpu_ms_per_job']:.2f} ms, agents "
+        f"CPU per job: machine {figures['machine_cpu_ms_per_job']:.2f} ms, "
+        f"server {figures['server_cpu_ms_per_job']:.2f} ms, agents "
         f"{figures['agent_cpu_ms_per_job']:.2f} ms; idle-pool submit-to-start p50 "
         f"{figures['start_p50_ms']:.0f} ms, p99 {figures['start_p99_ms']:.0f} ms; first start "
         f"{figures['first_start_ms']:.0f} ms after the submit",
         flush=True,
     )
     return figures
+
+
+def spawn_baseline_ms(count: int = 500) -> float:
+    """CPU of this process per ``/bin/true`` started and reaped as the agent starts a job
+    (``subprocess.Popen`` in a new session, fds closed, then ``wait4``): fork/exec's own
+    cost, what "beyond fork/exec" leaves out of the agents' CPU per job."""
+    before = os.times()
+    for _ in range(count):
+        child = subprocess.Popen(
+            ["/bin/true"], cwd="/tmp", env={}, stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True, close_fds=True,
+        )  # fmt: skip
+        os.wait4(child.pid, 0)
+        child.returncode = 0
+    after = os.times()
+    return 1000 * (after.user + after.system - before.user - before.system) / count
 
 
 def _squeue_count(slurm: Slurm) -> int:
@@ -382,6 +404,7 @@ def main() -> None:
             f"BENCH e2e_{name}_jobs_per_s {m['jobs_per_s']:.1f} jobs/s",
             f"BENCH e2e_{name}_server_cpu_ms_per_job {m['server_cpu_ms_per_job']:.2f} ms/job",
             f"BENCH e2e_{name}_agent_cpu_ms_per_job {m['agent_cpu_ms_per_job']:.2f} ms/job",
+            f"BENCH e2e_{name}_machine_cpu_ms_per_job {m['machine_cpu_ms_per_job']:.2f} ms/job",
             f"BENCH e2e_{name}_start_p50_ms {m['start_p50_ms']:.0f} ms",
             f"BENCH e2e_{name}_start_p99_ms {m['start_p99_ms']:.0f} ms",
         ]
@@ -404,7 +427,13 @@ def main() -> None:
             f"BENCH e2e_slurm_daemon_cpu_ms_per_job {s['daemon_cpu_ms_per_job']:.2f} ms/job",
             f"BENCH e2e_ratio_vs_slurm {first['jobs_per_s'] / s['jobs_per_s']:.1f} x",
         ]
-    lines.append(f"BENCH e2e_load_average {statistics.median(loads):.1f} processes")
+    spawn_ms = spawn_baseline_ms()
+    lines += [
+        f"BENCH e2e_spawn_baseline_cpu_ms {spawn_ms:.2f} ms/job",
+        f"BENCH e2e_agent_cpu_beyond_spawn_ms_per_job "
+        f"{first['agent_cpu_ms_per_job'] - spawn_ms:.2f} ms/job",
+        f"BENCH e2e_load_average {statistics.median(loads):.1f} processes",
+    ]
     print("\n".join(lines))
     sys.stdout.flush()
 
