@@ -146,7 +146,8 @@ class TokenIssuer:
             "iat": now,
             "nbf": now,
             "exp": now + lifetime_s,
-            "jti": secrets.token_urlsafe(18),
+            # Hex: an id never starts with '-', which a command line would take for an option.
+            "jti": secrets.token_hex(16),
             "wlcg.ver": WLCG_VERSION,
             "wlcg.groups": list(groups),
             "scope": _SCOPE_PREFIX + role.value,
