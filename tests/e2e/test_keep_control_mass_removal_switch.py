@@ -12,9 +12,9 @@ jobs through that switch. Alice removes them all in one call. With
   as invocations, each a permit as ``alice``;
 - at the switch (its audit, stamped to the second): one ``--signal TERM`` per job, each
   an authorization; they span at least 199 x 0.25 s (less 2 s: the stamps' second and a
-  late call), and no 10 s hold more than 46: 40 turns, 2 for the window's edges, and 4
-  for the second before it, as a call may land up to a second after its turn on a loaded
-  node (sudo and Python starting, the service answering);
+  late call), and no 10 s hold more than 50: 40 turns, 2 for the window's edges, and 8
+  for the two seconds before it, as a call may land up to two seconds after its turn on a
+  loaded node (sudo and Python starting, the service answering);
 - at the service (its decision log, stamped to the millisecond): the removal's
   decisions, K per job (the TERM, the KILL of the job's stragglers once it has ended, its
   clean-up as its owner), span as long, and no 10 s hold more than K x 46;
@@ -58,9 +58,10 @@ INVOKED = ("exec", "signal", "refresh", "enter")
 #: The width of the sliding windows in which calls are counted, in whole seconds.
 WINDOW_S = 10
 #: How late a call may land after its turn on a loaded node (sudo and Python starting,
-#: the service answering): a window may also hold the turns of the second before it.
-LATE_S = 1.0
-#: The most TERMs in any window: its turns, 2 for its edges, and the late ones (46).
+#: the service answering; two seconds were seen with two test suites on 2 cores): a
+#: window may also hold the turns of the two seconds before it.
+LATE_S = 2.0
+#: The most TERMs in any window: its turns, 2 for its edges, and the late ones (50).
 MOST = round((WINDOW_S + LATE_S) / PER_SITE_S) + 2
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180 + 5 * JOBS)]
