@@ -237,6 +237,8 @@ def _config(contract: Contract, doc: dict[str, Any], hooks: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Under two minutes on a quiet machine; past five with the suite run twice at once.
+@pytest.mark.timeout(1200)
 def test_the_api_keeps_its_contract(contract: Contract, tmp_path: Path) -> None:
     with contract.client("admin") as admin:
         doc = admin.get("/openapi.json").json()

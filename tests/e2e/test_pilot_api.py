@@ -131,7 +131,16 @@ def test_a_report_after_the_lease_expired_is_refused_and_changes_nothing(
     assert new is not None and new["job_id"] == "1.0" and new["claim_id"] != old["claim_id"]
     assert refusal(late.report(old["claim_id"], exit_code=9))[0] == 409
     assert _job(pool, "1.0")["state"] == "RUNNING"
-    assert fresh.report(new["claim_id"], exit_code=0).status_code == 200
+    done = fresh.report(new["claim_id"], exit_code=0)
+    if done.status_code == 409:
+        # The new claim has the same 2 s lease: on a loaded machine it can lapse before
+        # the report, which is then refused the same way, and the job is IDLE again.
+        expired = f"claim {new['claim_id']} is no longer live (lease_expired)"
+        assert refusal(done) == (409, expired)
+        twice = ["submit", "claim", "lease_expired", "claim", "lease_expired"]
+        assert _events(pool, "1.0")[:5] == twice
+        return
+    assert done.status_code == 200, done.text
     job = _job(pool, "1.0")
     assert (job["state"], job["exit_code"], job["attempts"]) == ("COMPLETED", 0, 2)
     assert _events(pool, "1.0") == ["submit", "claim", "lease_expired", "claim", "exit"]
