@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -22,10 +21,15 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
-import sqlalchemy
-from sqlalchemy.pool import NullPool
 
-from pilotage.testing import Pool, ServiceFailed, ServiceUnavailable, postgres_cluster
+from pilotage.store.engine import Store
+from pilotage.testing import (
+    Pool,
+    ServiceFailed,
+    ServiceUnavailable,
+    postgres_cluster,
+    throwaway_database,
+)
 
 
 def require_service(name: str, reason: str) -> NoReturn:
@@ -86,23 +90,8 @@ def postgres_server() -> Iterator[str]:
 @pytest.fixture
 def pg_database(postgres_server: str) -> Iterator[str]:
     """Create a fresh, empty database for one test; yield its URL; drop it afterwards."""
-    name = f"test_{secrets.token_hex(6)}"
-    admin = sqlalchemy.create_engine(
-        sqlalchemy.make_url(postgres_server).set(database="postgres"),
-        isolation_level="AUTOCOMMIT",
-        poolclass=NullPool,
-    )
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        try:
-            yield postgres_server + name
-        finally:
-            with admin.connect() as conn:
-                # FORCE: a connection the test leaked must not keep its database alive.
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.dispose()
+    with throwaway_database(postgres_server) as url:
+        yield url
 
 
 @pytest.fixture(
@@ -115,6 +104,15 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     # Asked for here rather than as an argument, so SQLite runs never start PostgreSQL.
     url: str = request.getfixturevalue("pg_database")
     return url
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    """A migrated store on ``db_url``, disposed of afterwards."""
+    made = Store(db_url)
+    made.migrate()
+    yield made
+    made.dispose()
 
 
 @pytest.fixture

@@ -319,6 +319,32 @@ def postgres_cluster() -> Iterator[str]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def throwaway_database(server_url: str) -> Iterator[str]:
+    """Create a fresh, empty database on the cluster at ``server_url`` (a URL without a
+    database name, as :func:`postgres_cluster` yields); yield its URL; drop it after."""
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    name = f"test_{secrets.token_hex(6)}"
+    admin = sqlalchemy.create_engine(
+        sqlalchemy.make_url(server_url).set(database="postgres"),
+        isolation_level="AUTOCOMMIT",
+        poolclass=NullPool,
+    )
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        try:
+            yield server_url + name
+        finally:
+            with admin.connect() as conn:
+                # FORCE: a connection the test leaked must not keep its database alive.
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.dispose()
+
+
 @dataclass(frozen=True)
 class PostgresHandle:
     """A running throwaway cluster, to stop and start it again (fault tests, chaos)."""

@@ -17,7 +17,6 @@ frontend's request for it. Then:
 from __future__ import annotations
 
 import os
-import secrets
 import ssl
 import subprocess
 import sys
@@ -30,11 +29,9 @@ from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy
-from sqlalchemy.pool import NullPool
 
 from pilotage.api.openapi import unmatched
-from pilotage.testing import Pool
+from pilotage.testing import Pool, throwaway_database
 
 
 @dataclass(frozen=True)
@@ -96,20 +93,8 @@ class Contract:
 @pytest.fixture(scope="module")
 def database(postgres_server: str) -> Iterator[str]:
     """A database of its own for the module's pool."""
-    name = f"test_{secrets.token_hex(6)}"
-    admin = sqlalchemy.create_engine(
-        sqlalchemy.make_url(postgres_server).set(database="postgres"),
-        isolation_level="AUTOCOMMIT",
-        poolclass=NullPool,
-    )
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield postgres_server + name
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    with throwaway_database(postgres_server) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from pilotage.matchmaking.ads import Submitter
 from pilotage.matchmaking.service import MatchService, MatchSettings
 from pilotage.queue import jobs as queue
@@ -13,14 +9,6 @@ from pilotage.queue.history import Actor
 from pilotage.queue.jobad import slot_ad
 from pilotage.queue.spec import JobSpec
 from pilotage.store.engine import Store
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[Store]:
-    s = Store(db_url)
-    s.migrate()
-    yield s
-    s.dispose()
 
 
 def _submit(store: Store, owner: str, count: int, now: float, **spec: object) -> int:

@@ -4,10 +4,7 @@ taken in by :meth:`MatchService.follow`, a dispatch's sync takes one slice."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import classad2
-import pytest
 
 from pilotage.matchmaking.ads import MatchConfig
 from pilotage.matchmaking.autocluster import AutoclusterIndex
@@ -91,14 +88,6 @@ def test_removed_and_added_again() -> None:
     reader.add(index, 3, _ads()[2][1])
     reader.add(index, 4, _ads()[3][1])  # the same id again replaces its entry
     assert len(index) == 10
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[Store]:
-    s = Store(db_url)
-    s.migrate()
-    yield s
-    s.dispose()
 
 
 def test_follow_takes_a_big_submit_in_and_sync_a_slice(store: Store) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import os
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,14 +27,6 @@ def _tar(size: int) -> bytes:
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
     return out.getvalue()
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[Store]:
-    made = Store(db_url)
-    made.migrate()
-    yield made
-    made.dispose()
 
 
 def _spool(root: Path, store: Store) -> DatabaseSpool:
