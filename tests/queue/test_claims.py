@@ -3,6 +3,7 @@ in which order, and what a report may change."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,6 +15,7 @@ from pilotage.api.wire import PilotRegistration, Resources, Result
 from pilotage.collector import pilots as registry
 from pilotage.config import ServerSettings
 from pilotage.errors import Conflict, Denied, NotFound
+from pilotage.matchmaking.ads import Submitter
 from pilotage.matchmaking.service import MatchService, MatchSettings
 from pilotage.queue import claims
 from pilotage.queue import jobs as queue
@@ -228,3 +230,57 @@ def test_a_failure_holds_the_job_with_its_reason(store: Store) -> None:
         "no executable",
         None,
     )
+
+
+def test_a_fair_share_snapshot_waits_for_a_claim_in_flight(pg_database: str) -> None:
+    """A claim charges its submitter before its transaction commits. The fair-share
+    snapshot taken meanwhile must not reset that charge (a group ran past its quota
+    when it did): on PostgreSQL the snapshot waits for the claim's commit."""
+    store = Store(pg_database)
+    store.migrate()
+    try:
+        submit(store, job())
+        pilot_id = register(store)
+        matcher = _matcher(store)
+        offered = Resources(cpus=1, memory_mb=4000, disk_mb=10000, gpus=0)
+        ticked = threading.Event()
+
+        def tick() -> None:
+            with store.write() as conn:
+                matcher.tick(conn, time.time())
+            ticked.set()
+
+        ticker = threading.Thread(target=tick)
+        with store.write() as conn:  # the claim's transaction, held open
+            pilot = registry.owned(conn, pilot_id, "p", SECRETS[pilot_id])
+            got = claims.dispatch(
+                conn,
+                pilot,
+                offered,
+                3600,
+                settings=SETTINGS,
+                matcher=matcher,
+                now=time.time(),
+                is_postgres=True,
+            ).claims
+            assert len(got) == 1 and matcher.accountant.running(Submitter("alice")) == 1
+            ticker.start()
+            deadline = time.monotonic() + 120
+            while not ticked.is_set() and not _waiting_on_a_lock(store):
+                assert time.monotonic() < deadline, "the snapshot neither ran nor waited"
+                ticked.wait(0.05)
+        ticker.join(120)
+        assert ticked.is_set()
+        assert matcher.accountant.running(Submitter("alice")) == 1
+    finally:
+        _MATCHERS.pop(id(store), None)
+        store.dispose()
+
+
+def _waiting_on_a_lock(store: Store) -> bool:
+    with store.read() as conn:
+        waiting = conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        ).scalar_one()
+    return bool(waiting)

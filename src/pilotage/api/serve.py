@@ -134,6 +134,7 @@ def _matchmaker_tick(ctx: ServerContext, now: float) -> None:
     """Repair the matchmaker's index, feed fair share, and save its state when due."""
     with ctx.store.read() as conn:
         ctx.matcher.repair(conn, now)
+    with ctx.store.write() as conn:  # serialised with claims: see MatchService.tick
         due = ctx.matcher.tick(conn, now)
     if due:
         with ctx.store.write() as conn:

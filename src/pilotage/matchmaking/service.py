@@ -298,7 +298,16 @@ class MatchService:
     # -- fair share ------------------------------------------------------------------
 
     def tick(self, conn: sa.Connection, now: float) -> bool:
-        """Observe running cpus per submitter; return whether the state is due for saving."""
+        """Observe running cpus per submitter; return whether the state is due for saving.
+
+        ``conn`` must be a write transaction. A claim charges its submitter (:meth:`claimed`)
+        before its transaction commits; a snapshot that missed that claim would then reset
+        the charge, and a group could run past its quota. So the snapshot waits for the
+        claims in flight: SQLite's write transactions are serial already, and on PostgreSQL
+        the claims table is locked against writers until this transaction ends (claims
+        charged after the snapshot block until then, so they are charged after it)."""
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("LOCK TABLE claims IN SHARE MODE")
         rows = conn.execute(
             sa.select(jobs.c.owner, jobs.c.acct_group, sa.func.sum(claims.c.request_cpus))
             .select_from(claims.join(jobs, claims.c.job_id == jobs.c.id))
