@@ -30,7 +30,7 @@ from e2e_callers import submit_api
 
 from pilotage.collector import pilots as registry
 from pilotage.factory.backends.local import PilotLaunch
-from pilotage.queue.claims import release_claim
+from pilotage.queue.endings import release_claim
 from pilotage.queue.states import Trigger
 from pilotage.store.engine import Store
 from pilotage.testing import Pool

@@ -30,6 +30,7 @@ JOBS = 16
 
 pytestmark = pytest.mark.slow
 
+
 @pytest.fixture
 def replicas(pg_database: str) -> Iterator[tuple[Pool, Pool]]:
     roots = [Path(tempfile.mkdtemp(prefix="pilotage-replica-")) for _ in range(2)]

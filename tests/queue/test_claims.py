@@ -17,7 +17,7 @@ from pilotage.config import ServerSettings
 from pilotage.errors import Conflict, Denied, NotFound
 from pilotage.matchmaking.ads import Submitter
 from pilotage.matchmaking.service import MatchService, MatchSettings
-from pilotage.queue import claims
+from pilotage.queue import claims, endings
 from pilotage.queue import jobs as queue
 from pilotage.queue.history import Actor
 from pilotage.queue.spec import JobSpec
@@ -102,7 +102,7 @@ def ask(store: Store, pilot_id: str, cpus: int = 1, memory_mb: int = 4000) -> An
 def finish(store: Store, claim_id: str, subject: str = "p") -> None:
     with store.write() as conn:
         live, _pilot = held(conn, claim_id, subject)
-        claims.report(conn, live, Result(exit_code=0), pilot=live.pilot_id, now=time.time())
+        endings.report(conn, live, Result(exit_code=0), pilot=live.pilot_id, now=time.time())
 
 
 def proc_of(claim: Any) -> int:
@@ -190,7 +190,7 @@ def test_a_report_on_an_ended_claim_changes_nothing(store: Store) -> None:
     # A report whose claim no longer holds the job (checked by the guarded update).
     live = claims.LiveClaim(claim.claim_id, job_id, pilot_id)
     with pytest.raises(Conflict, match="no longer holds its job"), store.write() as conn:
-        claims.report(conn, live, Result(exit_code=3), pilot=pilot_id, now=time.time())
+        endings.report(conn, live, Result(exit_code=3), pilot=pilot_id, now=time.time())
     with store.read() as conn:
         assert conn.execute(sa.select(jobs.c.exit_code).where(jobs.c.id == job_id)).scalar() == 0
         count = sa.select(sa.func.count()).select_from(job_events)
@@ -221,7 +221,7 @@ def test_a_failure_holds_the_job_with_its_reason(store: Store) -> None:
     failed = Result.model_validate({"failure": {"reason": "no executable", "code": 11}})
     with store.write() as conn:
         live, _pilot = held(conn, claim.claim_id, "p")
-        assert claims.report(conn, live, failed, pilot=pilot_id, now=time.time()).value == "HELD"
+        assert endings.report(conn, live, failed, pilot=pilot_id, now=time.time()).value == "HELD"
     with store.read() as conn:
         row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).one()
     assert (row.state, row.hold_code, row.hold_reason, row.claim_id) == (

@@ -27,7 +27,7 @@ from pilotage.api.wire import (
 from pilotage.api.workwait import hold
 from pilotage.collector import pilots as registry
 from pilotage.errors import Denied, PilotageError
-from pilotage.queue import claims
+from pilotage.queue import claims, endings
 
 
 def answer(model: Any, status_code: int = 200) -> Response:
@@ -155,6 +155,6 @@ def _record(
         raise Denied(f"claim {item.claim_id} is held by pilot {live.pilot_id}, not {pilot_id}")
     if item.without_switch is None:
         # Nothing is written before the guarded update that may refuse it.
-        return claims.report(conn, live, item, pilot=pilot_id, now=now, pg=pg).value
+        return endings.report(conn, live, item, pilot=pilot_id, now=now, pg=pg).value
     with conn.begin_nested():  # the ad is marked first: undone if the report is refused
-        return claims.report(conn, live, item, pilot=pilot_id, now=now, pg=pg).value
+        return endings.report(conn, live, item, pilot=pilot_id, now=now, pg=pg).value

@@ -52,7 +52,7 @@ from pilotage.collector import pilots as registry
 from pilotage.collector.rejoin import rejoin
 from pilotage.credentials.tokens import Role
 from pilotage.errors import NotFound
-from pilotage.queue import claims, denials, orphans, vacate
+from pilotage.queue import claims, denials, endings, orphans, vacate
 from pilotage.queue.states import Trigger
 from pilotage.queue.stoppace import StopPacer
 
@@ -88,9 +88,7 @@ def _answer(model: BaseModel, status_code: int = 200) -> Response:
 
 
 @router.post("/pilots", status_code=201, response_model=Registered)
-async def register(
-    body: PilotRegistration, request: Request, ctx: LoopCtx, who: Pilot
-) -> Response:
+async def register(body: PilotRegistration, request: Request, ctx: LoopCtx, who: Pilot) -> Response:
     """Join the pool; a token minted for an entry registers only pilots of that entry
     (:func:`pilotage.collector.pilots.check_entry`, 403 otherwise). With ``resume`` and
     that pilot's secret, take a lost pilot back (:mod:`pilotage.collector.rejoin`)."""
@@ -195,7 +193,7 @@ async def claim_output(
     def work(conn: sa.Connection) -> None:
         live, _pilot = claims.held_claim(conn, claim_id, who.name, secret)
         job = claims.job_of_claim(conn, live.claim_id)
-        claims.attach_output(conn, live, job.owner, upload.digest, upload.size, now=ctx.clock())
+        endings.attach_output(conn, live, job.owner, upload.digest, upload.size, now=ctx.clock())
 
     # The claim may have ended while the tar arrived: only a recorded output enters the
     # spool, so a refused late upload leaves nothing behind.
@@ -219,7 +217,7 @@ async def claim_result(
     def work(conn: sa.Connection) -> tuple[sa.Row[Any], list[Claim]]:
         now = ctx.clock()
         live, pilot = claims.held_claim(conn, claim_id, who.name, secret)
-        claims.report(conn, live, body, pilot=live.pilot_id, now=now, pg=ctx.is_postgres)
+        endings.report(conn, live, body, pilot=live.pilot_id, now=now, pg=ctx.is_postgres)
         registry.touch(conn, pilot, now, every_s=touch_every_s(ctx))
         got: list[Claim] = []
         if body.next is not None and pilot.state == "active":
@@ -291,8 +289,8 @@ async def pilot_exit(
     def work(conn: sa.Connection) -> None:
         now = ctx.clock()
         registry.owned(conn, pilot_id, who.name, secret)
-        for claim_id, job_id in claims.pilot_claims(conn, pilot_id):
-            claims.release_claim(
+        for claim_id, job_id in endings.pilot_claims(conn, pilot_id):
+            endings.release_claim(
                 conn,
                 claim_id,
                 job_id,

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from pilotage.collector.pilots import ENTRY_TOKEN_PREFIX, entry_token_subject
 from pilotage.errors import Conflict, NotFound
-from pilotage.queue import claims as queue_claims
+from pilotage.queue import endings
 from pilotage.queue.states import Trigger
 from pilotage.store.engine import note
 from pilotage.store.tables import claims, pilots
@@ -126,8 +126,8 @@ def act(
             values = {"retire": True}
         else:
             values = {"retire": True}
-            for claim_id, job_id in queue_claims.pilot_claims(conn, row.id):
-                queue_claims.release_claim(
+            for claim_id, job_id in endings.pilot_claims(conn, row.id):
+                endings.release_claim(
                     conn,
                     claim_id,
                     job_id,

@@ -3,7 +3,7 @@
 On SQLite a statement costs a function call; on PostgreSQL a round trip, and the
 database server's work on both sides of it. The two transitions of every job's dispatch
 path are each a guarded update of the job, its event, and its claim's row
-(pilotage.queue.claims); on PostgreSQL each is sent as one statement whose
+(pilotage.queue.claims, pilotage.queue.endings); on PostgreSQL each is sent as one statement whose
 data-modifying ``WITH`` parts do the three (each runs once, to completion, whether the
 final ``SELECT`` reads it or not). The event and the claim's row are written only for
 the row the guarded update changed, so the outcome is exactly that of the three

@@ -1,7 +1,7 @@
 """Applying the job's own policy (:mod:`pilotage.queue.policy`) to the queue.
 
 Two call sites: the server's sweep calls :func:`sweep_once` every reap interval for the
-``periodic_*`` expressions, and the exit path (``claims.report``) calls :func:`on_exit`
+``periodic_*`` expressions, and the exit path (``endings.report``) calls :func:`on_exit`
 before recording an ordinary completion, for ``on_exit_*`` and ``max_retries``. Every
 change goes through the transition table and leaves an event with actor ``policy``.
 """

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from pilotage.collector import pilots as registry
 from pilotage.config import ServerSettings
-from pilotage.queue import claims
+from pilotage.queue import endings
 from pilotage.queue.states import Trigger
 from pilotage.store.engine import Store
 from pilotage.store.tables import pilots
@@ -25,10 +25,10 @@ def reap_once(store: Store, settings: ServerSettings, now: float) -> int:
     Returns how many claims were released.
     """
     with store.read() as conn:
-        expired = claims.expired_claims(conn, now)
+        expired = endings.expired_claims(conn, now)
     for claim_id, job_id in expired:
         with store.write() as conn:
-            claims.release_claim(
+            endings.release_claim(
                 conn,
                 claim_id,
                 job_id,
@@ -51,7 +51,7 @@ def reap_once(store: Store, settings: ServerSettings, now: float) -> int:
             .all()
         )
         for pilot_id in lost:
-            if not claims.pilot_claims(conn, pilot_id):
+            if not endings.pilot_claims(conn, pilot_id):
                 registry.leave(conn, pilot_id, "lost", "no heartbeat", now)
                 log.info("pilot %s lost: not heard from", pilot_id)
     return len(expired)
