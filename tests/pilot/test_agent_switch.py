@@ -26,7 +26,7 @@ from pilot.switched_pool import (
     pilot_file,
     switch_site,
 )
-from pilotage.pilot.switched import NO_CREDENTIAL
+from pilotage.pilot.jobcredential import NO_CREDENTIAL
 from pilotage.testing import Pool
 from switch.switch_site import Site
 

@@ -33,18 +33,19 @@ from typing import Any
 
 from pilotage.errors import Conflict, Denied, NotFound, PilotageError, Transient
 
+from . import lastcalls
 from .client import Backoff, Cancel, Cancelled, Client, retrying
 from .config import AgentConfig
 from .heartbeat import Heartbeat
 from .jobrun import KILL_GRACE_S, JobRun
 from .nodepolicy import report_line, switch_type_problem
-from .reaper import Reaper, lock_workdir, sweep
-from .reconnect import OutageClock, QuietLog, register_again, registration_body
+from .reaper import Reaper
+from .reconnect import REGISTER_PATH, OutageClock, QuietLog, register_again, registration_body
 from .resources import Resources, Slot, SlotFull
 from .results import Ended, Results
 from .runs import bypass_run, execute, make_run, may_bypass, without_switch
 from .session import WAIT_S, SessionWatcher
-from .wire import VERSION, Claim, GiveBack, JobResult, Registration, WorkAnswer, work_request
+from .wire import Claim, GiveBack, JobResult, Registration, WorkAnswer, work_request
 from .workers import Workers
 
 log = logging.getLogger("pilotage.pilot")
@@ -120,7 +121,7 @@ class Agent:
             log.error("not starting: %s", problem)
             report_line("switch_type", problem, switch=self.config.attrs.get("PilotageSwitch"))
             return 1
-        self._start_reaper()
+        self._lock_fd = self.reaper.take_workdir()  # pilot/reaper.py
         previous = self._install_signals()
         try:
             try:
@@ -161,25 +162,13 @@ class Agent:
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
 
-    def _start_reaper(self) -> None:
-        """Kill what a dead agent left in the work directory (when no live agent uses
-        it), then fork the reaper that kills this agent's jobs if it dies (pilot/reaper.py).
-        Called before any other thread starts."""
-        cfg = self.config
-        self._lock_fd = lock_workdir(cfg.workdir)
-        if self._lock_fd is None:
-            log.warning("another live agent uses %s: nothing left there is swept", cfg.workdir)
-        else:
-            sweep(cfg.workdir, cfg.switch, cfg.token_file)
-        keep = () if self._lock_fd is None else (self._lock_fd,)
-        self.reaper.start(keep)
-
     def register(self) -> Registration:
         """Join the pool, retrying an unreachable server until the end of the lifetime."""
+        body = self._registration_body()
         answer = retrying(
-            lambda: self.client.request("POST", "/pilot/v1/pilots", self._registration_body()),
+            lambda: self.client.request("POST", REGISTER_PATH, body),
             what="registration",
-            wait=lambda delay: self._sleep(delay) or time.monotonic() >= self._end,
+            wait=self._until_end,
         )
         self.registration = Registration.from_wire(answer)
         self.client.set_pilot_secret(self.registration.pilot_secret)
@@ -208,7 +197,7 @@ class Agent:
                     self._registration_body(),
                     self.registration,
                     held,
-                    wait=lambda delay: self._sleep(delay) or time.monotonic() >= self._end,
+                    wait=self._until_end,
                 )
             except PilotageError as exc:
                 self._lost = f"{why}; registering again failed: {exc.message}"
@@ -362,6 +351,14 @@ class Agent:
             time.sleep(min(left, 0.5))
         return bool(self._signalled or self._lost)
 
+    def _until_end(self, delay_s: float) -> bool:
+        """Retry waits that end with the pilot's lifetime: whether to give up."""
+        return self._sleep(delay_s) or time.monotonic() >= self._end
+
+    def _sleep_always(self, delay_s: float) -> None:
+        """Sleep up to ``delay_s``, even while leaving (the last calls)."""
+        self._sleep(delay_s, always=True)
+
     # -- claims ----------------------------------------------------------------------
 
     def _ask(self, cancel: Cancel) -> None:
@@ -454,21 +451,8 @@ class Agent:
         return plain, without_switch(result, why)
 
     def _give_back(self, claim: Claim, tag: str, why: GiveBack) -> None:
-        """Give a claim back unfinished (a few quick tries; else its lease lapses); when the
-        node is at fault, take no more jobs and say why."""
-        give_up = time.monotonic() + 30.0
-        try:
-            state = retrying(
-                lambda: self.client.vacate(claim.claim_id, why.to_wire()),
-                what=f"{tag}: give back",
-                wait=lambda delay: (
-                    self._sleep(min(delay, 5.0), always=True) or time.monotonic() > give_up
-                ),
-                backoff=Backoff(first_s=1.0, max_s=5.0),
-            )
-            log.info("%s: given back (%s); the job is %s", tag, why.reason, state)
-        except PilotageError as exc:
-            log.warning("%s: not given back (%s); its lease will lapse", tag, exc.message)
+        """Give a claim back unfinished; when the node is at fault, take no more jobs."""
+        lastcalls.give_back(self.client, claim, tag, why, self._sleep_always)
         if why.stop_pilot:
             self._stop_taking_jobs(why.reason, claim)
 
@@ -603,21 +587,7 @@ class Agent:
     def _leave(self, reason: str) -> None:
         """Tell the server this pilot leaves (best effort: a few quick tries)."""
         assert self.registration is not None
-        log.info("leaving: %s", reason)
-        path = f"/pilot/v1/pilots/{self.registration.pilot_id}/exit"
-        give_up = time.monotonic() + 30.0
-        try:
-            retrying(
-                lambda: self.client.request("POST", path, {"v": VERSION, "reason": reason}),
-                what="exit",
-                wait=lambda delay: (
-                    self._sleep(min(delay, 5.0), always=True) or time.monotonic() > give_up
-                ),
-                backoff=Backoff(first_s=1.0, max_s=5.0),
-            )
-        except PilotageError as exc:
-            log.warning("exit not acknowledged (%s)", exc.message)
-        self.client.close()
+        lastcalls.leave(self.client, self.registration.pilot_id, reason, self._sleep_always)
 
 
 def run(config: AgentConfig) -> int:

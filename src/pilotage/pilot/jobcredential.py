@@ -13,9 +13,20 @@ import os
 import pkgutil
 import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from pilotage.errors import OperatorError
+from pilotage.errors import OperatorError, UserError
+
+from .client import error_kind
+from .wire import Failure, HoldCode
+
+NO_CREDENTIAL = (
+    "this pilot runs jobs only under their owner's identity; submit with use_x509userproxy"
+)
+#: Refusals of a credential release that hold the job (the credential, not the pilot, is bad).
+_HOLDING = ("NoStoredCredential", "IdentityChanged", "StoredCredentialUnusable")
 
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\r?\n.*?-----END CERTIFICATE-----\r?\n?", re.S)
 
@@ -55,6 +66,27 @@ def check_switch_mode() -> None:
             "--switch needs the Python package cryptography (the switch needs it too): "
             "the agent makes the key of each job's credential"
         ) from None
+
+
+def fetch(call: Callable[[str, str, dict[str, Any] | None], Any]) -> tuple[bytes, Any]:
+    """The job's credential as the proxy file's bytes, and the server's release (its
+    identity and times). ``call(what, path, body)`` posts to the claim's ``path``: the
+    one-time key first, then the release, for a CSR of a key made here."""
+    issued = call("credential key", "/credential-key", None)
+    key_pem, csr_pem = make_key_request()
+    body = {"v": 1, "key": str(issued["key"]), "csr_pem": csr_pem}
+    released = call("credential", "/credential", body)
+    return proxy_file_bytes(str(released["chain_pem"]), key_pem), released
+
+
+def refusal_hold(exc: UserError) -> Failure | None:
+    """The hold for a refused release that the job's owner must fix; None for others."""
+    kind = error_kind(exc)
+    if kind == "JobWithoutCredential":
+        return Failure(HoldCode.IDENTITY, NO_CREDENTIAL)
+    if kind in _HOLDING:
+        return Failure(HoldCode.IDENTITY, f"the job's credential cannot be released: {exc.message}")
+    return None
 
 
 def make_key_request() -> tuple[bytes, str]:

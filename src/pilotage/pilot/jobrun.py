@@ -37,6 +37,7 @@ from pilotage.queue.sandbox import SandboxError
 from .client import Client, retrying
 from .container import job_argv, program_in_image
 from .forkgate import TRANSIENT_START, spawn
+from .nodepolicy import GIVE_BACK_EXCLUDE_S
 from .outputs import (
     OutputError,
     credential_needles,
@@ -55,9 +56,8 @@ log = logging.getLogger("pilotage.pilot")
 
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 KILL_GRACE_S = 10.0
-#: How long the server keeps a job this pilot gave back from it (docs/pilot.md).
-GIVE_BACK_EXCLUDE_S = 600.0
-#: The same after a passing failure of the node (a start that failed with EAGAIN...).
+#: How long the server keeps a job this pilot gave back after a passing failure of the
+#: node (a start that failed with EAGAIN...).
 TRANSIENT_EXCLUDE_S = 10.0
 #: Write failures that mean the node's disk (or the account's quota) is full.
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)

@@ -11,6 +11,8 @@ Pure logic, no I/O but :func:`report_line`; the agent acts on the answers
   to the queue at once without counting against it, and the pilot stops taking jobs.
   A 202 (or a switch that died without a status line) is the switch's internal error:
   the job goes back too, or, where the site allows it, runs as the pilot account.
+- :func:`outcome` turns a refusal into what happens to the claim: a hold, or a give-back
+  with how long the job stays away from this pilot and whether the pilot stops.
 - :func:`switch_type_problem`: a site that requires setuid never gets a job run in
   log-only or namespace mode (seed 002); the node's switch type comes from start-up
   validation, in the slot ad (``PilotageSwitch``), and the site's answers with it.
@@ -21,6 +23,11 @@ from __future__ import annotations
 import enum
 import json
 import sys
+
+from .wire import Failure, GiveBack, HoldCode
+
+#: How long the server keeps a job given back for the node's fault away from this pilot.
+GIVE_BACK_EXCLUDE_S = 600.0
 
 #: 201 messages about the job's own credential: its owner must fix them.
 _OWNER_201 = (
@@ -69,6 +76,31 @@ def classify(code: int | None, message: str) -> tuple[Cause, bool]:
     if code is None:
         return Cause.INTERNAL, True
     return Cause.NODE, True
+
+
+def outcome(
+    code: int | None, message: str, *, retried: int, retry_exclude_s: float
+) -> Failure | GiveBack:
+    """What a refusal does to its claim: held (a :class:`Failure`) for what the job's
+    owner must fix, else given back. ``retried``: the calls retried after a passing 202;
+    ``retry_exclude_s``: how long the job then stays away from this pilot."""
+    text = f"pilotage-exec refused ({code}): {message}" if code else message
+    cause, stop_pilot = classify(code, message)
+    if cause is Cause.OWNER and code == 203:
+        # This site will not run the owner; others may: the server excludes the site
+        # for the job (ExcludedSites) and holds it only when no site is left.
+        return GiveBack(text, node_fault=False, refusal="denied")
+    if cause is Cause.OWNER:
+        return Failure(HoldCode.IDENTITY, text)
+    passing = cause is Cause.INTERNAL and not stop_pilot
+    return GiveBack(
+        f"{text} (after {retried} retries)" if passing else text,
+        exclude_s=retry_exclude_s if passing else GIVE_BACK_EXCLUDE_S,
+        stop_pilot=stop_pilot,
+        bypassable=cause is Cause.INTERNAL,
+        # A passing 202 is the site's trouble, not the job's: reported for the entry.
+        refusal="transient" if passing else None,
+    )
 
 
 def _word(attrs: dict[str, str], name: str) -> str | None:

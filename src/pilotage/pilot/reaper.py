@@ -160,6 +160,18 @@ class Reaper:
         self._write: int | None = None
         self._lock = threading.Lock()
 
+    def take_workdir(self) -> int | None:
+        """Kill what a dead agent left in the work directory (when no live agent uses it),
+        then fork the reaper (call before any other thread starts). The work directory's
+        lock descriptor, kept open in the reaper too; None if a live agent holds it."""
+        lock_fd = lock_workdir(self.workdir)
+        if lock_fd is None:
+            log.warning("another live agent uses %s: nothing left there is swept", self.workdir)
+        else:
+            sweep(self.workdir, self.switch, self.pilot_credential)
+        self.start(() if lock_fd is None else (lock_fd,))
+        return lock_fd
+
     def start(self, keep_fds: Sequence[int] = ()) -> int:
         """Fork the reaper (call before any other thread starts); its pid."""
         read_fd, write_fd = os.pipe()

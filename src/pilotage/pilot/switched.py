@@ -43,24 +43,21 @@ user's credential copy and empties ``job/`` whatever modes the job left (finding
 agent then deletes the claim's directory. A job that filled the disk has its files deleted
 before its result is reported.
 
-Each switch call passes the switch's own status channel as descriptor 3 (hence ``sudo
--C 4`` or more) and reads its line: ``0 started <pid>``, or ``<code> <message>``. A
-refusal holds the job only when its owner must act (a 201 on its credential, a 203 on its
-identity); any other is the node's: the claim is given back uncounted (``POST .../vacate``)
-and the pilot takes no more jobs; after a 202 or no line the agent may run the job as the
-pilot account where the site allows it (:mod:`pilotage.pilot.nodepolicy`; docs/pilot.md,
-"Switch exit codes"; seed 000 §4.5, §4.7). A wrapper that never took its request
-(unreadable work path, no ``python3``) is the node's fault too. Making the key and CSR of
-the job's credential needs ``cryptography``, imported here only in this mode (the switch
-needs it on the node anyway).
+Each switch call (:mod:`pilotage.pilot.switchcall`) reads the switch's status line: ``0
+started <pid>``, or ``<code> <message>``. A refusal holds the job only when its owner must
+act (a 201 on its credential, a 203 on its identity); any other is the node's: the claim
+is given back uncounted (``POST .../vacate``) and the pilot takes no more jobs; after a
+202 or no line the agent may run the job as the pilot account where the site allows it
+(:mod:`pilotage.pilot.nodepolicy`; docs/pilot.md, "Switch exit codes"; seed 000 §4.5,
+§4.7). A wrapper that never took its request (unreadable work path, no ``python3``) is
+the node's fault too. The job's credential needs ``cryptography``
+(:mod:`pilotage.pilot.jobcredential`), imported only in this mode.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
-import json
 import logging
 import os
 import posixpath
@@ -77,57 +74,31 @@ from typing import Any, BinaryIO, TypeVar, cast
 from pilotage.errors import Transient, UserError
 from pilotage.queue.sandbox import SandboxError, extract, pack
 
-from .client import error_kind, retrying
+from . import switchcall
+from .client import retrying
 from .container import NoRuntime, job_argv
-from .forkgate import GATE
-from .jobcredential import check_switch_mode, install_wrapper, make_key_request, proxy_file_bytes
-from .jobrun import (
-    DEFAULT_PATH,
-    DISK_FULL,
-    GIVE_BACK_EXCLUDE_S,
-    JobRun,
-    _Gone,
-    build_environment,
-    remove_tree,
-)
-from .nodepolicy import Cause, classify
+from .jobcredential import check_switch_mode, install_wrapper, refusal_hold
+from .jobcredential import fetch as fetch_credential
+from .jobrun import DEFAULT_PATH, DISK_FULL, JobRun, _Gone, build_environment, remove_tree
+from .nodepolicy import Cause, classify, outcome
 from .outputs import OutputError, is_safe_relpath, pack_outputs, select_outputs, snapshot
 from .renewal import Grant, Keeper, RefreshRefused, RenewalSettings
 from .streaming import LAST_PIECES_S, WrapperStream, wrapper_request
+from .switchcall import NO_LINE, Refused
 from .switchretry import SwitchRetry
 from .urlinputs import fetch_all as fetch_urls
-from .wire import Failure, GiveBack, HoldCode, JobResult
+from .wire import Failure, HoldCode, JobResult
 
-__all__ = ["NO_CREDENTIAL", "SwitchedRun", "check_switch_mode"]
+__all__ = ["SwitchedRun", "check_switch_mode"]
 
 log = logging.getLogger("pilotage.pilot")
 T = TypeVar("T")
 
-#: The descriptor the switch writes its status line to, in its own process.
-STATUS_FD = 3
 #: The interpreter the switch runs the wrapper with, found in the switch's own PATH.
 PYTHON = ("python3", "-I", "-S")
-NO_CREDENTIAL = (
-    "this pilot runs jobs only under their owner's identity; submit with use_x509userproxy"
-)
-#: Refusals of a credential release that hold the job (the credential, not the pilot, is bad).
-_HOLDING = ("NoStoredCredential", "IdentityChanged", "StoredCredentialUnusable")
-#: No status line at all (a dead switch: 202, or ``--signal``'s success).
-_NO_LINE = -202
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-#: How long the agent waits for the wrapper to take its request.
-_SEND_TIMEOUT_S = 120.0
 #: The names the switch gives the user's credential copy in the target directory.
 _COPIES = ("x509_proxy", "bearer_token")
-
-
-class _Refused(Exception):
-    """The switch refused a call: its exit code (201-203) and its sentence."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 class _CannotStart(Exception):
@@ -178,7 +149,7 @@ class SwitchedRun(JobRun):
             "PATH": os.environ.get("PATH") or DEFAULT_PATH,
             "PILOTAGE_EXEC_USER_CREDENTIAL": str(self.proxy),
             "PILOTAGE_EXEC_JOB_NAME": self.claim.job_id,
-            "PILOTAGE_EXEC_STATUS_FD": str(STATUS_FD),
+            "PILOTAGE_EXEC_STATUS_FD": str(switchcall.STATUS_FD),
         }
         if self.pilot_credential is not None:
             env["PILOTAGE_EXEC_PILOT_CREDENTIAL"] = str(self.pilot_credential)
@@ -187,51 +158,6 @@ class SwitchedRun(JobRun):
         if family:
             env["PILOTAGE_EXEC_JOB_ID"] = self.claim.claim_id
         return env
-
-    def _launch(self, args: list[str], stdin: int, env: dict[str, str]) -> tuple[int, int]:
-        """Start the switch with ``args`` in a new session; its pid and status read end.
-
-        ``posix_spawn`` places the descriptors (0, then /dev/null as 1 and 2, the status
-        channel at 3) in the child only, so concurrent claims never see each other's.
-        """
-        read_fd, write_fd = os.pipe()
-        high: list[int] = []
-        try:
-            with open(os.devnull, "r+b") as null:
-                for fd in (stdin, null.fileno(), null.fileno(), write_fd):
-                    high.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10))
-            actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(high)]
-            with GATE.forking():  # no executable open for writing survives into it
-                pid = os.posix_spawn(
-                    self._program, [*self.switch, *args], env, file_actions=actions, setsid=True
-                )
-        except BaseException:
-            os.close(read_fd)
-            raise
-        finally:
-            for fd in (*high, write_fd):
-                os.close(fd)
-        return pid, read_fd
-
-    @staticmethod
-    def _status(read_fd: int) -> tuple[int, str]:
-        """Read the status line (not end-of-file: sudo keeps a copy open) and close."""
-        data = b""
-        try:
-            while b"\n" not in data and len(data) < 8192:
-                chunk = os.read(read_fd, 4096)
-                if not chunk:
-                    break
-                data += chunk
-        finally:
-            os.close(read_fd)
-        line = data.split(b"\n", 1)[0].decode(errors="replace")
-        code, _, message = line.partition(" ")
-        if not line:
-            return _NO_LINE, "pilotage-exec ended without a status line"
-        if not code.isdigit():
-            return 202, f"pilotage-exec sent an unreadable status line {line[:200]!r}"
-        return int(code), message
 
     def _wrapper(
         self, request: dict[str, Any], passed: tuple[int, ...] = (), *, job: bool = False
@@ -247,7 +173,7 @@ class SwitchedRun(JobRun):
                 try:
                     copies = tuple(os.dup(fd) for fd in passed)
                     return self._wrapper_once(request, copies, job=job)
-                except _Refused as exc:
+                except Refused as exc:
                     wait = self.retry.delay(self.retried, time.monotonic() - began)
                     if wait is None or classify(exc.code, exc.message) != (Cause.INTERNAL, False):
                         raise
@@ -280,16 +206,25 @@ class SwitchedRun(JobRun):
                 with self._lock:
                     if job and not self.alive:
                         raise _Gone
-                    pid, switch_status = self._launch(args, theirs.fileno(), env)
+                    pid, switch_status = switchcall.launch(
+                        self._program, [*self.switch, *args], theirs.fileno(), env
+                    )
                     if job:
                         self._pid = pid
                 theirs.close()
-                code, message = self._status(switch_status)
+                code, message = switchcall.read_status(switch_status)
                 if code != 0:
                     self._reap(pid)
-                    raise _Refused(code, message)
+                    raise Refused(code, message)
                 self._ran_as_user = True
-                self._hand_over(ours, pid, request, (status_w, *passed))
+                if why := switchcall.hand_over(ours, request, (status_w, *passed)):
+                    log.warning("%s: the job wrapper did not take its request (%s)", self.tag, why)
+                    code = self._reap(pid)
+                    raise OSError(
+                        f"the job wrapper did not start as the job's owner (exit {code}); is "
+                        f"every directory to {install_wrapper(self._workdir)} searchable by "
+                        "others?"
+                    )
                 if job and "stream" in request:  # its pieces come on this socket
                     self._stream = WrapperStream(
                         self._client, self.claim, ours.dup(), self.credential_files
@@ -302,44 +237,12 @@ class SwitchedRun(JobRun):
                 os.close(fd)
         return pid, status_r
 
-    def _hand_over(
-        self, sock: socket.socket, pid: int, request: dict[str, Any], fds: tuple[int, ...]
-    ) -> None:
-        """Send the request and descriptors; wait for the wrapper's acknowledgement."""
-        data = json.dumps(request).encode()
-        sock.settimeout(_SEND_TIMEOUT_S)
-        try:
-            sent = socket.send_fds(sock, [data], list(fds))
-            sock.sendall(data[sent:])
-            sock.shutdown(socket.SHUT_WR)  # end-of-file: the whole request is there
-            ack = sock.recv(1)
-        except OSError as exc:
-            ack = b""
-            log.warning("%s: the job wrapper did not take its request (%s)", self.tag, exc)
-        if ack != b"R":
-            code = self._reap(pid)
-            raise OSError(
-                f"the job wrapper did not start as the job's owner (exit {code}); is every "
-                f"directory to {install_wrapper(self._workdir)} searchable by others?"
-            )
-
     def _reap(self, pid: int) -> int:
         with self._lock:
             if pid == self._pid:
                 self._exited = True
         _pid, status = os.waitpid(pid, 0)
         return os.waitstatus_to_exitcode(status)
-
-    @staticmethod
-    def _exec_status(status_r: int) -> str:
-        """The wrapper's line, or "" at end-of-file (it exec'd, or finished its action)."""
-        data = b""
-        try:
-            while chunk := os.read(status_r, 4096):
-                data += chunk
-        finally:
-            os.close(status_r)
-        return data.decode(errors="replace").strip()
 
     def _action(
         self, request: dict[str, Any], passed: tuple[int, ...] = (),
@@ -350,7 +253,7 @@ class SwitchedRun(JobRun):
         try:
             got = reader() if reader is not None else None
         finally:
-            message = self._exec_status(status_r)
+            message = switchcall.read_to_end(status_r)
             code = self._reap(pid)
         if message or code != 0:
             raise _CannotStart(message or f"the wrapper's {request['action']} exited {code}")
@@ -364,15 +267,11 @@ class SwitchedRun(JobRun):
 
     def _send(self, name: str) -> None:
         """``--signal``: only a refusal writes a line, so end-of-file is success."""
-        args = ["--signal", name, "--job", self.claim.claim_id]
+        argv = [*self.switch, "--signal", name, "--job", self.claim.claim_id]
         try:
-            with open(os.devnull, "rb") as null:
-                pid, status_fd = self._launch(
-                    args, null.fileno(), self._env(target=False, family=False)
-                )
-            code, message = self._status(status_fd)
-            os.waitpid(pid, 0)
-            if code != _NO_LINE:
+            env = self._env(target=False, family=False)
+            code, message, _exit = switchcall.call(self._program, argv, env)
+            if code != NO_LINE:
                 log.warning("%s: SIG%s not delivered through the switch (%d %s)",
                             self.tag, name, code, message)  # fmt: skip
         except OSError as exc:
@@ -395,12 +294,10 @@ class SwitchedRun(JobRun):
                 out.write(data)
             env = {**self._env(target=True, family=False),
                    "PILOTAGE_EXEC_USER_CREDENTIAL": str(tmp)}  # fmt: skip
-            with open(os.devnull, "rb") as null:
-                pid, status_fd = self._launch(["--refresh"], null.fileno(), env)
-            code, message = self._status(status_fd)
-            exit_code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-            if code != _NO_LINE or exit_code != 0:
-                raise RefreshRefused(f"{exit_code} {message}" if code == _NO_LINE
+            argv = [*self.switch, "--refresh"]
+            code, message, exit_code = switchcall.call(self._program, argv, env)
+            if code != NO_LINE or exit_code != 0:
+                raise RefreshRefused(f"{exit_code} {message}" if code == NO_LINE
                                      else f"{code} {message}")  # fmt: skip
             os.replace(tmp, self.proxy)
         finally:
@@ -458,7 +355,7 @@ class SwitchedRun(JobRun):
             failure = self._collect(before)
             # An output failure is reported with how the job itself ended.
             return result if failure is None else dataclasses.replace(result, failure=failure)
-        except _Refused as exc:
+        except Refused as exc:
             return self._refused(exc)
         except _Gone:
             return None
@@ -466,31 +363,16 @@ class SwitchedRun(JobRun):
             self.node_fault(f"the job cannot run on this node: {exc}")
             return None
 
-    def _refused(self, exc: _Refused) -> JobResult | None:
+    def _refused(self, exc: Refused) -> JobResult | None:
         """Hold the job for what its owner must fix; give it back for anything else
-        (:func:`~pilotage.pilot.nodepolicy.classify`, docs/pilot.md "Switch exit codes")."""
-        code = None if exc.code == _NO_LINE else exc.code
-        text = f"pilotage-exec refused ({exc.code}): {exc.message}" if code else exc.message
-        log.warning("%s: %s", self.tag, text)
-        cause, stop_pilot = classify(code, exc.message)
-        if cause is Cause.OWNER and code == 203:
-            # This site will not run the owner; others may: the server excludes the site
-            # for the job (ExcludedSites) and holds it only when no site is left.
-            self.give_back = GiveBack(text, node_fault=False, refusal="denied")
-            return None
-        if cause is Cause.OWNER:
-            return JobResult(failure=Failure(HoldCode.IDENTITY, text))
-        passing = cause is Cause.INTERNAL and not stop_pilot
-        if passing:
-            text += f" (after {self.retried} retries)"
-        self.give_back = GiveBack(
-            text,
-            exclude_s=self.retry.exclude_s if passing else GIVE_BACK_EXCLUDE_S,
-            stop_pilot=stop_pilot,
-            bypassable=cause is Cause.INTERNAL,
-            # A passing 202 is the site's trouble, not the job's: reported for the entry.
-            refusal="transient" if passing else None,
-        )
+        (:func:`~pilotage.pilot.nodepolicy.outcome`, docs/pilot.md "Switch exit codes")."""
+        code = None if exc.code == NO_LINE else exc.code
+        exclude_s = self.retry.exclude_s
+        done = outcome(code, exc.message, retried=self.retried, retry_exclude_s=exclude_s)
+        log.warning("%s: %s", self.tag, done.reason)
+        if isinstance(done, Failure):
+            return JobResult(failure=done)
+        self.give_back = done
         return None
 
     def _server(self, what: str, call: Callable[[], T]) -> T:
@@ -502,27 +384,19 @@ class SwitchedRun(JobRun):
     def _credential(self) -> Failure | None:
         """Fetch the job's proxy with the claim's one-time key; write it (0600)."""
         path = f"/pilot/v1/claims/{self.claim.claim_id}"
+
+        def call(what: str, suffix: str, body: dict[str, Any] | None) -> Any:
+            return self._server(what, lambda: self._client.request("POST", path + suffix, body))
+
         try:
-            issued = self._server(
-                "credential key", lambda: self._client.request("POST", path + "/credential-key")
-            )
-            key_pem, csr_pem = make_key_request()
-            body = {"v": 1, "key": str(issued["key"]), "csr_pem": csr_pem}
-            released = self._server(
-                "credential", lambda: self._client.request("POST", path + "/credential", body)
-            )
+            data, released = fetch_credential(call)
         except UserError as exc:
-            kind = error_kind(exc)
-            if kind == "JobWithoutCredential":
-                return Failure(HoldCode.IDENTITY, NO_CREDENTIAL)
-            if kind in _HOLDING:
-                return Failure(
-                    HoldCode.IDENTITY, f"the job's credential cannot be released: {exc.message}"
-                )
+            hold = refusal_hold(exc)
+            if hold is not None:
+                return hold
             log.warning("%s: credential refused (%s); dropping the claim", self.tag, exc.message)
             self.stop("the server refused the job's credential")
             raise _Gone from None
-        data = proxy_file_bytes(str(released["chain_pem"]), key_pem)
         fd = os.open(self.proxy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "wb") as out:
             out.write(data)
@@ -592,7 +466,7 @@ class SwitchedRun(JobRun):
         }  # fmt: skip
         pid, status_r = self._wrapper(request, job=True)
         self._started_at = time.monotonic()
-        message = self._exec_status(status_r)
+        message = switchcall.read_to_end(status_r)
         if self._stream is not None and not message:
             self._stream.start()
         if message:
@@ -704,7 +578,7 @@ class SwitchedRun(JobRun):
         }  # fmt: skip
         try:
             self._action(request)
-        except (_Refused, _CannotStart, OSError) as exc:
+        except (Refused, _CannotStart, OSError) as exc:
             log.warning("%s: the job's files not removed as its owner (%s)", self.tag, exc)
 
     def cleanup(self) -> None:
