@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,6 +31,18 @@ from pilotage.testing import (
     postgres_cluster,
     throwaway_database,
 )
+from pilotage.testing_runs import end_leftovers, mark_run
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """On the run's controller (not a pytest-xdist worker): kill what interrupted runs
+    left running, then mark this run's processes (:mod:`pilotage.testing_runs`)."""
+    if hasattr(config, "workerinput"):
+        return
+    left = end_leftovers()
+    if left:
+        sys.stderr.write(f"killed {len(left)} processes left by interrupted test runs\n")
+    mark_run()
 
 
 def require_service(name: str, reason: str) -> NoReturn:
