@@ -151,8 +151,10 @@ def test_sessions_without_the_switch_run_as_the_pilot_within_bounds(
     with ThreadPoolExecutor(2) as both:
         ticks = [both.submit(cli, "exec-in-job", job, "--", "sh", "-c", ticking) for _ in range(2)]
         wait_for(lambda: len(processes("sh", "-c", ticking)) == 2, "two sessions", log)
+        # Both open at the server too (it counts them), not only started on the node.
+        wait_for(lambda: _states(pool).count("open") == 2, "two open sessions", log)
         third = cli("exec-in-job", job, "--", "true")
-        assert third.returncode == 6, third.stderr
+        assert third.returncode == 6, (third.stderr, _states(pool))
         assert f"job {job} already has 2 sessions open" in third.stderr
         (Path(cwd) / "release").touch()
         for done in ticks:
@@ -195,3 +197,8 @@ def test_sessions_without_the_switch_run_as_the_pilot_within_bounds(
         (idle, "refused", "Conflict", None),
         (job, "ended", "job-ended", None),
     ]
+
+
+def _states(pool: Pool) -> list[str]:
+    """The state of every session of the pool, as the admin lists them."""
+    return [row["state"] for row in json.loads(pool.cli("sessions", "--json").stdout)]
