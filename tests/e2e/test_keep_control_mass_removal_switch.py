@@ -37,6 +37,7 @@ import datetime as dt
 import math
 import os
 import pwd
+import secrets
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -110,8 +111,9 @@ def audit(site: Site) -> list[dict[str, Any]]:
     return site.audit("remote") if (site.root / "audit-remote" / "audit.jsonl").exists() else []
 
 
-def sleeping(uid: int) -> list[int]:
-    """The live ``sleep 1000`` processes of ``uid`` (the jobs' children)."""
+def sleeping(uid: int, nap: str) -> list[int]:
+    """The live ``sleep NAP`` processes of ``uid`` (this test's jobs' children: another
+    run of the suite on the machine runs the same test as the same account)."""
     found = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -120,7 +122,7 @@ def sleeping(uid: int) -> list[int]:
             if os.stat(f"/proc/{name}").st_uid != uid:
                 continue
             with open(f"/proc/{name}/cmdline", "rb") as f:
-                if f.read() != b"sleep\x001000\x00":
+                if f.read() != f"sleep\0{nap}\0".encode():
                     continue
             if "\nState:\tZ" in Path(f"/proc/{name}/status").read_text():
                 continue
@@ -173,6 +175,7 @@ def test_removing_200_running_switched_jobs_reaches_the_switch_and_the_service_a
     site: Site, service: Service, make_pool: Callable[..., Pool], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PILOTAGE_X509_CA_DIR", str(site.pki.trust_dir))  # type: ignore[attr-defined]
+    nap = f"1000.{secrets.randbelow(10**6):06d}"  # the jobs' sleep, this run's own
     pool = AgentPool.create(
         site,
         make_pool(lease_s="300", stop_rate_per_site_s=str(PER_SITE_S), stop_rate_per_pilot_s="0.3"),
@@ -183,7 +186,7 @@ def test_removing_200_running_switched_jobs_reaches_the_switch_and_the_service_a
             pool.submit(
                 "alice",
                 ALICE,
-                "trap 'exit 0' TERM; sleep 1000 & wait",
+                f"trap 'exit 0' TERM; sleep {nap} & wait",
                 request_memory_mb=1,
                 request_disk_mb=1,
             )
@@ -214,11 +217,11 @@ def test_removing_200_running_switched_jobs_reaches_the_switch_and_the_service_a
                 if r.get("event") == "signal" and r.get("signal") == "SIGTERM"
             ]  # fmt: skip
 
-        wait_for(lambda: len(terms()) >= JOBS, "every job signalled", pool.log, timeout=120)
+        wait_for(lambda: len(terms()) >= JOBS, "every job signalled", pool.log, timeout=900)
         alice = pwd.getpwnam("alice").pw_uid
-        wait_for(lambda: not sleeping(alice), "every job's end", pool.log, timeout=120)
+        wait_for(lambda: not sleeping(alice, nap), "every job's end", pool.log, timeout=600)
         # Each claim's directory goes once its last switch call (the clean-up) is done.
-        wait_for(lambda: not claim_dirs(pool), "every job cleaned up", pool.log, timeout=120)
+        wait_for(lambda: not claim_dirs(pool), "every job cleaned up", pool.log, timeout=600)
 
         # Every call of the switch asked the service (no cache): one decision each.
         records = audit(site)
@@ -248,5 +251,5 @@ def test_removing_200_running_switched_jobs_reaches_the_switch_and_the_service_a
     finally:
         pool.kill_agents()  # their reapers kill what is left, through the switch
         deadline = time.monotonic() + 120
-        while sleeping(pwd.getpwnam("alice").pw_uid) and time.monotonic() < deadline:
+        while sleeping(pwd.getpwnam("alice").pw_uid, nap) and time.monotonic() < deadline:
             time.sleep(0.5)  # the site (and its switch) must outlive the reapers' calls
