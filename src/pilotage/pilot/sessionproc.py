@@ -35,6 +35,7 @@ from typing import Any
 from .forkgate import spawn
 from .jobcredential import install_wrapper
 from .jobrun import JobRun, build_environment
+from .switchcall import read_to_end
 from .switched import SwitchedRun
 
 #: How long the wrapper may take to take its request.
@@ -207,7 +208,7 @@ def _start(
         os.close(status_w)
         status_w = -1
         fd, status_r = status_r, -1
-        failure = _exec_status(fd)  # closes it
+        failure = read_to_end(fd)  # the wrapper's line, or "" once exec'd; closes it
         if failure:
             entered.end()
             raise CannotEnter("cannot-start", failure)
@@ -263,14 +264,3 @@ def _hand_over(sock: socket.socket, request: dict[str, Any], fds: list[int]) -> 
     sock.shutdown(socket.SHUT_WR)
     if sock.recv(1) != b"R":
         raise OSError("it never took its request")
-
-
-def _exec_status(fd: int) -> str:
-    """The wrapper's line, or "" at end-of-file (the command was exec'd)."""
-    data = b""
-    try:
-        while chunk := os.read(fd, 4096):
-            data += chunk
-    finally:
-        os.close(fd)
-    return data.decode(errors="replace").strip()
