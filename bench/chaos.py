@@ -56,7 +56,7 @@ import sqlalchemy
 from sqlalchemy.pool import NullPool
 
 from pilotage.factory.backends.local import PilotLaunch
-from pilotage.testing import Pool, postgres_cluster, postgres_handle
+from pilotage.testing import Pool, create_database, postgres_cluster, postgres_handle
 from pilotage.testing_slurm import free_port
 
 FINAL = ("COMPLETED", "HELD", "REMOVED")
@@ -434,17 +434,7 @@ def run_scenario(name: str, db: str, pg_server: str | None, size: Size, run: int
 
 
 def _fresh_database(server: str, name: str) -> str:
-    admin = sqlalchemy.create_engine(
-        sqlalchemy.make_url(server).set(database="postgres"),
-        isolation_level="AUTOCOMMIT",
-        poolclass=NullPool,
-    )
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    finally:
-        admin.dispose()
-    return server + name
+    return create_database(server, name)
 
 
 FIGURES = (

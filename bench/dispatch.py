@@ -48,7 +48,7 @@ import httpx
 import sqlalchemy
 from sqlalchemy.pool import NullPool
 
-from pilotage.testing import Pool, postgres_cluster
+from pilotage.testing import Pool, create_database, postgres_cluster
 
 CLUSTER_MAX = 100_000
 #: The slot every simulated pilot offers: one core, so one job at a time.
@@ -411,18 +411,7 @@ def bench(db: str, args: argparse.Namespace) -> dict[str, float]:
 
 
 def _fresh_pg_database(server: str, run: int) -> str:
-    name = f"bench_{run}_{os.getpid()}"
-    admin = sqlalchemy.create_engine(
-        sqlalchemy.make_url(server).set(database="postgres"),
-        isolation_level="AUTOCOMMIT",
-        poolclass=NullPool,
-    )
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    finally:
-        admin.dispose()
-    return server + name
+    return create_database(server, f"bench_{run}_{os.getpid()}")
 
 
 def main() -> None:

@@ -319,30 +319,45 @@ def postgres_cluster() -> Iterator[str]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def throwaway_database(server_url: str) -> Iterator[str]:
-    """Create a fresh, empty database on the cluster at ``server_url`` (a URL without a
-    database name, as :func:`postgres_cluster` yields); yield its URL; drop it after."""
+def _admin_engine(server_url: str) -> Any:
+    """An engine on the cluster's ``postgres`` database, for CREATE and DROP DATABASE."""
     import sqlalchemy
     from sqlalchemy.pool import NullPool
 
-    name = f"test_{secrets.token_hex(6)}"
-    admin = sqlalchemy.create_engine(
+    return sqlalchemy.create_engine(
         sqlalchemy.make_url(server_url).set(database="postgres"),
         isolation_level="AUTOCOMMIT",
         poolclass=NullPool,
     )
+
+
+def create_database(server_url: str, name: str) -> str:
+    """Create the empty database ``name`` on the cluster at ``server_url`` (a URL without
+    a database name, as :func:`postgres_cluster` yields); its URL. It stays."""
+    admin = _admin_engine(server_url)
     try:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        try:
-            yield server_url + name
-        finally:
-            with admin.connect() as conn:
-                # FORCE: a connection the test leaked must not keep its database alive.
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         admin.dispose()
+    return server_url + name
+
+
+@contextlib.contextmanager
+def throwaway_database(server_url: str) -> Iterator[str]:
+    """:func:`create_database` under a fresh name; yield its URL; drop it after."""
+    url = create_database(server_url, f"test_{secrets.token_hex(6)}")
+    try:
+        yield url
+    finally:
+        admin = _admin_engine(server_url)
+        try:
+            with admin.connect() as conn:
+                # FORCE: a connection the test leaked must not keep its database alive.
+                name = url.removeprefix(server_url)
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            admin.dispose()
 
 
 @dataclass(frozen=True)
