@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import signal
 import socket
@@ -35,11 +34,9 @@ from typing import Any
 from .forkgate import spawn
 from .jobcredential import install_wrapper
 from .jobrun import JobRun, build_environment
-from .switchcall import read_to_end
+from .switchcall import NO_LINE, hand_over, read_line, read_to_end, spawn_session
 from .switched import SwitchedRun
 
-#: How long the wrapper may take to take its request.
-_HAND_OVER_S = 60.0
 #: An interactive shell: the account's own, unless it is no shell at all.
 SHELL = 'case "$SHELL" in ""|*/nologin|*/false) exec /bin/sh -i;; *) exec "$SHELL" -i;; esac'
 
@@ -188,7 +185,8 @@ def _start(
                 if switched:
                     os.close(switch_w)
             if switched:
-                code, message = _switch_status(switch_r)
+                code, message = read_line(switch_r)  # the fd stays open: the lifeline
+                code = 202 if code == NO_LINE else code
                 if code != 0:
                     os.waitpid(entered.pid, 0)
                     # 202 is the site's passing trouble: the user may try again (exit 75).
@@ -198,13 +196,9 @@ def _start(
                         f"the site's pilotage-exec refused ({code}): {message}",
                     )
                 entered.lifeline, switch_r = switch_r, -1  # the session's now
-            try:
-                _hand_over(ours, request, [status_w, *stdio])
-            except OSError as exc:
+            if why := hand_over(ours, request, (status_w, *stdio)):
                 entered.end()
-                raise CannotEnter(
-                    "cannot-start", f"the job wrapper did not start ({exc})"
-                ) from None
+                raise CannotEnter("cannot-start", f"the job wrapper did not start ({why})")
         os.close(status_w)
         status_w = -1
         fd, status_r = status_r, -1
@@ -219,48 +213,11 @@ def _start(
 
 
 def _spawn(program: str, args: list[str], env: dict[str, str], fds: list[int]) -> int:
-    """``posix_spawn`` in a new session: ``fds[0]`` as 0, /dev/null as 1 and 2, then
-    ``fds[1:]`` from 3 (the switch's status channel), nothing else."""
-    high: list[int] = []
+    """The command (or the switch) in a new session: ``fds[0]`` as 0, /dev/null as 1 and
+    2, then ``fds[1:]`` from 3 (the switch's status channel), nothing else."""
     try:
-        with open(os.devnull, "r+b") as null:
-            for fd in (fds[0], null.fileno(), null.fileno(), *fds[1:]):
-                high.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10))
-        actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(high)]
         # On the gate's forking side: no other claim's executable, open for writing while
         # it is unpacked, may live on in this child (pilot/forkgate.py).
-        return spawn(
-            lambda: os.posix_spawn(program, args, env, file_actions=actions, setsid=True),
-            "a session's command",
-        )
+        return spawn(lambda: spawn_session(program, args, env, *fds), "a session's command")
     except OSError as exc:
         raise CannotEnter("cannot-start", f"{program} cannot be started ({exc})") from None
-    finally:
-        for fd in high:
-            os.close(fd)
-
-
-def _switch_status(fd: int) -> tuple[int, str]:
-    """The switch's line (``0 started <pid>`` or ``<code> <message>``); the fd stays open."""
-    data = b""
-    while b"\n" not in data and len(data) < 8192:
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            break
-        data += chunk
-    line = data.split(b"\n", 1)[0].decode(errors="replace")
-    code, _, message = line.partition(" ")
-    if not line:
-        return 202, "pilotage-exec ended without a status line"
-    return (int(code), message) if code.isdigit() else (202, f"an unreadable line {line[:200]!r}")
-
-
-def _hand_over(sock: socket.socket, request: dict[str, Any], fds: list[int]) -> None:
-    """Send the request and descriptors; wait for the wrapper's acknowledgement."""
-    data = json.dumps(request).encode()
-    sock.settimeout(_HAND_OVER_S)
-    sent = socket.send_fds(sock, [data], fds)
-    sock.sendall(data[sent:])
-    sock.shutdown(socket.SHUT_WR)
-    if sock.recv(1) != b"R":
-        raise OSError("it never took its request")

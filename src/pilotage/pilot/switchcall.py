@@ -37,41 +37,48 @@ class Refused(Exception):
         self.message = message
 
 
-def launch(program: str, argv: list[str], stdin: int, env: dict[str, str]) -> tuple[int, int]:
-    """Start the switch in a new session; its pid and the status channel's read end.
+def spawn_session(program: str, argv: list[str], env: dict[str, str], *fds: int) -> int:
+    """``posix_spawn`` in a new session with exactly these descriptors: ``fds[0]`` as
+    0, /dev/null as 1 and 2, the rest from 3. Called on the fork gate's forking side.
 
     ``posix_spawn`` places the descriptors in the child only, so concurrent claims never
-    see each other's; ``env`` is the switch's whole environment.
+    see each other's; ``env`` is the child's whole environment.
     """
-    read_fd, write_fd = os.pipe()
     high: list[int] = []
     try:
         with open(os.devnull, "r+b") as null:
-            for fd in (stdin, null.fileno(), null.fileno(), write_fd):
+            for fd in (fds[0], null.fileno(), null.fileno(), *fds[1:]):
                 high.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10))
         actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(high)]
+        return os.posix_spawn(program, argv, env, file_actions=actions, setsid=True)
+    finally:
+        for fd in high:
+            os.close(fd)
+
+
+def launch(program: str, argv: list[str], stdin: int, env: dict[str, str]) -> tuple[int, int]:
+    """Start the switch in a new session; its pid and the status channel's read end."""
+    read_fd, write_fd = os.pipe()
+    try:
         with GATE.forking():  # no executable open for writing survives into it
-            pid = os.posix_spawn(program, argv, env, file_actions=actions, setsid=True)
+            pid = spawn_session(program, argv, env, stdin, write_fd)
     except BaseException:
         os.close(read_fd)
         raise
     finally:
-        for fd in (*high, write_fd):
-            os.close(fd)
+        os.close(write_fd)
     return pid, read_fd
 
 
-def read_status(read_fd: int) -> tuple[int, str]:
-    """Read the status line (not to end-of-file: sudo keeps a copy open) and close."""
+def read_line(fd: int) -> tuple[int, str]:
+    """The status line's code and message, or :data:`NO_LINE`; ``fd`` stays open. Reads
+    up to the line only, not to end-of-file: sudo keeps a copy of the write end open."""
     data = b""
-    try:
-        while b"\n" not in data and len(data) < 8192:
-            chunk = os.read(read_fd, 4096)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        os.close(read_fd)
+    while b"\n" not in data and len(data) < 8192:
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
     line = data.split(b"\n", 1)[0].decode(errors="replace")
     code, _, message = line.partition(" ")
     if not line:
@@ -79,6 +86,14 @@ def read_status(read_fd: int) -> tuple[int, str]:
     if not code.isdigit():
         return 202, f"pilotage-exec sent an unreadable status line {line[:200]!r}"
     return int(code), message
+
+
+def read_status(read_fd: int) -> tuple[int, str]:
+    """:func:`read_line`, then close ``read_fd``."""
+    try:
+        return read_line(read_fd)
+    finally:
+        os.close(read_fd)
 
 
 def read_to_end(read_fd: int) -> str:
