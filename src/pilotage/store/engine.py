@@ -101,7 +101,10 @@ class Store:
                 # after the system's TCP timeout of minutes.
                 connect_args={"connect_timeout": 10},
             )
-            self._read_engine = self.engine
+            # READ COMMITTED (the writers') takes a snapshot per statement: a read of
+            # several statements (a listing, one query per state) could miss a job that
+            # changed state between two of them. A reader's snapshot is the transaction's.
+            self._read_engine = self.engine.execution_options(isolation_level="REPEATABLE READ")
         else:
             raise OperatorError(
                 f"database URL {url!r} is neither sqlite:/// nor postgresql://; "
