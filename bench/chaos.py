@@ -417,7 +417,7 @@ def run_scenario(name: str, db: str, pg_server: str | None, size: Size, run: int
         db_url = f"sqlite:///{root / 'state' / 'pilotage.db'}"
         if db == "postgres":
             assert pg_server is not None
-            db_url = _fresh_database(pg_server, f"chaos_{name}_{run}_{os.getpid()}")
+            db_url = create_database(pg_server, f"chaos_{name}_{run}_{os.getpid()}")
         chaos = Chaos(root, db_url, size, **settings)
         chaos.pg_server = pg_server or ""
         stack.callback(chaos.close)
@@ -431,10 +431,6 @@ def run_scenario(name: str, db: str, pg_server: str | None, size: Size, run: int
             flush=True,
         )
         return figures
-
-
-def _fresh_database(server: str, name: str) -> str:
-    return create_database(server, name)
 
 
 FIGURES = (

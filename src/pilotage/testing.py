@@ -346,7 +346,8 @@ def create_database(server_url: str, name: str) -> str:
 @contextlib.contextmanager
 def throwaway_database(server_url: str) -> Iterator[str]:
     """:func:`create_database` under a fresh name; yield its URL; drop it after."""
-    url = create_database(server_url, f"test_{secrets.token_hex(6)}")
+    name = f"test_{secrets.token_hex(6)}"
+    url = create_database(server_url, name)
     try:
         yield url
     finally:
@@ -354,7 +355,6 @@ def throwaway_database(server_url: str) -> Iterator[str]:
         try:
             with admin.connect() as conn:
                 # FORCE: a connection the test leaked must not keep its database alive.
-                name = url.removeprefix(server_url)
                 conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             admin.dispose()
